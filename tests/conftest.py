@@ -1,0 +1,26 @@
+import pytest
+import torch
+
+import ucvae_lite as u
+
+
+@pytest.fixture(scope="session")
+def model() -> u.LinearGaussian:
+    return u.LinearGaussian.example(latent_dim=2, obs_dim=4, sigma=0.7, seed=0)
+
+
+@pytest.fixture(scope="session")
+def x(model) -> torch.Tensor:
+    """Three data points from the model."""
+    return model.sample_data(3, torch.Generator().manual_seed(1))
+
+
+def replicate(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Each row of x repeated r times (rows [i*r, (i+1)*r) are copies of x[i])."""
+    return x.repeat_interleave(r, 0)
+
+
+def z_scores(samples: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
+    """(mean - exact) / SE for samples [R, ...] of an estimator of ``exact``."""
+    r = samples.shape[0]
+    return (samples.mean(0) - exact) / (samples.std(0) / r**0.5)

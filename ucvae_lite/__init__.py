@@ -1,0 +1,45 @@
+"""ucvae_lite: unbiased VAE log-likelihood gradients from coupled Markov chains.
+
+Ruiz, Titsias, Cemgil & Doucet (UAI 2021): coupled conditional importance sampling chains on
+the IWAE-augmented latent space give unbiased estimates of posterior expectations, hence of
+∇_θ log p_θ(x), where IWAE's are biased.
+"""
+
+from .distributions import DefensiveMixture, Gaussian, StandardNormal
+from .estimate import Estimate
+from .estimator import MeetingTimeoutError, coupled_estimate
+from .iwae import (
+    effective_sample_size,
+    iwae_bound,
+    iwae_estimate,
+    normalized_weights,
+    sample_extended_target,
+)
+from .kernels import CISState, cis_step, coupled_cis_step, init_state, maximal_coupling
+from .linear_gaussian import LinearGaussian
+from .surrogate import log_likelihood_surrogate
+from .targets import ImportanceTarget, Target
+
+__all__ = [
+    "CISState",
+    "DefensiveMixture",
+    "Estimate",
+    "Gaussian",
+    "ImportanceTarget",
+    "LinearGaussian",
+    "MeetingTimeoutError",
+    "StandardNormal",
+    "Target",
+    "cis_step",
+    "coupled_cis_step",
+    "coupled_estimate",
+    "effective_sample_size",
+    "init_state",
+    "iwae_bound",
+    "iwae_estimate",
+    "log_likelihood_surrogate",
+    "maximal_coupling",
+    "normalized_weights",
+    "sample_extended_target",
+]
+__version__ = "0.1.0"

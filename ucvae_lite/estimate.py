@@ -1,0 +1,96 @@
+"""The result of an estimator: visited particles with signed coefficients.
+
+Both the IWAE self-normalised estimate and the coupled-chain estimate H_{k:m} are linear in f:
+
+    Ĥ(f) = Σ_n c_n f(z_n)
+
+over particles z_n visited for a data point, with coefficients c_n (for IWAE c = w̄ ≥ 0; for
+H_{k:m} some c_n are negative). Storing (z_n, c_n) once serves every f, including the
+gradient surrogate Σ_n c_n log p_θ(x, z_n).
+
+Internally the particles are stored *flat* (``rows[i]`` says which data point particle i
+belongs to), because coupled chains have very different lengths; ``particles`` and ``coef``
+give the padded [B, N, ...] view of ``design.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Estimate:
+    """Particles and coefficients of an estimator, for a batch of ``batch_size`` data points.
+
+    Attributes
+    ----------
+    flat_particles : [M, D] every particle whose log-weight was evaluated, once each.
+    flat_coef : [M] its coefficient (merged over all the terms it appears in).
+    rows : [M] the data point each particle belongs to.
+    tau : [B] meeting times (τ ≥ 1 for coupled chains; 0 for the IWAE estimate, which has none).
+    num_evals : [B] log-weight evaluations spent on each data point.
+    truncated : [B] True where a chain was stopped at ``max_steps`` before meeting (biased).
+    """
+
+    flat_particles: Tensor
+    flat_coef: Tensor
+    rows: Tensor
+    batch_size: int
+    num_samples: int
+    tau: Tensor
+    num_evals: Tensor
+    truncated: Tensor
+    k: int = 0
+    m: int = 0
+    info: dict = field(default_factory=dict)
+    _padded: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+
+    # --- padded view ----------------------------------------------------------------------
+    def _pad(self) -> tuple[Tensor, Tensor]:
+        if self._padded is None:
+            B, M = self.batch_size, self.rows.numel()
+            counts = torch.bincount(self.rows, minlength=B)
+            order = torch.argsort(self.rows, stable=True)
+            rows = self.rows[order]
+            start = torch.cumsum(counts, 0) - counts
+            pos = torch.arange(M, device=rows.device) - start[rows]
+            N = int(counts.max()) if M else 0
+            D = self.flat_particles.shape[-1]
+            # Pad with a copy of each row's first particle, so f(padding) is finite.
+            first = self.flat_particles[order][start.clamp(max=max(M - 1, 0))]
+            particles = first[:, None, :].expand(B, N, D).clone()
+            coef = self.flat_coef.new_zeros(B, N)
+            particles[rows, pos] = self.flat_particles[order]
+            coef[rows, pos] = self.flat_coef[order]
+            self._padded = (particles, coef)
+        return self._padded
+
+    @property
+    def particles(self) -> Tensor:
+        """[B, N, D] visited particles, padded (with a copy of a real particle) to equal length."""
+        return self._pad()[0]
+
+    @property
+    def coef(self) -> Tensor:
+        """[B, N] signed coefficients; zero on padding."""
+        return self._pad()[1]
+
+    # --- estimates ------------------------------------------------------------------------
+    def expectation(self, f: Callable[[Tensor], Tensor]) -> Tensor:
+        """Σ_n c_n f(z_n) per data point, with f mapping [B, N, D] -> [B, N, ...]."""
+        values = f(self.particles)
+        coef = self.coef.to(values.dtype)
+        coef = coef.reshape(*coef.shape, *([1] * (values.dim() - 2)))
+        return (coef * values).sum(1)
+
+    def mean(self) -> Tensor:
+        """Estimate of E[z | x_b], [B, D]."""
+        return self.expectation(lambda z: z)
+
+    def second_moment(self) -> Tensor:
+        """Estimate of E[z zᵀ | x_b], [B, D, D]."""
+        return self.expectation(lambda z: z[..., :, None] * z[..., None, :])

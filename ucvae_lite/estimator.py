@@ -1,0 +1,231 @@
+"""The unbiased estimator H_{k:m} from lag-1 coupled CIS chains (method.md §5).
+
+With X_0, Y_0 ~ q^S, X_1 ~ K(X_0, ·), then (X_{t+1}, Y_t) ~ K̄((X_t, Y_{t-1}), ·) and
+τ = inf{t ≥ 1 : X_t = Y_{t-1}}, for integers 0 ≤ k ≤ m:
+
+    H_{k:m} = 1/(m-k+1) Σ_{t=k}^{m} h(X_t)
+              + Σ_{t=k+1}^{τ-1} min(1, (t-k)/(m-k+1)) · ( h(X_t) - h(Y_{t-1}) ),
+
+    h(ξ) = Σ_j w̄_j(ξ) f(z_j)      (Rao-Blackwellised over the selected index),
+
+and E[H_{k:m}] = E_{p(z|x)}[f(z)] exactly (Jacob, O'Leary & Atchadé 2020; Ruiz et al. 2021).
+With k = m = 0 it reads h(X_0) + Σ_{t=1}^{τ-1} (h(X_t) - h(Y_{t-1})): the IWAE estimate plus
+a bias correction.
+
+Implementation
+--------------
+* Y_0 takes X_1's fresh slots (its reference an independent q-draw), so the chains can meet
+  at the first coupled step; τ ≥ 2.
+* Every particle whose weight is evaluated gets one id; a chain state holds ids. The chains
+  meet when they select the same id, which is decided by the index selection alone, so the
+  step that only confirms a meeting costs no evaluations.
+* H is linear in f, so it is returned as particles with signed coefficients; coefficients of
+  a particle used by several terms (the shared fresh slots, a reference kept for many steps)
+  are merged. Number of particles = number of log-weight evaluations.
+* All chains run as one tensor computation; a chain that has met (and passed m) leaves the
+  active set, so the batch costs the sum of its meeting times, not B × the slowest chain.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .estimate import Estimate
+from .iwae import (
+    check_log_weights,
+    check_num_samples,
+    check_samples,
+    effective_sample_size,
+    normalized_weights,
+)
+from .kernels import fresh_draws, gather_slot, maximal_coupling, sample_categorical
+from .targets import Target, restrict
+
+
+class MeetingTimeoutError(RuntimeError):
+    """Coupled chains did not meet within ``max_steps``; truncating them would bias the estimate."""
+
+
+class _ParticleStore:
+    """Append-only flat storage of evaluated particles; ids are positions in it."""
+
+    def __init__(self):
+        self.blocks: list[Tensor] = []
+        self.rows: list[Tensor] = []
+        self.size = 0
+        self.coef_ids: list[Tensor] = []
+        self.coef_vals: list[Tensor] = []
+
+    def add(self, z: Tensor, rows: Tensor) -> Tensor:
+        """Store z [A, n, D] for data points rows [A]; returns ids [A, n]."""
+        A, n, D = z.shape
+        ids = torch.arange(self.size, self.size + A * n, device=z.device).view(A, n)
+        self.blocks.append(z.reshape(A * n, D))
+        self.rows.append(rows.repeat_interleave(n))
+        self.size += A * n
+        return ids
+
+    def credit(self, ids: Tensor, values: Tensor) -> None:
+        """Add values to the coefficients of particles ids (same shapes)."""
+        self.coef_ids.append(ids.reshape(-1))
+        self.coef_vals.append(values.reshape(-1))
+
+    def finish(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        particles, rows = torch.cat(self.blocks), torch.cat(self.rows)
+        coef = torch.zeros(self.size, dtype=dtype, device=particles.device)
+        if self.coef_ids:
+            coef.index_add_(0, torch.cat(self.coef_ids), torch.cat(self.coef_vals).to(dtype))
+        return particles, coef, rows
+
+
+def _check_args(num_samples: int, k: int, m: int, max_steps: int, on_timeout: str) -> None:
+    check_num_samples(num_samples)
+    if not isinstance(k, int) or not isinstance(m, int) or k < 0:
+        raise ValueError(f"k must be an integer >= 0, got k={k!r}")
+    if k > m:
+        raise ValueError(f"need k <= m (average h(X_t) over t = k..m), got k={k}, m={m}")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
+    if max_steps < m:
+        raise ValueError(f"max_steps={max_steps} is below m={m}: the chains must run m steps")
+    if on_timeout not in ("raise", "truncate"):
+        raise ValueError(f"on_timeout must be 'raise' or 'truncate', got {on_timeout!r}")
+
+
+def coupled_estimate(
+    target: Target,
+    num_samples: int,
+    k: int = 0,
+    m: int = 0,
+    max_steps: int = 10_000,
+    generator: torch.Generator | None = None,
+    *,
+    on_timeout: str = "raise",
+    initial: tuple[Tensor, Tensor] | None = None,
+) -> Estimate:
+    """Unbiased estimate H_{k:m} of E_{p(z|x_b)}[f(z)] for every data point b, for all f at once.
+
+    Parameters
+    ----------
+    target : an object with ``sample(n, generator)`` and ``log_weight(z)`` (see ``targets``).
+    num_samples : S, particles per set (S ≥ 2).
+    k, m : 0 ≤ k ≤ m; larger values lower the variance and cost more.
+    max_steps : the largest t a chain may reach. Chains still unmet then raise
+        ``MeetingTimeoutError`` (default) or, with ``on_timeout="truncate"``, are cut off and
+        flagged in ``truncated``: that estimate is *biased*.
+    initial : optionally X_0 as (particles [B, S, D], log-weights [B, S]), e.g. the sample set of
+        an IWAE forward pass (detached). It must be a fresh q^S draw.
+
+    Returns an ``Estimate`` with ``tau`` (τ ≥ 2), ``num_evals`` (log-weight evaluations per data
+    point: S for X_0, S for (X_1, Y_0), S - 1 per further step that needs new particles) and
+    ``expectation(f)``.
+    """
+    _check_args(num_samples, k, m, max_steps, on_timeout)
+    S = num_samples
+    if initial is None:
+        z0, lw0 = fresh_draws(target, S, generator)
+    else:
+        z0, lw0 = (t.detach() for t in initial)
+        check_samples(z0, S, where="initial particles")
+        check_log_weights(lw0, z0, where="initial log-weights")
+    B, _, D = z0.shape
+    device, dtype = z0.device, lw0.dtype
+    span = m - k + 1
+
+    def alpha_beta(t: int, unmet: Tensor) -> tuple[Tensor, Tensor]:
+        """Coefficients of h(X_t) and h(Y_{t-1}) in H_{k:m}; unmet means τ > t."""
+        base = (1.0 / span) if k <= t <= m else 0.0
+        corr = min(1.0, (t - k) / span) if t >= k + 1 else 0.0
+        c = unmet.to(dtype) * corr
+        return base + c, -c
+
+    store = _ParticleStore()
+    rows = torch.arange(B, device=device)
+    ids0 = store.add(z0, rows)
+    num_evals = torch.full((B,), S, dtype=torch.long, device=device)
+    if k == 0:
+        store.credit(ids0, normalized_weights(lw0) / span)
+
+    # t = 1: X_1 ~ K(X_0); Y_0 = (independent q-draw, X_1's fresh slots).
+    lx = sample_categorical(normalized_weights(lw0), generator)
+    y_ref, y_ref_lw = fresh_draws(target, 1, generator)
+    fresh, fresh_lw = fresh_draws(target, S - 1, generator)
+    num_evals += S
+    # Chain states, for the active rows only: reference (z, log w, id) + shared fresh slots.
+    rx = (gather_slot(z0, lx), gather_slot(lw0, lx), gather_slot(ids0, lx))
+    ry = (y_ref[:, 0], y_ref_lw[:, 0], store.add(y_ref, rows)[:, 0])
+    fz, flw, fid = fresh, fresh_lw, store.add(fresh, rows)
+    tau = torch.zeros(B, dtype=torch.long, device=device)
+    met = torch.zeros(B, dtype=torch.bool, device=device)  # τ ≤ t, for active rows
+    active = rows
+    tgt = restrict(target, rows, B) if hasattr(target, "select") else target
+
+    t = 1
+    while True:
+        # Credit h(X_t) and h(Y_{t-1}) for the active rows (fresh coefficients merge).
+        a, b = alpha_beta(t, ~met)
+        if bool((a != 0).any() or (b != 0).any()):
+            wx = normalized_weights(torch.cat([rx[1][:, None], flw], 1))
+            wy = normalized_weights(torch.cat([ry[1][:, None], flw], 1))
+            store.credit(rx[2], a * wx[:, 0])
+            store.credit(ry[2], b * wy[:, 0])
+            store.credit(fid, a[:, None] * wx[:, 1:] + b[:, None] * wy[:, 1:])
+        t += 1
+        if t > max_steps:
+            break
+        # Coupled index selection for (X_t, Y_{t-1}) from (X_{t-1}, Y_{t-2}).
+        lwx = torch.cat([rx[1][:, None], flw], 1)
+        lwy = torch.cat([ry[1][:, None], flw], 1)
+        ix, iy = maximal_coupling(lwx, lwy, generator)
+        iy = torch.where(met, ix, iy)  # met chains are identical: keep them so
+        zx, zy = torch.cat([rx[0][:, None], fz], 1), torch.cat([ry[0][:, None], fz], 1)
+        idx_x, idx_y = torch.cat([rx[2][:, None], fid], 1), torch.cat([ry[2][:, None], fid], 1)
+        rx = (gather_slot(zx, ix), gather_slot(lwx, ix), gather_slot(idx_x, ix))
+        ry = (gather_slot(zy, iy), gather_slot(lwy, iy), gather_slot(idx_y, iy))
+        new_met = (rx[2] == ry[2]) & ~met
+        tau[active[new_met]] = t
+        met = met | new_met
+        # Rows still needed: unmet, or met but h(X_t) still enters the average (t ≤ m).
+        keep = ~met | (t <= m)
+        if not bool(keep.all()):
+            local = keep.nonzero().flatten()
+            active, met = active[local], met[local]
+            rx = tuple(v[local] for v in rx)
+            ry = tuple(v[local] for v in ry)
+            if hasattr(target, "select"):
+                tgt = restrict(tgt, local, len(keep))
+            else:
+                tgt = restrict(target, active, B)
+        if active.numel() == 0:
+            break
+        fz, flw = fresh_draws(tgt, S - 1, generator)
+        fid = store.add(fz, active)
+        num_evals[active] += S - 1
+
+    unmet = active[~met] if active.numel() else active
+    truncated = torch.zeros(B, dtype=torch.bool, device=device)
+    if unmet.numel():
+        if on_timeout == "raise":
+            raise MeetingTimeoutError(
+                f"{unmet.numel()} of {B} coupled chains had not met after max_steps={max_steps} "
+                f"steps (S={S}, k={k}, m={m}). Stopping them would bias the estimate. Raise "
+                "max_steps, use a better or defensive proposal, or pass on_timeout='truncate' "
+                "to get a flagged, biased estimate."
+            )
+        truncated[unmet] = True
+        tau[unmet] = max_steps + 1  # censored: τ > max_steps
+    particles, coef, flat_rows = store.finish(dtype)
+    return Estimate(
+        flat_particles=particles,
+        flat_coef=coef,
+        rows=flat_rows,
+        batch_size=B,
+        num_samples=S,
+        tau=tau,
+        num_evals=num_evals,
+        truncated=truncated,
+        k=k,
+        m=m,
+        info={"initial_log_weights": lw0, "initial_ess": effective_sample_size(lw0)},
+    )
