@@ -20,7 +20,7 @@ main: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	UCVAE_FAST=1 $(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check --fix .
