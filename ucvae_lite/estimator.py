@@ -39,7 +39,7 @@ from .iwae import (
     effective_sample_size,
     normalized_weights,
 )
-from .kernels import fresh_draws, gather_slot, maximal_coupling, sample_categorical
+from .kernels import coupled_indices, fresh_draws, gather_slot, sample_categorical
 from .targets import Target, restrict
 
 
@@ -125,6 +125,7 @@ def coupled_estimate(
     S = num_samples
     if initial is None:
         z0, lw0 = fresh_draws(target, S, generator)
+        check_log_weights(lw0, z0)
     else:
         z0, lw0 = (t.detach() for t in initial)
         check_samples(z0, S, where="initial particles")
@@ -163,11 +164,12 @@ def coupled_estimate(
 
     t = 1
     while True:
-        # Credit h(X_t) and h(Y_{t-1}) for the active rows (fresh coefficients merge).
-        a, b = alpha_beta(t, ~met)
-        if bool((a != 0).any() or (b != 0).any()):
-            wx = normalized_weights(torch.cat([rx[1][:, None], flw], 1))
-            wy = normalized_weights(torch.cat([ry[1][:, None], flw], 1))
+        # Particle sets X_t = (rx, fresh) and Y_{t-1} = (ry, fresh), for the active rows.
+        lwx = torch.cat([rx[1][:, None], flw], 1)
+        lwy = torch.cat([ry[1][:, None], flw], 1)
+        wx, wy = normalized_weights(lwx), normalized_weights(lwy)
+        if t >= k:  # credit h(X_t) and h(Y_{t-1}); coefficients of shared fresh slots merge
+            a, b = alpha_beta(t, ~met)
             store.credit(rx[2], a * wx[:, 0])
             store.credit(ry[2], b * wy[:, 0])
             store.credit(fid, a[:, None] * wx[:, 1:] + b[:, None] * wy[:, 1:])
@@ -175,9 +177,7 @@ def coupled_estimate(
         if t > max_steps:
             break
         # Coupled index selection for (X_t, Y_{t-1}) from (X_{t-1}, Y_{t-2}).
-        lwx = torch.cat([rx[1][:, None], flw], 1)
-        lwy = torch.cat([ry[1][:, None], flw], 1)
-        ix, iy = maximal_coupling(lwx, lwy, generator)
+        ix, iy = coupled_indices(wx, wy, generator)
         iy = torch.where(met, ix, iy)  # met chains are identical: keep them so
         zx, zy = torch.cat([rx[0][:, None], fz], 1), torch.cat([ry[0][:, None], fz], 1)
         idx_x, idx_y = torch.cat([rx[2][:, None], fid], 1), torch.cat([ry[2][:, None], fid], 1)
@@ -188,6 +188,9 @@ def coupled_estimate(
         met = met | new_met
         # Rows still needed: unmet, or met but h(X_t) still enters the average (t ≤ m).
         keep = ~met | (t <= m)
+        if not bool(keep.any()):
+            active = active[:0]
+            break
         if not bool(keep.all()):
             local = keep.nonzero().flatten()
             active, met = active[local], met[local]
@@ -197,8 +200,6 @@ def coupled_estimate(
                 tgt = restrict(tgt, local, len(keep))
             else:
                 tgt = restrict(target, active, B)
-        if active.numel() == 0:
-            break
         fz, flw = fresh_draws(tgt, S - 1, generator)
         fid = store.add(fz, active)
         num_evals[active] += S - 1

@@ -67,17 +67,21 @@ def maximal_coupling(
     independently. Then i ~ p, j ~ q, and P(i = j) = α, the largest possible value.
     """
     if log_p.shape != log_q.shape:
-        raise ValueError(
-            f"log_p and log_q must have the same shape, got {log_p.shape}, {log_q.shape}"
-        )
-    p, q = normalized_weights(log_p), normalized_weights(log_q)
+        raise ValueError(f"log_p and log_q differ in shape: {log_p.shape} vs {log_q.shape}")
+    return coupled_indices(normalized_weights(log_p), normalized_weights(log_q), generator)
+
+
+def coupled_indices(
+    p: Tensor, q: Tensor, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """``maximal_coupling`` for normalised probabilities p, q [B, S]."""
     nu = torch.minimum(p, q)
-    alpha = nu.sum(-1)
-    u = torch.rand(alpha.shape, generator=generator, dtype=alpha.dtype, device=alpha.device)
-    common = u < alpha
-    i_common = sample_categorical(nu, generator)
-    i_p = sample_categorical((p - nu).clamp_min(0), generator)
-    i_q = sample_categorical((q - nu).clamp_min(0), generator)
+    # One batched inverse-CDF draw from each of ν, p - ν and q - ν (all unnormalised).
+    i_common, i_p, i_q = sample_categorical(
+        torch.stack([nu, (p - nu).clamp_min(0), (q - nu).clamp_min(0)]), generator
+    )
+    u = torch.rand(nu.shape[:-1], generator=generator, dtype=nu.dtype, device=nu.device)
+    common = u < nu.sum(-1)
     return torch.where(common, i_common, i_p), torch.where(common, i_common, i_q)
 
 
@@ -89,11 +93,18 @@ def gather_slot(x: Tensor, index: Tensor) -> Tensor:
 def fresh_draws(
     target: Target, num_fresh: int, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
-    """num_fresh i.i.d. draws from the proposal and their log-weights: [B, n, D], [B, n]."""
+    """num_fresh i.i.d. draws from the proposal and their log-weights: [B, n, D], [B, n].
+
+    Log-weights are validated with one cheap check; the detailed checks run only on failure
+    (a -inf weight among fresh draws is legal: the reference may still carry mass).
+    """
     z = target.sample(num_fresh, generator)
-    check_samples(z, num_fresh)
     log_w = target.log_weight(z)
-    check_log_weights(log_w, z)
+    if z.dim() != 3 or z.shape[1] != num_fresh or log_w.shape != z.shape[:2]:
+        check_samples(z, num_fresh)
+        check_log_weights(log_w, z)
+    if bool(torch.isnan(log_w).any() | torch.isposinf(log_w).any()):
+        check_log_weights(log_w, z)
     return z, log_w
 
 
@@ -101,7 +112,9 @@ def init_state(
     target: Target, num_samples: int, generator: torch.Generator | None = None
 ) -> CISState:
     """ξ_0 ~ q^S: S i.i.d. proposal draws (the IWAE sample set)."""
-    return CISState(*fresh_draws(target, num_samples, generator))
+    z, log_w = fresh_draws(target, num_samples, generator)
+    check_log_weights(log_w, z)
+    return CISState(z, log_w)
 
 
 def _with_reference(ref: Tensor, ref_log_w: Tensor, fresh: Tensor, fresh_log_w: Tensor) -> CISState:
