@@ -1,0 +1,137 @@
+"""Teaching computations: checked against the library estimators and closed forms."""
+
+import pytest
+import torch
+from conftest import z_scores
+
+import ucvae_lite as u
+from ucvae_lite import teaching as T
+
+
+def test_fast_mode_reads_environment(monkeypatch):
+    monkeypatch.setenv("UCVAE_FAST", "1")
+    assert T.fast_mode()
+    monkeypatch.setenv("UCVAE_FAST", "0")
+    assert not T.fast_mode()
+    monkeypatch.delenv("UCVAE_FAST")
+    assert not T.fast_mode()
+
+
+def test_figures_dir_is_repo_root_figures():
+    path = T.figures_dir()
+    assert path.name == "figures" and (path.parent / "ucvae_lite").is_dir()
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("k,m", [(0, 0), (1, 3), (2, 2)])
+def test_term_by_term_h_reproduces_coupled_estimate(model, x, seed, k, m):
+    """Same seed, one chain pair: the recorded chains give exactly the library's H_{k:m}."""
+    target = model.target(x[:1], shift=0.5, scale=1.5)
+    run = T.lag_coupled_chains(target, 4, m=m, generator=torch.Generator().manual_seed(seed))
+    est = u.coupled_estimate(target, 4, k, m, generator=torch.Generator().manual_seed(seed))
+    terms = T.h_km_terms(run, k, m)
+    assert int(run.tau[0]) == int(est.tau[0])
+    torch.testing.assert_close(terms.total, est.mean())
+    # Corrections vanish from τ on.
+    assert bool((terms.correction[int(run.tau[0]) :] == 0).all())
+
+
+def test_lag_coupled_chains_batched_unbiased(model, x):
+    r = 3000
+    target = model.target(x[:1].expand(r, -1), shift=0.5, scale=1.5)
+    run = T.lag_coupled_chains(target, 3, m=2, generator=torch.Generator().manual_seed(0))
+    assert bool((run.tau >= 2).all()) and bool((run.tau <= run.steps).all())
+    h0 = T.h_km_terms(run, 0, 0).total
+    h12 = T.h_km_terms(run, 1, 2).total
+    exact = model.posterior(x[:1])[0][0]
+    assert z_scores(h0, exact).abs().max() < 4
+    assert z_scores(h12, exact).abs().max() < 4
+    # h(X_0) alone is IWAE's self-normalised estimate: biased.
+    assert z_scores(run.h_x()[0], exact).abs().max() > 4
+
+
+def test_h_km_terms_errors(model, x):
+    run = T.lag_coupled_chains(model.target(x[:1]), 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="k <= m"):
+        T.h_km_terms(run, 2, 1)
+    with pytest.raises(ValueError, match="needs at least"):
+        T.h_km_terms(run, 0, run.steps + 1)
+
+
+def test_cis_chain_starts_biased_and_converges(model, x):
+    r = 4000
+    target = model.target(x[:1].expand(r, -1), shift=0.5, scale=1.5)
+    h = T.run_cis_chain(target, 20, 15, generator=torch.Generator().manual_seed(0))
+    assert h.shape == (16, r, 2)
+    exact = model.posterior(x[:1])[0][0]
+    assert z_scores(h[0], exact).abs().max() > 4
+    assert z_scores(h[-1], exact).abs().max() < 4
+
+
+def test_exact_gradient_and_iwae_bias(model, x):
+    g = T.exact_gradient(model, x[:1])
+    assert g.shape == (model.W.numel() + model.b.numel() + 1,)
+    bias = T.iwae_gradient_bias(
+        model, x[:1], [2, 50], 3000, generator=torch.Generator().manual_seed(0)
+    )
+    assert bias.max_z[0] > 4  # S = 2: IWAE's gradient is visibly biased
+    assert bias.bias_norm[1] < bias.bias_norm[0]
+
+
+def test_per_replicate_gradients_match_single_backward(model, x):
+    target = model.target(x[:1].expand(3, -1), shift=0.5, scale=1.5)
+    est = u.iwae_estimate(target, 4, torch.Generator().manual_seed(0))
+    grads = T.per_replicate_gradients(model, x[:1], est)
+    W = model.W.detach().clone().requires_grad_(True)
+    b = model.b.detach().clone().requires_grad_(True)
+    s = model.log_sigma.detach().clone().requires_grad_(True)
+    one = u.LinearGaussian(W, b, s)
+    u.log_likelihood_surrogate(est, lambda z: one.log_joint(target.x, z)).backward()
+    torch.testing.assert_close(grads.sum(0), torch.cat([W.grad.flatten(), b.grad, s.grad[None]]))
+
+
+def test_iwae_bound_below_log_marginal(model, x):
+    target = model.target(x[:1].expand(1, -1), shift=0.5, scale=1.5)
+    draws = T.iwae_bound_samples(target, 3, 2000, torch.Generator().manual_seed(0))
+    assert draws.shape == (2000, 1)
+    exact = model.log_marginal(x[:1]).item()
+    assert draws.mean().item() + 4 * draws.std().item() / 2000**0.5 < exact
+
+
+def test_max_log_weight_bounded_only_for_wide_or_defensive(model, x):
+    g = torch.Generator().manual_seed(0)
+    sizes = [100, 100_000]
+    narrow = T.max_log_weight_vs_n(model.target(x[:1], scale=0.5), sizes, g)
+    wide = T.max_log_weight_vs_n(model.target(x[:1], scale=1.5), sizes, g)
+    # Narrow proposal: the max log-weight keeps growing; wide: bounded by log p(x) + 2 log 1.5.
+    assert narrow[1] - narrow[0] > 1.0
+    bound = model.log_marginal(x[:1]).item() + 2 * torch.log(torch.tensor(1.5)).item()
+    assert max(wide) <= bound + 1e-9
+
+
+def test_variance_summary_and_table(model, x):
+    samples = torch.randn(20000, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    vc = T.variance_summary(samples * torch.tensor([1.0, 2.0], dtype=torch.float64), cost=3.0)
+    assert bool(
+        (
+            (vc.variance - torch.tensor([1.0, 4.0], dtype=torch.float64)).abs() < 4 * vc.variance_se
+        ).all()
+    )
+    assert vc.work == pytest.approx(vc.variance.mean().item() * 3.0)
+    rows = T.variance_cost_table(
+        lambda: model.target(x[:1].expand(300, -1), shift=0.5, scale=1.5), [(3, 0, 0), (3, 1, 2)]
+    )
+    assert [(r["S"], r["k"], r["m"]) for r in rows] == [(3, 0, 0), (3, 1, 2)]
+    assert all(r["cost"] >= 2 * r["S"] and r["work_vs_iwae"] > 0 for r in rows)
+    iw = T.variance_cost(model.target(x[:1].expand(300, -1)), 4)
+    assert iw.cost == 4 and iw.mean_tau == 0.0
+
+
+def test_coupling_draws_matches_overlap():
+    res = T.coupling_draws([0.5, 0.3, 0.2], [0.1, 0.3, 0.6], n=20000, seed=0)
+    assert res.alpha == pytest.approx(0.1 + 0.3 + 0.2)
+    assert abs(res.frac_equal - res.alpha) < 4 * (res.alpha * (1 - res.alpha) / res.n) ** 0.5
+    with pytest.raises(ValueError, match="non-negative"):
+        T.coupling_draws([0, 0], [1, 1])
+    with pytest.raises(ValueError, match="equal length"):
+        T.coupling_draws([1, 1], [1, 1, 1])

@@ -1,0 +1,389 @@
+"""Teaching computations behind notebooks 00-04: small, transparent, tested.
+
+Everything here is built from the library's kernels and estimators; nothing re-derives them.
+The functions answer the questions the notebooks ask:
+
+* how far is the IWAE bound (and IWAE's gradient) from the exact answer, as a function of S?
+* what does one CIS chain do, step by step (``run_cis_chain``)?
+* what do two lag-1 coupled chains do, step by step, and how is H_{k:m} assembled from them
+  (``lag_coupled_chains``, ``h_km_terms``)?
+* what do variance and cost look like as functions of (k, m, S) (``variance_cost``)?
+
+Fast mode: ``fast_mode()`` is True when the environment variable ``UCVAE_FAST`` is ``"1"``;
+notebooks then use fewer replicates (CI sets it through ``make test``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .estimate import Estimate
+from .estimator import coupled_estimate
+from .iwae import iwae_bound, iwae_estimate, normalized_weights
+from .kernels import (
+    CISState,
+    cis_step,
+    coupled_cis_step,
+    fresh_draws,
+    gather_slot,
+    sample_categorical,
+)
+from .linear_gaussian import LinearGaussian
+from .surrogate import log_likelihood_surrogate
+from .targets import Target
+
+F = Callable[[Tensor], Tensor]
+
+
+def identity(z: Tensor) -> Tensor:
+    """f(z) = z: its posterior expectation is E[z | x]."""
+    return z
+
+
+def fast_mode() -> bool:
+    """True when ``UCVAE_FAST=1`` (CI, ``make test``): notebooks use small sample sizes."""
+    return os.environ.get("UCVAE_FAST") == "1"
+
+
+def figures_dir() -> Path:
+    """The repository's ``figures/`` folder (created if missing), found from the package."""
+    path = Path(__file__).resolve().parent.parent / "figures"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def z_score(samples: Tensor, exact: Tensor | float) -> Tensor:
+    """(mean − exact) / SE of the mean, for replicates along dim 0 of ``samples``."""
+    n = samples.shape[0]
+    return (samples.mean(0) - exact) / (samples.std(0) / math.sqrt(n))
+
+
+def h_values(state: CISState, f: F = identity) -> Tensor:
+    """h(ξ) = Σ_j w̄_j(ξ) f(z_j): the Rao-Blackwellised value of a particle set, [B, ...]."""
+    values = f(state.particles)
+    w = normalized_weights(state.log_weights).to(values.dtype)
+    return (w.reshape(*w.shape, *([1] * (values.dim() - 2))) * values).sum(1)
+
+
+# --- notebook 01: the IWAE bound and the bias of IWAE's gradient --------------------------
+
+
+def iwae_bound_samples(target: Target, num_samples: int, replicates: int, generator=None) -> Tensor:
+    """``replicates`` draws of log (1/S) Σ_s w_s per data point, [replicates, B].
+
+    Their mean estimates the IWAE bound L_S ≤ log p(x).
+    """
+    draws = [
+        iwae_bound(target.log_weight(target.sample(num_samples, generator)))
+        for _ in range(replicates)
+    ]
+    return torch.stack(draws)
+
+
+def exact_gradient(model: LinearGaussian, x: Tensor) -> Tensor:
+    """∇_{W, b, log σ} log p(x) for one data point x [1, p], flattened: the exact answer."""
+    params = [p.detach().clone().requires_grad_(True) for p in (model.W, model.b, model.log_sigma)]
+    LinearGaussian(*params).log_marginal(x).sum().backward()
+    return torch.cat([p.grad.flatten() for p in params])
+
+
+def per_replicate_gradients(model: LinearGaussian, x: Tensor, estimate: Estimate) -> Tensor:
+    """Gradient estimates Σ_n c_n ∇_θ log p_θ(x, z_n), one row per replicate, [R, P].
+
+    ``estimate`` must cover R replicates of one data point x [1, p]. One copy of the
+    parameters per replicate makes a single backward pass return every replicate's gradient.
+    """
+    r = estimate.batch_size
+    per = [
+        p.detach().expand(r, *p.shape).clone().requires_grad_(True)
+        for p in (model.W, model.b, model.log_sigma)
+    ]
+    rep = LinearGaussian(*per)
+    xr = x.expand(r, -1)
+    log_likelihood_surrogate(estimate, lambda z: rep.log_joint(xr, z)).backward()
+    return torch.cat([p.grad.reshape(r, -1) for p in per], 1)
+
+
+@dataclass
+class GradientBias:
+    """IWAE gradient bias versus S: |mean − exact| (Euclidean norm) and its standard error."""
+
+    num_samples: list[int]
+    bias_norm: list[float]
+    max_z: list[float]  # largest |z-score| over gradient coordinates
+
+
+def iwae_gradient_bias(
+    model: LinearGaussian,
+    x: Tensor,
+    num_samples: list[int],
+    replicates: int,
+    shift: float = 0.5,
+    scale: float = 1.5,
+    generator=None,
+) -> GradientBias:
+    """Measure E[IWAE gradient] − ∇ log p(x) for each S, by ``replicates`` independent runs."""
+    exact = exact_gradient(model, x)
+    target = model.target(x.expand(replicates, -1), shift=shift, scale=scale)
+    out = GradientBias([], [], [])
+    for S in num_samples:
+        grads = per_replicate_gradients(model, x, iwae_estimate(target, S, generator))
+        out.num_samples.append(S)
+        out.bias_norm.append((grads.mean(0) - exact).norm().item())
+        out.max_z.append(z_score(grads, exact).abs().max().item())
+    return out
+
+
+# --- notebook 02: one CIS chain -------------------------------------------------------------
+
+
+def run_cis_chain(
+    target: Target, num_samples: int, steps: int, f: F = identity, generator=None
+) -> Tensor:
+    """h(X_t) for t = 0..steps of a CIS chain started at X_0 ~ q^S, [steps + 1, B, ...].
+
+    h(X_0) is IWAE's self-normalised estimate; E h(X_t) → E_p[f] as t grows (method.md §3).
+    """
+    S = num_samples
+    z, lw = fresh_draws(target, S, generator)
+    state = CISState(z, lw)
+    values = [h_values(state, f)]
+    for _ in range(steps):
+        state, _ = cis_step(target, state, generator)
+        values.append(h_values(state, f))
+    return torch.stack(values)
+
+
+def max_log_weight_vs_n(target: Target, sizes: list[int], generator=None) -> list[float]:
+    """max over n proposal draws of log w(z), for each n in ``sizes`` (first data point).
+
+    Bounded weights plateau as n grows; unbounded ones keep growing.
+    """
+    out = []
+    for n in sizes:
+        z = target.sample(n, generator)
+        out.append(target.log_weight(z)[0].max().item())
+    return out
+
+
+# --- notebooks 03-04: lag-1 coupled chains, recorded step by step ---------------------------
+
+
+@dataclass
+class CoupledRun:
+    """A record of lag-1 coupled CIS chains (method.md §5), for B chain pairs.
+
+    ``xs[t]`` is X_t (t = 0..T) and ``ys[t]`` is Y_t (t = 0..T-1), as ``CISState``s;
+    ``index_x[t]``, ``index_y[t]`` are the slots selected to form X_{t+1}, Y_t (t ≥ 1 for Y);
+    ``tau`` [B] is τ = inf{t ≥ 1 : X_t = Y_{t-1}}, or T + 1 if the chains had not met by T.
+    """
+
+    xs: list[CISState]
+    ys: list[CISState]
+    tau: Tensor
+    num_samples: int
+
+    @property
+    def steps(self) -> int:
+        return len(self.xs) - 1
+
+    def h_x(self, f: F = identity) -> Tensor:
+        """h(X_t), t = 0..T: [T + 1, B, ...]."""
+        return torch.stack([h_values(s, f) for s in self.xs])
+
+    def h_y(self, f: F = identity) -> Tensor:
+        """h(Y_t), t = 0..T-1: [T, B, ...]."""
+        return torch.stack([h_values(s, f) for s in self.ys])
+
+
+def lag_coupled_chains(
+    target: Target, num_samples: int, m: int = 0, max_steps: int = 1000, generator=None
+) -> CoupledRun:
+    """Run lag-1 coupled CIS chains until every pair has met and t ≥ m (or t = max_steps).
+
+    X_0 ~ q^S; X_1 ~ K(X_0); Y_0 = (an independent q-draw, X_1's fresh slots), so Y_0 ~ q^S
+    and the chains can meet at the first coupled step; then (X_t, Y_{t-1}) ~ K̄((X_{t-1},
+    Y_{t-2})). Uses the same random draws in the same order as ``coupled_estimate`` for a
+    single data point, so with one chain pair and the same seed it reproduces that estimate.
+    """
+    S = num_samples
+    z0, lw0 = fresh_draws(target, S, generator)
+    x0 = CISState(z0, lw0)
+    lx = sample_categorical(normalized_weights(lw0), generator)
+    y_ref, y_ref_lw = fresh_draws(target, 1, generator)
+    fresh, fresh_lw = fresh_draws(target, S - 1, generator)
+    x1 = CISState(
+        torch.cat([gather_slot(z0, lx)[:, None], fresh], 1),
+        torch.cat([gather_slot(lw0, lx)[:, None], fresh_lw], 1),
+    )
+    y0 = CISState(torch.cat([y_ref, fresh], 1), torch.cat([y_ref_lw, fresh_lw], 1))
+    xs, ys = [x0, x1], [y0]
+    B = z0.shape[0]
+    tau = torch.full((B,), max_steps + 1, dtype=torch.long)
+    met = torch.zeros(B, dtype=torch.bool)
+    t = 1
+    while t < max_steps and not (bool(met.all()) and t >= m):
+        t += 1
+        new_x, new_y, info = coupled_cis_step(target, xs[-1], ys[-1], generator)
+        xs.append(new_x)
+        ys.append(new_y)
+        tau = torch.where(info.met & ~met, torch.full_like(tau, t), tau)
+        met = met | info.met
+    return CoupledRun(xs, ys, tau, S)
+
+
+@dataclass
+class HTerms:
+    """H_{k:m} = mcmc_average + Σ_t correction[t], for each chain pair (method.md §5).
+
+    ``mcmc_average`` [B, ...] = 1/(m−k+1) Σ_{t=k}^m h(X_t);
+    ``correction`` [T, B, ...]: entry t is min(1, (t−k)/(m−k+1)) (h(X_t) − h(Y_{t−1})) for
+    k+1 ≤ t ≤ τ−1 and zero otherwise (row 0 is always zero).
+    """
+
+    mcmc_average: Tensor
+    correction: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        return self.mcmc_average + self.correction.sum(0)
+
+
+def h_km_terms(run: CoupledRun, k: int, m: int, f: F = identity) -> HTerms:
+    """Assemble H_{k:m} term by term from a recorded run (needs run.steps ≥ m)."""
+    if not 0 <= k <= m:
+        raise ValueError(f"need 0 <= k <= m, got k={k}, m={m}")
+    if run.steps < m:
+        raise ValueError(f"the run has {run.steps} steps; H_{{k:m}} needs at least m={m}")
+    hx, hy = run.h_x(f), run.h_y(f)
+    span = m - k + 1
+    mcmc = hx[k : m + 1].mean(0)
+    corr = torch.zeros_like(hx)
+    for t in range(k + 1, run.steps + 1):
+        weight = min(1.0, (t - k) / span)
+        live = (t < run.tau).to(hx.dtype).reshape(-1, *([1] * (hx.dim() - 2)))
+        corr[t] = weight * live * (hx[t] - hy[t - 1])
+    return HTerms(mcmc, corr)
+
+
+# --- notebook 04: variance and cost ---------------------------------------------------------
+
+
+@dataclass
+class VarianceCost:
+    """Per-coordinate variance of an estimator of E[z | x], its mean cost and their product.
+
+    ``variance`` [D] over replicates, ``variance_se`` [D] its standard error
+    (√((μ₄ − s⁴)/n) from the fourth central moment), ``cost`` the mean number of log-weight
+    evaluations, ``work`` = mean(variance) × cost (lower is better at equal compute).
+    """
+
+    variance: Tensor
+    variance_se: Tensor
+    cost: float
+    mean_tau: float
+
+    @property
+    def work(self) -> float:
+        return self.variance.mean().item() * self.cost
+
+
+def variance_summary(samples: Tensor, cost: float, mean_tau: float = 0.0) -> VarianceCost:
+    """Variance (and its SE) of replicate estimates ``samples`` [R, D]."""
+    n = samples.shape[0]
+    centred = samples - samples.mean(0)
+    var = centred.pow(2).mean(0) * n / (n - 1)
+    m4 = centred.pow(4).mean(0)
+    se = ((m4 - var.pow(2)).clamp_min(0) / n).sqrt()
+    return VarianceCost(var, se, cost, mean_tau)
+
+
+def variance_cost(
+    target: Target,
+    num_samples: int,
+    k: int | None = None,
+    m: int | None = None,
+    generator=None,
+    max_steps: int = 10_000,
+) -> VarianceCost:
+    """Variance and cost of the posterior-mean estimate over the rows of ``target``.
+
+    The rows must be replicates of one data point. ``k = m = None`` measures IWAE at S.
+    """
+    if k is None and m is None:
+        est = iwae_estimate(target, num_samples, generator)
+        return variance_summary(est.mean(), est.num_evals.double().mean().item())
+    est = coupled_estimate(target, num_samples, k or 0, m or 0, max_steps, generator)
+    return variance_summary(
+        est.mean(), est.num_evals.double().mean().item(), est.tau.double().mean().item()
+    )
+
+
+def variance_cost_table(
+    make_target: Callable[[], Target],
+    settings: list[tuple[int, int, int]],
+    seed: int = 0,
+) -> list[dict]:
+    """Rows {S, k, m, variance, cost, work, work_vs_iwae} for each (S, k, m) in ``settings``.
+
+    ``work_vs_iwae`` compares variance × cost with IWAE at the same S (< 1 would beat IWAE;
+    IWAE's error is dominated by its bias, which this ratio does not show).
+    """
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for S, k, m in settings:
+        vc = variance_cost(make_target(), S, k, m, g)
+        iw = variance_cost(make_target(), S, generator=g)
+        rows.append(
+            {
+                "S": S,
+                "k": k,
+                "m": m,
+                "variance": vc.variance.mean().item(),
+                "cost": vc.cost,
+                "mean_tau": vc.mean_tau,
+                "work": vc.work,
+                "work_vs_iwae": vc.work / iw.work,
+            }
+        )
+    return rows
+
+
+# --- notebook 03: the maximal coupling of two categoricals ----------------------------------
+
+
+@dataclass
+class CouplingDraws:
+    """Two categoricals p, q (normalised), their overlap α = Σ min(p, q), one joint draw (i, j)
+    from the maximal coupling and the fraction of ``n`` joint draws with i = j (≈ α)."""
+
+    p: Tensor
+    q: Tensor
+    alpha: float
+    draw: tuple[int, int]
+    frac_equal: float
+    n: int
+
+
+def coupling_draws(p_weights, q_weights, n: int = 2000, seed: int = 0) -> CouplingDraws:
+    """Normalise two non-negative weight vectors and draw from their maximal coupling."""
+    from .kernels import maximal_coupling
+
+    p = torch.as_tensor(p_weights, dtype=torch.float64)
+    q = torch.as_tensor(q_weights, dtype=torch.float64)
+    if p.shape != q.shape or p.dim() != 1:
+        raise ValueError(f"need two weight vectors of equal length, got {p.shape}, {q.shape}")
+    if bool((p < 0).any() or (q < 0).any()) or p.sum() <= 0 or q.sum() <= 0:
+        raise ValueError("weights must be non-negative with a positive sum")
+    p, q = p / p.sum(), q / q.sum()
+    g = torch.Generator().manual_seed(seed)
+    i, j = maximal_coupling(p.log().expand(n, -1), q.log().expand(n, -1), g)
+    alpha = torch.minimum(p, q).sum().item()
+    return CouplingDraws(p, q, alpha, (int(i[0]), int(j[0])), (i == j).double().mean().item(), n)
