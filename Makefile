@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: main test demo lint
+.PHONY: main test demo lint browser student
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ main: $(STAMP)
 	$(PY) -m ucvae_lite demo
 
 ## test: unit, statistical and notebook tests, plus lint
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	UCVAE_FAST=1 $(PY) -m pytest -q
@@ -25,3 +25,20 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
+
+## browser: Debian's Chromium for tests/test_browser.py, installed only if missing and we are root
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium (Debian package) for the browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+	  echo "note: $(CHROMIUM) missing and not root: the browser test skips (CI=true: fails);" \
+	    "install it with: sudo apt-get install chromium"; \
+	fi
+
+## student: student copies of the notebooks (solutions replaced by stubs) in student/
+STUDENT_DIR ?= student
+student: $(STAMP)
+	$(PY) -m ucvae_lite.student $(STUDENT_DIR)
