@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -250,7 +251,7 @@ JS_KERNEL_IS_IDLE = """() => {
 
 
 def _images(area) -> list[str]:
-    """Digests of the <img> sources (inline matplotlib PNGs) in a locator."""
+    """Digests of the <img> sources in a locator (widget PNG blobs or inline matplotlib)."""
     return [
         hashlib.sha1(src.encode()).hexdigest()
         for src in area.locator("img").evaluate_all("els => els.map(e => e.src)")
@@ -261,8 +262,7 @@ def test_widgets_render_and_respond_in_chromium(lab: Lab):
     from playwright.sync_api import sync_playwright
 
     FIGURES.mkdir(exist_ok=True)
-    profile = tempfile.mkdtemp(prefix="ucvae-chromium-")
-    page_errors: list[str] = []
+    profile = tempfile.mkdtemp(prefix="ucvae-chromium-")  # fresh, empty user-data-dir
     try:
         with sync_playwright() as pw:
             ctx = pw.chromium.launch_persistent_context(
@@ -273,9 +273,7 @@ def test_widgets_render_and_respond_in_chromium(lab: Lab):
                 viewport={"width": 1400, "height": 1000},
             )
             try:
-                page = ctx.new_page()
-                page.on("pageerror", lambda e: page_errors.append(str(e)))
-                _exercise_notebook(page, lab)
+                _exercise_notebook(ctx.new_page(), lab)
             finally:
                 ctx.close()
     finally:
@@ -295,44 +293,59 @@ def _exercise_notebook(page, lab: Lab) -> None:
     assert state == "done" and not errors, f"cells raised in JupyterLab: {errors}"
 
     notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook")
-    sliders = notebook.locator(".widget-slider")
-    sliders.first.wait_for(state="visible", timeout=30_000)
+    notebook.locator(".widget-slider").first.wait_for(state="visible", timeout=30_000)
     assert notebook.locator(".jupyter-widgets").count() > 0, "no ipywidgets DOM in the notebook"
+    _assert_no_widget_errors(notebook)
+
+    # Every cell whose output holds a slider and a plot is a widget: move one of its sliders.
+    cells = notebook.locator(".jp-CodeCell").filter(has=page.locator(".widget-slider"))
+    cells = cells.filter(has=page.locator(".jp-Cell-outputArea img"))
+    n = cells.count()
+    assert n > 0, "no cell output with both a slider and a plot"
+    for i in range(n):
+        name = "browser_widget" if i == 0 else f"browser_widget{i + 1}"
+        _move_slider_and_check_plot(page, cells.nth(i).locator(".jp-Cell-outputArea"), name)
+    _assert_no_widget_errors(notebook)
+    assert not page.evaluate(JS_ERRORS), "cells raised after the sliders moved"
+
+
+def _assert_no_widget_errors(notebook) -> None:
     text = notebook.inner_text()
     for bad in ("Error displaying widget", "model not found"):
         assert bad not in text, f"{bad!r} shown in the notebook"
 
-    # The first cell whose output holds both a slider and a plot: its output area is the widget.
-    cell = (
-        notebook.locator(".jp-CodeCell")
-        .filter(has=page.locator(".widget-slider"))
-        .filter(has=page.locator(".jp-Cell-outputArea img"))
-    )
-    assert cell.count() > 0, "no cell output with both a slider and a plot"
-    area = cell.first.locator(".jp-Cell-outputArea")
+
+def _move_slider_and_check_plot(page, area, name: str) -> None:
+    """Move a slider in ``area`` with the keyboard; the plot there must change."""
     area.scroll_into_view_if_needed()
-    slider = area.locator(".widget-slider").first
+    area.locator("img").first.wait_for(state="visible")
+    sliders = area.locator(".widget-slider")
+    # Prefer a "step" slider (the chains widget: step t), else the first one.
+    stepper = sliders.filter(has_text=re.compile(r"\bstep\b", re.IGNORECASE))
+    slider = stepper.first if stepper.count() else sliders.first
     readout = slider.locator(".widget-readout")
-    value_before = readout.inner_text() if readout.count() else None
+    value_before = readout.inner_text()
     imgs_before = _images(area)
-    shot_before = area.screenshot(path=str(FIGURES / "browser_widget_before.png"))
+    shot_before = area.screenshot(path=str(FIGURES / f"{name}_before.png"))
 
     handle = slider.locator(".noUi-handle").first
     handle.focus()
-    for _ in range(3):
-        page.keyboard.press("ArrowRight")
-    # Wait until the plot redraws (a new PNG src) and the kernel is idle again.
+    for key in ("ArrowRight", "ArrowLeft"):  # left if the slider starts at its maximum
+        for _ in range(3):
+            page.keyboard.press(key)
+        page.wait_for_timeout(100)
+        if readout.inner_text() != value_before:
+            break
+    value_after = readout.inner_text()
+    assert value_after != value_before, f"{name}: slider did not move (readout {value_before!r})"
+
+    # Wait until the plot is redrawn (a new image src) and the kernel is idle again.
     deadline = time.monotonic() + PLOT_CHANGE_MS / 1000
     while time.monotonic() < deadline:
-        if _images(area) and _images(area) != imgs_before and page.evaluate(JS_KERNEL_IS_IDLE):
+        if _images(area) != imgs_before and page.evaluate(JS_KERNEL_IS_IDLE):
             break
         page.wait_for_timeout(200)
     page.wait_for_timeout(500)  # let the last redraw paint
-    value_after = readout.inner_text() if readout.count() else None
-    shot_after = area.screenshot(path=str(FIGURES / "browser_widget_after.png"))
-
-    assert value_before != value_after, f"slider did not move (readout {value_before!r})"
-    assert _images(area) != imgs_before, "the plot's image did not change after the slider moved"
-    assert shot_before != shot_after, "the output looks the same after the slider moved"
-    assert not notebook.get_by_text("Error displaying widget").count()
-    assert not page.evaluate(JS_ERRORS), "cells raised after the slider moved"
+    shot_after = area.screenshot(path=str(FIGURES / f"{name}_after.png"))
+    assert _images(area) != imgs_before, f"{name}: the plot did not change ({value_after!r})"
+    assert shot_before != shot_after, f"{name}: the output looks the same after the slider moved"
