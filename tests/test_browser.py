@@ -93,11 +93,15 @@ def _settings(settings_dir: Path) -> None:
     """User settings for the throwaway Lab: every cell in the DOM, no autosave, no news."""
     files = {
         # "none" keeps off-screen cells in the DOM, so selectors see the whole notebook.
-        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+        "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+            "windowingMode": "none",
+            "autoStartDefaultKernel": True,  # no kernel dialog if a notebook names no kernel
+        },
         "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
         "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
             "fetchNews": "false",
             "checkForUpdates": False,
+            "doNotDisturbMode": True,
         },
     }
     for name, value in files.items():
@@ -288,12 +292,24 @@ def _exercise_notebook(page, lab: Lab) -> None:
         pytest.fail(f"notebook did not open with an idle kernel: {e}\n{lab.log_tail()}")
 
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    state = page.wait_for_function(JS_RUN_STATE, timeout=RUN_ALL_MS, polling=250).json_value()
+    try:
+        state = page.wait_for_function(JS_RUN_STATE, timeout=RUN_ALL_MS, polling=250)
+    except Exception:
+        pytest.fail(f"cells still running after {RUN_ALL_MS // 1000} s (Run All)")
+    state = state.json_value()
     errors = page.evaluate(JS_ERRORS)
     assert state == "done" and not errors, f"cells raised in JupyterLab: {errors}"
 
     notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook")
-    notebook.locator(".widget-slider").first.wait_for(state="visible", timeout=30_000)
+    mode = page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.content.notebookConfig.windowingMode"
+    )
+    assert mode == "none", f"user settings not applied (windowingMode {mode!r})"
+    try:
+        notebook.locator(".widget-slider").first.wait_for(state="visible", timeout=20_000)
+    except Exception:
+        _assert_no_widget_errors(notebook)  # the likelier cause, with a clearer message
+        pytest.fail("no slider widget (.widget-slider) visible 20 s after all cells ran")
     assert notebook.locator(".jupyter-widgets").count() > 0, "no ipywidgets DOM in the notebook"
     _assert_no_widget_errors(notebook)
 
