@@ -1,0 +1,128 @@
+"""The MLP VAE of the IWAE paper: Gaussian encoder, Bernoulli decoder, N(0, I) prior.
+
+    p(z) = N(0, I_d)
+    p_θ(x | z) = Π_p Bernoulli(x_p; σ(f_θ(z)_p))          f_θ: MLP decoder, logits
+    q_φ(z | x) = N(μ_φ(x), diag σ_φ(x)²)                   g_φ: MLP encoder -> (μ, log σ)
+
+    log p_θ(x, z) = log p(z) + Σ_p [ x_p ℓ_p − softplus(ℓ_p) ],  ℓ = f_θ(z).
+
+``target(x, eps)`` gives the importance-sampling target of ``targets.py`` (optionally with the
+defensive proposal (1 − ε) q_φ + ε p(z), whose weights are bounded by 1/ε because a Bernoulli
+likelihood is at most 1), so the coupled estimator runs on a real VAE unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .distributions import LOG_2PI, DefensiveMixture, Gaussian
+from .targets import ImportanceTarget
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus}
+
+# Default architectures (data dim -> hidden sizes, latent dim).
+DEFAULT_ARCH = {
+    "digits": {"hidden": (64, 64), "latent_dim": 5},  # 64-64-64-5 (method.md §6)
+    "mnist": {"hidden": (200, 200), "latent_dim": 50},  # 784-200-200-50 (IWAE paper)
+    "fashion-mnist": {"hidden": (200, 200), "latent_dim": 50},
+}
+
+
+def mlp(sizes: list[int], activation: str) -> nn.Sequential:
+    """Linear layers between consecutive ``sizes``, ``activation`` between them (not last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class VAE(nn.Module):
+    """Encoder P-h_1-..-h_L-2d and mirror decoder d-h_L-..-h_1-P.
+
+    Parameters θ are ``decoder.parameters()``, φ are ``encoder.parameters()``.
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        hidden: tuple[int, ...] = (200, 200),
+        latent_dim: int = 50,
+        activation: str = "tanh",
+    ):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.data_dim, self.latent_dim = data_dim, latent_dim
+        self.hidden, self.activation = tuple(hidden), activation
+        self.encoder = mlp([data_dim, *hidden, 2 * latent_dim], activation)
+        self.decoder = mlp([latent_dim, *reversed(hidden), data_dim], activation)
+
+    def config(self) -> dict:
+        """Plain-Python constructor arguments (saved in checkpoints)."""
+        return {
+            "data_dim": self.data_dim,
+            "hidden": list(self.hidden),
+            "latent_dim": self.latent_dim,
+            "activation": self.activation,
+        }
+
+    # --- encoder ---------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Gaussian:
+        """q_φ(z | x) = N(μ, diag σ²) for x [B, P]; log σ is clamped to [-8, 4] for stability."""
+        loc, log_scale = self.encoder(x).chunk(2, -1)
+        return Gaussian(loc, log_scale.clamp(-8.0, 4.0).exp())
+
+    def proposal(self, x: Tensor, eps: float = 0.0, detach: bool = False):
+        """q_φ(z | x), or the defensive (1 − ε) q_φ + ε N(0, I) when ``eps > 0``."""
+        q = self.encode(x)
+        if detach:
+            q = Gaussian(q.loc.detach(), q.scale.detach())
+        return DefensiveMixture(q, eps) if eps > 0 else q
+
+    # --- decoder ---------------------------------------------------------------------------
+    def log_likelihood(self, x: Tensor, z: Tensor, detach_decoder: bool = False) -> Tensor:
+        """log p_θ(x | z) = Σ_p x_p ℓ_p − softplus(ℓ_p); x [..., P], z [..., D] -> [...].
+
+        ``detach_decoder=True`` evaluates it with θ held fixed (gradients still flow to z):
+        what an encoder-only objective needs.
+        """
+        if detach_decoder:
+            params = {k: v.detach() for k, v in self.decoder.named_parameters()}
+            logits = functional_call(self.decoder, params, (z,))
+        else:
+            logits = self.decoder(z)
+        return (x * logits - nn.functional.softplus(logits)).sum(-1)
+
+    def log_joint(self, x: Tensor, z: Tensor, detach_decoder: bool = False) -> Tensor:
+        """log p_θ(x_b, z) = log N(z; 0, I) + log p_θ(x_b | z), x [B, P], z [B, n, D] -> [B, n]."""
+        log_prior = -0.5 * (self.latent_dim * LOG_2PI + z.pow(2).sum(-1))
+        return log_prior + self.log_likelihood(x[:, None, :], z, detach_decoder)
+
+    def target(self, x: Tensor, eps: float = 0.0, detach: bool = True) -> ImportanceTarget:
+        """The importance-sampling target for x [B, P] (detached by default: for the chains)."""
+        return ImportanceTarget(self, x, self.proposal(x, eps, detach=detach))
+
+    @torch.no_grad()
+    def sample_images(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Mean images σ(f_θ(z)) for z ~ N(0, I), [n, P]."""
+        p = next(self.parameters())
+        z = torch.randn(n, self.latent_dim, generator=generator, device=p.device, dtype=p.dtype)
+        return torch.sigmoid(self.decoder(z))
+
+
+def build_vae(dataset: str, data_dim: int, **overrides) -> VAE:
+    """The default VAE for ``dataset`` (``DEFAULT_ARCH``), with keyword overrides."""
+    arch = dict(DEFAULT_ARCH.get(dataset, DEFAULT_ARCH["mnist"]))
+    arch.update({k: v for k, v in overrides.items() if v is not None})
+    return VAE(data_dim, **arch)
+
+
+def log_mean_exp(a: Tensor, dim: int = -1) -> Tensor:
+    """log (1/n) Σ exp(a) along ``dim``."""
+    return torch.logsumexp(a, dim) - math.log(a.shape[dim])
