@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -11,6 +13,258 @@ def _demo(args: argparse.Namespace) -> None:
     print_demo(
         demo(args.num_samples, args.replicates, args.k, args.m, args.shift, args.scale, args.seed)
     )
+
+
+def _train_config(args: argparse.Namespace, objective: str):
+    """A TrainConfig from the shared training flags; fast mode shortens the run."""
+    from .train import TrainConfig, fast_mode
+
+    fast = args.fast or fast_mode()
+    epochs = args.epochs if args.epochs is not None else (3 if fast else _EPOCHS[args.dataset])
+    subset = None
+    if fast and args.dataset != "digits":
+        subset = [2000, 500, 500]
+    return TrainConfig(
+        dataset=args.dataset,
+        objective=objective,
+        num_samples=args.num_samples,
+        k=args.k,
+        m=args.m,
+        eps=args.eps,
+        encoder=args.encoder,
+        max_steps=args.max_steps,
+        latent_dim=args.latent_dim,
+        hidden=args.hidden,
+        epochs=epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        val_samples=20 if fast else args.val_samples,
+        patience=args.patience,
+        time_limit=args.time_limit,
+        binarization=args.binarization,
+        data_dir=args.data_dir,
+        subset=subset,
+        device=args.device,
+        threads=args.threads,
+        out=args.out,
+    )
+
+
+def _eval_samples(args: argparse.Namespace) -> int:
+    from .evaluate import EVAL_SAMPLES, FAST_EVAL_SAMPLES
+    from .train import fast_mode
+
+    if args.eval_samples is not None:
+        return args.eval_samples
+    return FAST_EVAL_SAMPLES if (args.fast or fast_mode()) else EVAL_SAMPLES
+
+
+def _train(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .evaluate import evaluate
+    from .train import train
+
+    cfg = _train_config(args, args.objective)
+    model, hist = train(cfg, resume=args.resume, progress=not args.quiet)
+    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.binarization, cfg.seed)
+    if cfg.subset:
+        data = data.subset(*cfg.subset)
+    n = _eval_samples(args)
+    res = evaluate(model, data.test.to(cfg.device), n, seed=cfg.seed)
+    print(
+        f"{cfg.objective} on {cfg.dataset}: {hist['epoch'][-1]} epochs, "
+        f"{hist['time'][-1]:.1f}s; test log-likelihood (IWAE-{n}) "
+        f"{res['ll']:.3f} ± {res['se']:.3f}; checkpoint {cfg.out}/checkpoint.pt"
+    )
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    from .data import load_dataset
+    from .evaluate import evaluate, load_model
+
+    model, ckpt = load_model(args.checkpoint, args.device, best=not args.last)
+    c = ckpt["config"]
+    data = load_dataset(c["dataset"], args.data_dir or c["data_dir"], c["binarization"], c["seed"])
+    if c.get("subset"):
+        data = data.subset(*c["subset"])
+    x = (data.test if args.split == "test" else data.valid).to(args.device)
+    n = _eval_samples(args)
+    res = evaluate(model, x, n, seed=args.seed)
+    which = "last" if args.last else f"best (epoch {ckpt['best_epoch']})"
+    print(
+        f"{c['objective']} on {c['dataset']} ({which} weights): {args.split} log-likelihood "
+        f"(IWAE-{n}, {res['n']} images) {res['ll']:.3f} ± {res['se']:.3f}"
+    )
+
+
+def _reproduce(args: argparse.Namespace) -> None:
+    from .reproduce import reproduce
+    from .train import fast_mode
+
+    fast = args.fast or fast_mode()
+    seeds = args.seeds if args.seeds is not None else ([0] if fast else [0, 1, 2])
+    if args.out == DEFAULT_OUT:
+        args.out = f"runs/reproduce_{args.dataset}"
+    base = _train_config(args, "ucvae")
+    command = "python -m ucvae_lite " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
+    md = reproduce(
+        base, seeds, _eval_samples(args), command, args.figures, args.resume, not args.quiet
+    )
+    print(md.read_text())
+    print(
+        f"wrote {md}, results_{args.dataset}.csv, learning_curves_{args.dataset}.png and "
+        f"meeting_times_{args.dataset}.png under {args.figures}/"
+    )
+
+
+DEFAULT_OUT = "runs/train"
+_EPOCHS = {"digits": 300, "mnist": 50, "fashion-mnist": 50}
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    from .data import DATASETS
+    from .objectives import ENCODER_OBJECTIVES
+    from .objectives import UCVAE_DEFAULTS as D
+
+    g = p.add_argument_group("data")
+    g.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="digits",
+        help="digits (scikit-learn, 8x8, offline), mnist or fashion-mnist (default: digits)",
+    )
+    g.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with IDX files (train-images-idx3-ubyte[.gz], "
+        "t10k-images-idx3-ubyte[.gz]) for mnist / fashion-mnist",
+    )
+    g.add_argument(
+        "--binarization",
+        choices=["dynamic", "static"],
+        default="dynamic",
+        help="dynamic: redraw binary training images every epoch (IWAE paper); "
+        "static: draw them once (default: dynamic)",
+    )
+    g = p.add_argument_group("objective")
+    g.add_argument(
+        "--num-samples",
+        "-S",
+        type=int,
+        default=None,
+        help=f"samples per data point S, for every objective (default {D.num_samples})",
+    )
+    g.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help=f"ucvae: first chain step averaged in H_k:m (default {D.k})",
+    )
+    g.add_argument(
+        "--m",
+        type=int,
+        default=None,
+        help=f"ucvae: last chain step averaged in H_k:m, >= k (default {D.m})",
+    )
+    g.add_argument(
+        "--eps",
+        type=float,
+        default=None,
+        help="ucvae: defensive weight e of the proposal (1-e) q + e N(0,I), "
+        f"0 = plain q (default {D.eps})",
+    )
+    g.add_argument(
+        "--encoder",
+        choices=ENCODER_OBJECTIVES,
+        default=None,
+        help="ucvae: encoder objective, the IWAE bound or the inclusive KL "
+        f"estimated by the chains (default {D.encoder})",
+    )
+    g.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="ucvae: chain step cap; chains that have not met are truncated and "
+        f"reported (default {D.max_steps})",
+    )
+    g = p.add_argument_group("model and optimiser")
+    g.add_argument(
+        "--latent-dim",
+        type=int,
+        default=None,
+        help=f"latent size d (default {D.latent_dim} on digits, 50 on mnist)",
+    )
+    g.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=None,
+        help="hidden layer sizes (default 64 64 on digits, 200 200 on mnist)",
+    )
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs (default: digits 300, mnist 50; fast mode 3)",
+    )
+    g.add_argument("--batch-size", type=int, default=100, help="minibatch size (default 100)")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of initialisation, sampling and batches (default 0)",
+    )
+    g.add_argument(
+        "--val-samples",
+        type=int,
+        default=100,
+        help="S of the IWAE bound on the validation set each epoch (default 100)",
+    )
+    g.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="early stopping: stop after this many epochs without validation "
+        "improvement (default: off)",
+    )
+    g.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="stop after the epoch in which training time passes this many seconds",
+    )
+    g = p.add_argument_group("run")
+    g.add_argument(
+        "--eval-samples",
+        type=int,
+        default=None,
+        help="S of the IWAE bound for the test log-likelihood (default 5000; fast mode 200)",
+    )
+    g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 on digits, torch's choice otherwise)",
+    )
+    g.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        help="directory for checkpoint.pt (default runs/train; reproduce: runs/reproduce_DATASET)",
+    )
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.pt (loses at most one epoch)",
+    )
+    g.add_argument(
+        "--fast",
+        action="store_true",
+        help="quick run for CI (also set by the environment variable UCVAE_FAST=1)",
+    )
+    g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,9 +287,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=1.5, help="proposal width / posterior width")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.set_defaults(func=_demo)
+
+    p = sub.add_parser(
+        "train",
+        help="train one VAE with the elbo, iwae or ucvae objective",
+        description="Train an MLP VAE (Gaussian encoder, Bernoulli decoder) with one objective, "
+        "validating every epoch and checkpointing to OUT/checkpoint.pt, then report the test "
+        "log-likelihood (IWAE bound).",
+    )
+    p.add_argument(
+        "--objective",
+        choices=["elbo", "iwae", "ucvae"],
+        default="ucvae",
+        help="elbo: S-sample VAE bound; iwae: IWAE-S bound; ucvae: unbiased "
+        "coupled-chain decoder gradient (default ucvae)",
+    )
+    _add_training_flags(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="test log-likelihood of a checkpoint",
+        description="Estimate the log-likelihood of a trained checkpoint on the test (or "
+        "validation) set by the IWAE bound with many samples, with its standard error.",
+    )
+    p.add_argument("checkpoint", help="path to a checkpoint.pt written by train / reproduce")
+    p.add_argument(
+        "--split",
+        choices=["test", "valid"],
+        default="test",
+        help="which split to score (default test)",
+    )
+    p.add_argument(
+        "--eval-samples",
+        type=int,
+        default=None,
+        help="S of the IWAE bound (default 5000; fast mode 200)",
+    )
+    p.add_argument(
+        "--last",
+        action="store_true",
+        help="use the last epoch's weights instead of the best validation epoch's",
+    )
+    p.add_argument("--data-dir", default=None, help="IDX directory, if the run used one")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation samples")
+    p.add_argument("--fast", action="store_true", help="fewer samples (also UCVAE_FAST=1)")
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="train elbo, iwae and ucvae with matched settings; write the results table",
+        description="For each seed, train the three objectives from the same initialisation "
+        "with the same S, model, batches and epochs, score each on the test set, and write "
+        "results_DATASET.md/.csv, learning_curves_DATASET.png and meeting_times_DATASET.png "
+        "under FIGURES.",
+    )
+    _add_training_flags(p)
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="seeds to repeat over (default 0 1 2; fast mode 0)",
+    )
+    p.add_argument(
+        "--figures",
+        default="figures",
+        help="directory for the tables and figures (default figures)",
+    )
+    p.set_defaults(func=_reproduce)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    args.argv = argv
     args.func(args)
