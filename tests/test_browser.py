@@ -242,7 +242,8 @@ JS_ERRORS = """() => {
     const outs = cell.model.outputs;
     for (let i = 0; i < outs.length; i++) {
       const o = outs.get(i).toJSON();
-      if (o.output_type === 'error') errs.push(o.ename + ': ' + o.evalue);
+      const src = cell.model.sharedModel.getSource().slice(0, 200);
+      if (o.output_type === 'error') errs.push(o.ename + ': ' + o.evalue + ' in cell: ' + src);
     }
   }
   return errs;
