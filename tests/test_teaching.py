@@ -135,3 +135,12 @@ def test_coupling_draws_matches_overlap():
         T.coupling_draws([0, 0], [1, 1])
     with pytest.raises(ValueError, match="equal length"):
         T.coupling_draws([1, 1], [1, 1, 1])
+
+
+def test_fisher_identity_with_exact_posterior_draws(model, x):
+    g = torch.Generator().manual_seed(0)
+    z = T.posterior_draws(model, x[:1], 20000, g)
+    mean, cov = model.posterior(x[:1])
+    assert z_scores(z, mean[0]).abs().max() < 4
+    grads = T.joint_gradients(model, x[:1], z)
+    assert z_scores(grads, T.exact_gradient(model, x[:1])).abs().max() < 4

@@ -111,6 +111,27 @@ def per_replicate_gradients(model: LinearGaussian, x: Tensor, estimate: Estimate
     return torch.cat([p.grad.reshape(r, -1) for p in per], 1)
 
 
+def joint_gradients(model: LinearGaussian, x: Tensor, z: Tensor) -> Tensor:
+    """∇_θ log p_θ(x, z_r) for each latent z_r, z [R, D] -> [R, P] (one data point x [1, p]).
+
+    By Fisher's identity their mean under exact posterior draws z_r ~ p(z | x) is ∇_θ log p(x).
+    """
+    r = z.shape[0]
+    per = [
+        p.detach().expand(r, *p.shape).clone().requires_grad_(True)
+        for p in (model.W, model.b, model.log_sigma)
+    ]
+    LinearGaussian(*per).log_joint(x.expand(r, -1), z[:, None, :]).sum().backward()
+    return torch.cat([p.grad.reshape(r, -1) for p in per], 1)
+
+
+def posterior_draws(model: LinearGaussian, x: Tensor, n: int, generator=None) -> Tensor:
+    """n exact draws from p(z | x) for one data point x [1, p]: [n, D]."""
+    mean, cov = model.posterior(x)
+    eps = torch.randn(n, model.latent_dim, generator=generator, dtype=mean.dtype)
+    return mean[0] + eps @ torch.linalg.cholesky(cov[0]).T
+
+
 @dataclass
 class GradientBias:
     """IWAE gradient bias versus S: |mean − exact| (Euclidean norm) and its standard error."""
