@@ -1,0 +1,50 @@
+"""Every notebooks/NN_name.py (the source) and NN_name.ipynb (executed, stored) pair agrees.
+
+Both files are read with jupytext and compared cell by cell (type, source, tags), so editing
+one without ``jupytext --sync`` fails CI. Fix with: ``.venv/bin/jupytext --sync notebooks/*.py``.
+"""
+
+from pathlib import Path
+
+import jupytext
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+PAIRS = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+
+
+def _cells(path: Path) -> list[tuple[str, str, list]]:
+    nb = jupytext.read(path)
+    return [(c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", []))) for c in nb.cells]
+
+
+def test_every_notebook_has_a_pair():
+    py = {p.stem for p in PAIRS}
+    ipynb = {p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")}
+    assert py == ipynb, f"unpaired notebooks: {sorted(py ^ ipynb)}"
+
+
+@pytest.mark.parametrize("source", PAIRS, ids=lambda p: p.stem)
+def test_pair_in_sync(source: Path):
+    stored = source.with_suffix(".ipynb")
+    a, b = _cells(source), _cells(stored)
+    assert len(a) == len(b), (
+        f"{source.name}: {len(a)} cells, {stored.name}: {len(b)}; run jupytext --sync"
+    )
+    for i, (ca, cb) in enumerate(zip(a, b, strict=True)):
+        assert ca == cb, (
+            f"cell {i} differs between {source.name} and {stored.name}; run jupytext --sync"
+        )
+
+
+@pytest.mark.parametrize("source", PAIRS, ids=lambda p: p.stem)
+def test_solutions_are_tagged_and_at_the_end(source: Path):
+    """Exercise convention: solution cells are tagged, come after the 'Exercises' heading."""
+    cells = jupytext.read(source).cells
+    heading = [
+        i for i, c in enumerate(cells) if c.cell_type == "markdown" and "## Exercises" in c.source
+    ]
+    solutions = [i for i, c in enumerate(cells) if "solution" in c.metadata.get("tags", [])]
+    if not solutions:
+        return
+    assert heading and min(solutions) > heading[0]
