@@ -5,6 +5,7 @@ Every distribution here describes one distribution *per data point* of a batch o
     sample(n, generator) -> z          # [B, n, D]
     log_prob(z)          -> log q(z)   # [B, n, D] -> [B, n]
     select(index)        -> the same distribution restricted to rows ``index`` of the batch
+    detach()             -> the same distribution with parameters detached from autograd
 
 ``select`` is what lets the coupled estimator drop chains that have met (see ``targets.py``).
 """
@@ -49,6 +50,9 @@ class StandardNormal:
 
     def select(self, index: Tensor) -> StandardNormal:
         return StandardNormal(len(index), self.dim, dtype=self.dtype, device=self.device)
+
+    def detach(self) -> StandardNormal:
+        return self
 
 
 class Gaussian:
@@ -101,7 +105,12 @@ class Gaussian:
         return -0.5 * (self.dim * LOG_2PI + maha) - self._log_det[:, None]
 
     def select(self, index: Tensor) -> Gaussian:
+        """Rows ``index`` of the batch (repeated indices give repeated rows)."""
         return Gaussian(self.loc[index], self.scale[index])
+
+    def detach(self) -> Gaussian:
+        """The same distribution with its parameters cut from the autograd graph."""
+        return Gaussian(self.loc.detach(), self.scale.detach())
 
 
 class DefensiveMixture:
@@ -135,3 +144,6 @@ class DefensiveMixture:
 
     def select(self, index: Tensor) -> DefensiveMixture:
         return DefensiveMixture(self.base.select(index), self.eps)
+
+    def detach(self) -> DefensiveMixture:
+        return DefensiveMixture(self.base.detach(), self.eps)

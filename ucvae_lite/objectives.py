@@ -27,7 +27,6 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from .distributions import DefensiveMixture, Gaussian
 from .estimator import coupled_estimate
 from .iwae import effective_sample_size, iwae_bound
 from .targets import ImportanceTarget
@@ -104,19 +103,6 @@ def _ess(log_w: Tensor) -> float:
     return (effective_sample_size(log_w.detach()) / log_w.shape[-1]).mean().item()
 
 
-def _detached(q):
-    if isinstance(q, DefensiveMixture):
-        return DefensiveMixture(_detached(q.base), q.eps)
-    return Gaussian(q.loc.detach(), q.scale.detach())
-
-
-def _rows(q, rows: Tensor):
-    """The proposal of data point rows[i] for each i (a batch of len(rows) distributions)."""
-    if isinstance(q, DefensiveMixture):
-        return DefensiveMixture(_rows(q.base, rows), q.eps)
-    return Gaussian(q.loc[rows], q.scale[rows])
-
-
 def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generator=None) -> Step:
     """Unbiased θ-gradient from coupled CIS chains (k, m, S of ``cfg``); φ by ``cfg.encoder``.
 
@@ -134,7 +120,7 @@ def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generato
             z = q.sample(S, generator)
             log_w = _log_weights(model, x, q, z)
     with torch.no_grad():
-        target = ImportanceTarget(model, x, _detached(q))
+        target = ImportanceTarget(model, x, q.detach())
         est = coupled_estimate(
             target,
             S,
@@ -149,7 +135,7 @@ def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generato
     zf, cf, rf = est.flat_particles[keep], est.flat_coef[keep], est.rows[keep]
     theta_loss = -(cf * model.log_likelihood(x[rf], zf)).sum() / B
     if cfg.encoder == "inclusive":
-        log_q = _rows(q, rf).log_prob(zf[:, None, :])[:, 0]
+        log_q = q.select(rf).log_prob(zf[:, None, :])[:, 0]
         enc_loss = -(cf * log_q).sum() / B
     truncated = int(est.truncated.sum())
     if truncated:
