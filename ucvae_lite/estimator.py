@@ -52,16 +52,21 @@ class _ParticleStore:
 
     def __init__(self):
         self.blocks: list[Tensor] = []
+        self.log_weights: list[Tensor] = []
+        self.has_graph: list[Tensor] = []
         self.rows: list[Tensor] = []
         self.size = 0
         self.coef_ids: list[Tensor] = []
         self.coef_vals: list[Tensor] = []
 
-    def add(self, z: Tensor, rows: Tensor) -> Tensor:
-        """Store z [A, n, D] for data points rows [A]; returns ids [A, n]."""
+    def add(self, z: Tensor, rows: Tensor, log_w: Tensor | None = None) -> Tensor:
+        """Store z [A, n, D] (and optionally log_w [A, n]) for data points rows [A]; ids [A, n]."""
         A, n, D = z.shape
         ids = torch.arange(self.size, self.size + A * n, device=z.device).view(A, n)
         self.blocks.append(z.reshape(A * n, D))
+        if log_w is not None:
+            self.log_weights.append(log_w.reshape(A * n))
+            self.has_graph.append(torch.full((A * n,), log_w.requires_grad, device=z.device))
         self.rows.append(rows.repeat_interleave(n))
         self.size += A * n
         return ids
@@ -103,6 +108,7 @@ def coupled_estimate(
     *,
     on_timeout: str = "raise",
     initial: tuple[Tensor, Tensor] | None = None,
+    keep_log_weights: bool = False,
 ) -> Estimate:
     """Unbiased estimate H_{k:m} of E_{p(z|x_b)}[f(z)] for every data point b, for all f at once.
 
@@ -115,7 +121,13 @@ def coupled_estimate(
         ``MeetingTimeoutError`` (default) or, with ``on_timeout="truncate"``, are cut off and
         flagged in ``truncated``: that estimate is *biased*.
     initial : optionally X_0 as (particles [B, S, D], log-weights [B, S]), e.g. the sample set of
-        an IWAE forward pass (detached). It must be a fresh q^S draw.
+        an IWAE forward pass. It must be a fresh q^S draw.
+    keep_log_weights : return every evaluated log-weight, exactly as ``target.log_weight``
+        returned it (autograd graph included), in ``info["flat_log_weights"]`` aligned with
+        ``flat_particles``. Then Σ_n c_n log w(z_n) is the gradient surrogate without a second
+        forward pass (the chains themselves only ever use detached weights).
+        ``info["flat_has_graph"]`` marks the entries that carry an autograd graph (a target
+        may evaluate small batches without one).
 
     Returns an ``Estimate`` with ``tau`` (τ ≥ 2), ``num_evals`` (log-weight evaluations per data
     point: S for X_0, S for (X_1, Y_0), S - 1 per further step that needs new particles) and
@@ -124,12 +136,14 @@ def coupled_estimate(
     _check_args(num_samples, k, m, max_steps, on_timeout)
     S = num_samples
     if initial is None:
-        z0, lw0 = fresh_draws(target, S, generator)
-        check_log_weights(lw0, z0)
+        z0, lw0_raw = fresh_draws(target, S, generator)
+        check_log_weights(lw0_raw, z0)
     else:
-        z0, lw0 = (t.detach() for t in initial)
+        z0, lw0_raw = initial[0].detach(), initial[1]
         check_samples(z0, S, where="initial particles")
-        check_log_weights(lw0, z0, where="initial log-weights")
+        check_log_weights(lw0_raw.detach(), z0, where="initial log-weights")
+    lw0 = lw0_raw.detach()
+    kept = (lambda lw: lw) if keep_log_weights else (lambda lw: None)
     B, _, D = z0.shape
     device, dtype = z0.device, lw0.dtype
     span = m - k + 1
@@ -143,20 +157,21 @@ def coupled_estimate(
 
     store = _ParticleStore()
     rows = torch.arange(B, device=device)
-    ids0 = store.add(z0, rows)
+    ids0 = store.add(z0, rows, kept(lw0_raw))
     num_evals = torch.full((B,), S, dtype=torch.long, device=device)
     if k == 0:
         store.credit(ids0, normalized_weights(lw0) / span)
 
     # t = 1: X_1 ~ K(X_0); Y_0 = (independent q-draw, X_1's fresh slots).
     lx = sample_categorical(normalized_weights(lw0), generator)
-    y_ref, y_ref_lw = fresh_draws(target, 1, generator)
-    fresh, fresh_lw = fresh_draws(target, S - 1, generator)
+    y_ref, y_ref_lw_raw = fresh_draws(target, 1, generator)
+    fresh, fresh_lw_raw = fresh_draws(target, S - 1, generator)
+    y_ref_lw, fresh_lw = y_ref_lw_raw.detach(), fresh_lw_raw.detach()
     num_evals += S
     # Chain states, for the active rows only: reference (z, log w, id) + shared fresh slots.
     rx = (gather_slot(z0, lx), gather_slot(lw0, lx), gather_slot(ids0, lx))
-    ry = (y_ref[:, 0], y_ref_lw[:, 0], store.add(y_ref, rows)[:, 0])
-    fz, flw, fid = fresh, fresh_lw, store.add(fresh, rows)
+    ry = (y_ref[:, 0], y_ref_lw[:, 0], store.add(y_ref, rows, kept(y_ref_lw_raw))[:, 0])
+    fz, flw, fid = fresh, fresh_lw, store.add(fresh, rows, kept(fresh_lw_raw))
     tau = torch.zeros(B, dtype=torch.long, device=device)
     met = torch.zeros(B, dtype=torch.bool, device=device)  # τ ≤ t, for active rows
     active = rows
@@ -200,8 +215,9 @@ def coupled_estimate(
                 tgt = restrict(tgt, local, len(keep))
             else:
                 tgt = restrict(target, active, B)
-        fz, flw = fresh_draws(tgt, S - 1, generator)
-        fid = store.add(fz, active)
+        fz, flw_raw = fresh_draws(tgt, S - 1, generator)
+        flw = flw_raw.detach()
+        fid = store.add(fz, active, kept(flw_raw))
         num_evals[active] += S - 1
 
     unmet = active[~met] if active.numel() else active
@@ -228,5 +244,10 @@ def coupled_estimate(
         truncated=truncated,
         k=k,
         m=m,
-        info={"initial_log_weights": lw0, "initial_ess": effective_sample_size(lw0)},
+        info={
+            "initial_log_weights": lw0,
+            "initial_ess": effective_sample_size(lw0),
+            "flat_log_weights": torch.cat(store.log_weights) if keep_log_weights else None,
+            "flat_has_graph": torch.cat(store.has_graph) if keep_log_weights else None,
+        },
     )

@@ -103,40 +103,77 @@ def _ess(log_w: Tensor) -> float:
     return (effective_sample_size(log_w.detach()) / log_w.shape[-1]).mean().item()
 
 
+# Chain evaluations of at least this many particles keep θ's autograd graph, so the surrogate
+# reuses them; smaller ones (the chains' tail) run without autograd and are re-evaluated in one
+# batched call. Measured in benchmarks/step_cost.py: keeping every graph makes the backward
+# pass a long series of tiny calls; keeping none costs a second forward pass over everything.
+GRAPH_MIN_PARTICLES = 1000
+
+
+class _GraphForLargeBatches:
+    """A target whose log-weights carry autograd graphs only for large evaluations."""
+
+    def __init__(self, target: ImportanceTarget, min_particles: int):
+        self.target, self.min_particles = target, min_particles
+
+    def sample(self, n: int, generator=None) -> Tensor:
+        return self.target.sample(n, generator)
+
+    def log_weight(self, z: Tensor) -> Tensor:
+        if z.shape[0] * z.shape[1] >= self.min_particles:
+            return self.target.log_weight(z)
+        with torch.no_grad():
+            return self.target.log_weight(z)
+
+    def select(self, index: Tensor) -> _GraphForLargeBatches:
+        return _GraphForLargeBatches(self.target.select(index), self.min_particles)
+
+
 def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generator=None) -> Step:
     """Unbiased θ-gradient from coupled CIS chains (k, m, S of ``cfg``); φ by ``cfg.encoder``.
 
     The loss's θ-gradient is −(1/B) Σ_b H_{k:m}[∇_θ log p_θ(x_b, ·)]; its value is not a bound
     (the tracked ``bound`` is the IWAE-S bound of X_0, computed anyway).
+
+    Cost: X_0 is one q^S draw shared by the encoder's IWAE pass (θ held fixed) and the chains.
+    The chains select and meet on detached weights; the log-weights of their large
+    evaluations keep θ's graph, so Σ_n c_n log w(z_n) back-propagates through them without a
+    second forward pass; the few particles of small (tail) evaluations with c_n ≠ 0 are
+    re-evaluated in one batched decoder call.
     """
     B, S = x.shape[0], cfg.num_samples
     q = model.proposal(x, cfg.eps)
-    if cfg.encoder == "iwae":
-        z = q.sample(S, generator)
-        log_w = _log_weights(model, x, q, z, detach_decoder=True)  # φ-only objective
-        enc_loss = -iwae_bound(log_w).mean()
-    else:
-        with torch.no_grad():
-            z = q.sample(S, generator)
-            log_w = _log_weights(model, x, q, z)
-    with torch.no_grad():
-        target = ImportanceTarget(model, x, q.detach())
-        est = coupled_estimate(
-            target,
-            S,
-            cfg.k,
-            cfg.m,
-            max_steps=cfg.max_steps,
-            generator=generator,
-            on_timeout=cfg.on_timeout,
-            initial=(z.detach(), log_w.detach()),
-        )
-    keep = est.flat_coef != 0
-    zf, cf, rf = est.flat_particles[keep], est.flat_coef[keep], est.rows[keep]
-    theta_loss = -(cf * model.log_likelihood(x[rf], zf)).sum() / B
+    q_fixed = q.detach()
+    z = q.sample(S, generator)
+    z0 = z.detach()
+    enc_loss = x.new_zeros(())
+    if cfg.encoder == "iwae":  # φ-only objective: the decoder is held fixed in it
+        enc_loss = -iwae_bound(_log_weights(model, x, q, z, detach_decoder=True)).mean()
+    log_w0 = model.log_joint(x, z0) - q_fixed.log_prob(z0)  # θ-graph, X_0's surrogate terms
+    target = _GraphForLargeBatches(ImportanceTarget(model, x, q_fixed), GRAPH_MIN_PARTICLES)
+    est = coupled_estimate(
+        target,
+        S,
+        cfg.k,
+        cfg.m,
+        max_steps=cfg.max_steps,
+        generator=generator,
+        on_timeout=cfg.on_timeout,
+        initial=(z0, log_w0),
+        keep_log_weights=True,
+    )
+    coef, log_w = est.flat_coef, est.info["flat_log_weights"]
+    graph = est.info["flat_has_graph"]
+    redo = ~graph & (coef != 0)
+    zr, cr, rr = est.flat_particles[redo], coef[redo], est.rows[redo]
+    theta_loss = -(
+        (coef[graph] * log_w[graph]).sum() + (cr * model.log_likelihood(x[rr], zr)).sum()
+    )
+    theta_loss = theta_loss / B
     if cfg.encoder == "inclusive":
-        log_q = q.select(rf).log_prob(zf[:, None, :])[:, 0]
-        enc_loss = -(cf * log_q).sum() / B
+        nz = coef != 0
+        log_q = q.select(est.rows[nz]).log_prob(est.flat_particles[nz][:, None, :])[:, 0]
+        enc_loss = -(coef[nz] * log_q).sum() / B
     truncated = int(est.truncated.sum())
     if truncated:
         warnings.warn(
@@ -146,16 +183,19 @@ def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generato
             stacklevel=2,
         )
     met = est.tau[~est.truncated].double()
+    chain_evals = int(est.num_evals.sum())
     diagnostics = {
         "tau_mean": met.mean().item() if met.numel() else float("nan"),
         "tau_max": est.tau.max().item(),
-        "evals": est.num_evals.double().mean().item(),
-        "evals_vs_iwae": est.num_evals.double().mean().item() / S,
+        "evals": chain_evals / B,
+        "evals_vs_iwae": chain_evals / (B * S),
         "ess": (est.info["initial_ess"] / S).mean().item(),
-        "particles": int(keep.sum()),
+        "particles": int((coef != 0).sum()),
+        # decoder evaluations in this step: encoder pass + chains + tail re-evaluations
+        "decoder_evals": (B * S if cfg.encoder == "iwae" else 0) + chain_evals + int(redo.sum()),
         "truncated": truncated,
     }
-    return Step(theta_loss + enc_loss, iwae_bound(log_w.detach()).mean().item(), diagnostics)
+    return Step(theta_loss + enc_loss, iwae_bound(log_w0.detach()).mean().item(), diagnostics)
 
 
 def objective(name: str):
