@@ -1,4 +1,3 @@
-# %%
 # ---
 # jupyter:
 #   jupytext:
@@ -12,6 +11,7 @@
 #     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
+# ---
 
 # %% [markdown]
 # # 01 · IWAE augmentation: the bound, the extended target, and the bias of IWAE's gradient

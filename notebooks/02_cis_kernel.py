@@ -1,4 +1,3 @@
-# %%
 # ---
 # jupyter:
 #   jupytext:
@@ -12,6 +11,7 @@
 #     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
+# ---
 
 # %% [markdown]
 # # 02 · The CIS kernel: one Markov chain on the augmented space

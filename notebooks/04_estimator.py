@@ -1,4 +1,3 @@
-# %%
 # ---
 # jupyter:
 #   jupytext:
@@ -12,6 +11,7 @@
 #     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
+# ---
 
 # %% [markdown]
 # # 04 · The unbiased estimator $H_{k:m}$
