@@ -3,6 +3,8 @@
     p(z) = N(0, I_d)
     p_θ(x | z) = Π_p Bernoulli(x_p; σ(f_θ(z)_p))          f_θ: MLP decoder, logits
     q_φ(z | x) = N(μ_φ(x), diag σ_φ(x)²)                   g_φ: MLP encoder -> (μ, log σ)
+    (``covariance="full"``: q_φ(z | x) = N(μ_φ(x), L_φ(x) L_φ(x)ᵀ), L lower-triangular with
+    diagonal σ_φ(x) and d(d−1)/2 free entries below it: same cost per sample, O(d²) outputs)
 
     log p_θ(x, z) = log p(z) + Σ_p [ x_p ℓ_p − softplus(ℓ_p) ],  ℓ = f_θ(z).
 
@@ -23,6 +25,7 @@ from .distributions import LOG_2PI, DefensiveMixture, Gaussian
 from .targets import ImportanceTarget
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus}
+COVARIANCES = ("diag", "full")  # encoder families: diagonal or full-covariance Gaussian
 
 # Default architectures (data dim -> hidden sizes, latent dim).
 DEFAULT_ARCH = {
@@ -54,13 +57,17 @@ class VAE(nn.Module):
         hidden: tuple[int, ...] = (200, 200),
         latent_dim: int = 50,
         activation: str = "tanh",
+        covariance: str = "diag",
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        if covariance not in COVARIANCES:
+            raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
         self.data_dim, self.latent_dim = data_dim, latent_dim
-        self.hidden, self.activation = tuple(hidden), activation
-        self.encoder = mlp([data_dim, *hidden, 2 * latent_dim], activation)
+        self.hidden, self.activation, self.covariance = tuple(hidden), activation, covariance
+        n_off = latent_dim * (latent_dim - 1) // 2 if covariance == "full" else 0
+        self.encoder = mlp([data_dim, *hidden, 2 * latent_dim + n_off], activation)
         self.decoder = mlp([latent_dim, *reversed(hidden), data_dim], activation)
 
     def config(self) -> dict:
@@ -70,19 +77,28 @@ class VAE(nn.Module):
             "hidden": list(self.hidden),
             "latent_dim": self.latent_dim,
             "activation": self.activation,
+            "covariance": self.covariance,
         }
 
     # --- encoder ---------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Gaussian:
-        """q_φ(z | x) = N(μ, diag σ²) for x [B, P]; log σ is clamped to [-8, 4] for stability."""
-        loc, log_scale = self.encoder(x).chunk(2, -1)
-        return Gaussian(loc, log_scale.clamp(-8.0, 4.0).exp())
+        """q_φ(z | x) = N(μ, diag σ²) (or N(μ, L Lᵀ)) for x [B, P]; log σ clamped to [-8, 4]."""
+        d = self.latent_dim
+        out = self.encoder(x)
+        loc, log_scale = out[:, :d], out[:, d : 2 * d]
+        scale = log_scale.clamp(-8.0, 4.0).exp()
+        if self.covariance == "diag":
+            return Gaussian(loc, scale)
+        rows, cols = torch.tril_indices(d, d, -1, device=x.device)
+        lower = out.new_zeros(out.shape[0], d, d)
+        lower[:, rows, cols] = out[:, 2 * d :]
+        return Gaussian(loc, lower + torch.diag_embed(scale))
 
     def proposal(self, x: Tensor, eps: float = 0.0, detach: bool = False):
         """q_φ(z | x), or the defensive (1 − ε) q_φ + ε N(0, I) when ``eps > 0``."""
         q = self.encode(x)
         if detach:
-            q = Gaussian(q.loc.detach(), q.scale.detach())
+            q = q.detach()
         return DefensiveMixture(q, eps) if eps > 0 else q
 
     # --- decoder ---------------------------------------------------------------------------
