@@ -212,3 +212,34 @@ def histogram_vs_exact(ax: Axes, samples: dict[str, Tensor], exact: float, bins:
     ax.axvline(exact, color=COLORS["exact"], ls="--", lw=1, label=f"exact {exact:.3f}")
     ax.legend(fontsize=7)
     return ax
+
+
+def survival_vs_degenerate(
+    ax: Axes, taus: dict[str, Tensor], num_samples: int | dict[str, int], title: str = ""
+) -> Axes:
+    """Empirical P(τ > t) of each meeting-time sample against the degenerate-weights 1/t law.
+
+    ``num_samples`` is S for all curves or a dict label -> S (one dashed law per distinct S):
+    P(τ > t) = (S+1) / (S+1 + (S−1)(t−1)), what τ follows when one particle takes all the
+    weight (method.md §6). Curves well below it have light tails; curves along it do not.
+    """
+    from .diagnostics import degenerate_survival
+
+    t_max = 2
+    for i, (label, tau) in enumerate(taus.items()):
+        survival(ax, tau, label, color=f"C{i}")
+        t_max = max(t_max, int(torch.as_tensor(tau).max()))
+    per = num_samples if isinstance(num_samples, dict) else {k: num_samples for k in taus}
+    t = torch.logspace(0, np.log10(max(t_max, 10) * 2), 200)
+    for S in sorted(set(per.values())):
+        ax.plot(t, degenerate_survival(t, S), ls="--", lw=1, color="k", alpha=0.6)
+        ax.annotate(
+            f"1/t law, S={S}",
+            (t[-1], degenerate_survival(t[-1:], S)[0]),
+            fontsize=7,
+            ha="right",
+            va="bottom",
+        )
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return ax
