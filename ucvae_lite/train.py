@@ -5,6 +5,15 @@ after every epoch (atomically: a crash never leaves a half-written file), so ``r
 loses at most one epoch. Checkpoints hold only tensors and plain Python values and load with
 ``torch.load(..., weights_only=True)``. A non-finite loss stops training with an error that
 names the step; the checkpoint of the last finished epoch is kept.
+
+For ``ucvae`` the loop also checks, before the first epoch and after every epoch, whether the
+importance weights are in the degenerate regime of method.md §6, on
+``DEGENERATE_CHECK_IMAGES`` validation images: median within-set ESS below
+``degenerate_ess`` particles (ESS/S near 1/S) or median PSIS k̂ of 500 draws above
+``practical.DEGENERATE_KHAT``. There the meeting time has a near-1/t tail and the unbiased
+gradient is tens to hundreds of times noisier than IWAE's. ``degenerate="warn"`` (default)
+warns once per run and records the median ESS of every check in the history; ``"raise"``
+refuses to train (``DegenerateWeightsError``); ``"ignore"`` is the explicit override.
 """
 
 from __future__ import annotations
@@ -22,7 +31,11 @@ from tqdm.auto import tqdm
 from .data import BinaryImages, load_dataset
 from .evaluate import log_likelihood
 from .objectives import OBJECTIVES, UCVAE_DEFAULTS, ObjectiveConfig, objective
+from .practical import DEGENERATE_ESS, degenerate_regime, weight_diagnostics
 from .vae import VAE, build_vae
+
+DEGENERATE_POLICIES = ("warn", "raise", "ignore")
+DEGENERATE_CHECK_IMAGES = 100  # validation images in the degenerate-regime check
 
 
 def fast_mode() -> bool:
@@ -32,6 +45,10 @@ def fast_mode() -> bool:
 
 class TrainingDivergedError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class DegenerateWeightsError(RuntimeError):
+    """ucvae refused to train: the importance weights are degenerate (``degenerate="raise"``)."""
 
 
 @dataclass
@@ -53,6 +70,9 @@ class TrainConfig:
     latent_dim: int | None = None
     hidden: list[int] | None = None
     activation: str = "tanh"
+    covariance: str = "diag"  # encoder family: "diag" or "full" Gaussian (vae.COVARIANCES)
+    degenerate: str = "warn"  # ucvae in the degenerate regime: "warn", "raise" or "ignore"
+    degenerate_ess: float = DEGENERATE_ESS  # median within-set ESS (particles) below = degenerate
     epochs: int = 100
     batch_size: int = 100
     lr: float = 1e-3
@@ -86,7 +106,41 @@ class TrainConfig:
 def _history() -> dict:
     keys = ["epoch", "train_bound", "val_ll", "val_se", "time", "steps", "truncated"]
     keys += ["tau_mean", "tau_max", "evals", "ess"]
-    return {k: [] for k in keys} | {"step_bound": [], "step_tau_mean": [], "step_tau_max": []}
+    return {k: [] for k in keys} | {
+        "step_bound": [],
+        "step_tau_mean": [],
+        "step_tau_max": [],
+        "check_median_ess": [],  # degenerate-regime check: before training, then per epoch
+        "degenerate": [],
+    }
+
+
+def check_degenerate(
+    model: VAE, x: torch.Tensor, ocfg: ObjectiveConfig, cfg: TrainConfig, where: str, seed: int
+) -> tuple[float, str | None]:
+    """Median within-set ESS (and PSIS k̂) on x at ucvae's S and ε; a message when degenerate.
+
+    ``cfg.degenerate="raise"`` raises ``DegenerateWeightsError`` instead of returning one.
+    """
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    d = weight_diagnostics(
+        model, x, ocfg.num_samples, ocfg.eps, num_sets=20, num_khat=500, generator=g
+    )
+    model.train(was_training)
+    med, khat = d["median_ess"], d["median_khat"]
+    msg = degenerate_regime(med, ocfg.num_samples, khat)
+    if msg is None and med < cfg.degenerate_ess:  # a stricter threshold than the library's
+        msg = f"median within-set ESS {med:.2f} of S = {ocfg.num_samples} is below "
+        msg += f"degenerate_ess={cfg.degenerate_ess}"
+    if msg is not None:
+        msg = f"ucvae {where}: {msg}"
+        if cfg.degenerate == "raise":
+            raise DegenerateWeightsError(
+                msg + '. Refusing to train; pass degenerate="warn" or "ignore" to override.'
+            )
+    return med, msg
 
 
 def _save(path: Path, state: dict) -> None:
@@ -118,6 +172,8 @@ def train(
     cfg = config
     if cfg.objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
+    if cfg.degenerate not in DEGENERATE_POLICIES:
+        raise ValueError(f"degenerate must be one of {DEGENERATE_POLICIES}, got {cfg.degenerate!r}")
     threads = cfg.threads or (1 if cfg.dataset == "digits" else None)
     if threads:
         torch.set_num_threads(threads)
@@ -138,6 +194,7 @@ def train(
         hidden=tuple(cfg.hidden) if cfg.hidden else None,
         latent_dim=ocfg.latent_dim,
         activation=cfg.activation,
+        covariance=cfg.covariance,
     ).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
@@ -158,6 +215,24 @@ def train(
 
     fn = objective(cfg.objective)
     valid = data.valid.to(device)
+    check = cfg.objective == "ucvae" and cfg.degenerate != "ignore"
+    warned = any(history.get("degenerate", []))
+
+    def run_check(where: str) -> None:
+        nonlocal warned
+        med, msg = check_degenerate(
+            model, valid[:DEGENERATE_CHECK_IMAGES], ocfg, cfg, where, cfg.seed + 3
+        )
+        history.setdefault("check_median_ess", []).append(med)
+        history.setdefault("degenerate", []).append(msg is not None)
+        if msg is not None and not warned:
+            warned = True
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            if progress:
+                tqdm.write(f"WARNING {msg}")
+
+    if check and start == 0:
+        run_check("before training")
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         xs = data.train_epoch(data_gen)
@@ -232,7 +307,11 @@ def train(
             )
         if val_ll > best["val_ll"]:
             best = {"epoch": epoch + 1, "val_ll": val_ll, "model": _cpu_state(model)}
-        _save(path, _checkpoint(cfg, model, opt, gen, data_gen, history, epoch, elapsed, best))
+        try:  # a refusal by the degenerate-regime check still keeps this epoch's checkpoint
+            if check:
+                run_check(f"after epoch {epoch + 1}")
+        finally:
+            _save(path, _checkpoint(cfg, model, opt, gen, data_gen, history, epoch, elapsed, best))
         if callback is not None:
             callback(epoch + 1, model, history)
         stop_patience = cfg.patience is not None and epoch + 1 - best["epoch"] >= cfg.patience
