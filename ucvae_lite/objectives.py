@@ -64,7 +64,14 @@ class ObjectiveConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-# The ucvae defaults, in one place: method.md §6, "a good teaching default for digits".
+# The ucvae defaults, in one place: method.md §6, "a good teaching default for digits", kept
+# after the variance study (benchmarks/variance_study.py --quick; README "When is the estimator
+# practical?"). On digits d = 5: (k, m) = (1, 2) has 2.1x lower variance x cost than (0, 0)
+# and is level with (2, 4) (within the study's noise) and better than (4, 8); S = 50 lowers
+# ucvae's variance x cost by ~1.5x but S is shared with the elbo/iwae comparisons; the
+# full-covariance encoder and the inclusive-KL encoder objective did not lower it. No setting
+# reached parity with IWAE per unit of compute (1.6-5x), and MNIST d = 10/50 sit in the
+# degenerate regime (50x / 200x on the median image), which train.py now warns about.
 UCVAE_DEFAULTS = ObjectiveConfig(num_samples=10, k=1, m=2, eps=0.0, encoder="iwae", latent_dim=5)
 
 
