@@ -12,9 +12,17 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-## main: the main job (a demo of the estimator on the exact linear-Gaussian model)
+## main: the main job: the estimator's demo, then every notebook executed top to bottom
+## (fast mode, as stored; FULL=1 make main for the full-size figures), then how to open them
+NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9]*.ipynb)))
 main: $(STAMP)
 	$(PY) -m ucvae_lite demo
+	cd notebooks && for nb in $(NOTEBOOKS); do \
+	  echo "executing notebooks/$$nb"; \
+	  UCVAE_FAST=$(if $(FULL),0,1) ../$(PY) -m jupyter nbconvert --to notebook --execute \
+	    --inplace --log-level ERROR $$nb || exit 1; \
+	done
+	@echo "figures are in figures/; open the notebooks with: .venv/bin/jupyter lab notebooks/"
 
 ## test: unit, statistical and notebook tests, plus lint
 test: $(STAMP) browser
