@@ -4,6 +4,15 @@ import torch
 import ucvae_lite as u
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Small tensors: one thread avoids oversubscription on shared CI cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def model() -> u.LinearGaussian:
     return u.LinearGaussian.example(latent_dim=2, obs_dim=4, sigma=0.7, seed=0)

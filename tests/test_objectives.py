@@ -112,12 +112,3 @@ def test_timeouts_are_reported_not_silent():
     with pytest.warns(RuntimeWarning, match="truncated"):
         step = ucvae(model, x.expand(200, -1), cfg, torch.Generator().manual_seed(0))
     assert step.diagnostics["truncated"] > 0
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread avoids oversubscription on shared CI cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

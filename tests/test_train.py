@@ -17,14 +17,6 @@ def data():
     return load_dataset("digits").subset(300, 50, 50)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(tmp_path, **kw):
     base = dict(objective="ucvae", epochs=2, batch_size=50, val_samples=10, out=str(tmp_path))
     return TrainConfig(**{**base, **kw})
