@@ -35,6 +35,8 @@ def _train_config(args: argparse.Namespace, objective: str):
         max_steps=args.max_steps,
         latent_dim=args.latent_dim,
         hidden=args.hidden,
+        covariance=args.covariance,
+        flow_layers=args.flow_layers,
         epochs=epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -201,6 +203,19 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         nargs="+",
         default=None,
         help="hidden layer sizes (default 64 64 on digits, 200 200 on mnist)",
+    )
+    g.add_argument(
+        "--covariance",
+        choices=["diag", "full"],
+        default="diag",
+        help="encoder family: diagonal or full-covariance Gaussian (default diag)",
+    )
+    g.add_argument(
+        "--flow-layers",
+        type=int,
+        default=0,
+        help="encoder family: K > 0 adds K conditional affine coupling layers on top of the "
+        "diagonal Gaussian (a normalising flow; default 0)",
     )
     g.add_argument(
         "--epochs",

@@ -125,8 +125,9 @@ class DefensiveMixture:
             raise ValueError(f"defensive weight eps must be in (0, 1), got {eps}")
         self.base, self.eps = base, float(eps)
         self.batch_size, self.dim = base.batch_size, base.dim
-        self._dtype = base.loc.dtype if hasattr(base, "loc") else torch.float32
-        self._device = base.loc.device if hasattr(base, "loc") else None
+        loc = getattr(base, "loc", None)  # Gaussian bases; others (flows) say dtype/device
+        self._dtype = getattr(base, "dtype", loc.dtype if loc is not None else torch.float32)
+        self._device = getattr(base, "device", loc.device if loc is not None else None)
         self.prior = StandardNormal(
             self.batch_size, self.dim, dtype=self._dtype, device=self._device
         )

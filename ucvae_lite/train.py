@@ -71,6 +71,7 @@ class TrainConfig:
     hidden: list[int] | None = None
     activation: str = "tanh"
     covariance: str = "diag"  # encoder family: "diag" or "full" Gaussian (vae.COVARIANCES)
+    flow_layers: int = 0  # > 0: that many affine coupling layers on the diag Gaussian (flows.py)
     degenerate: str = "warn"  # ucvae in the degenerate regime: "warn", "raise" or "ignore"
     degenerate_ess: float = DEGENERATE_ESS  # median within-set ESS (particles) below = degenerate
     epochs: int = 100
@@ -195,6 +196,7 @@ def train(
         latent_dim=ocfg.latent_dim,
         activation=cfg.activation,
         covariance=cfg.covariance,
+        flow_layers=cfg.flow_layers,
     ).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)

@@ -5,6 +5,8 @@
     q_φ(z | x) = N(μ_φ(x), diag σ_φ(x)²)                   g_φ: MLP encoder -> (μ, log σ)
     (``covariance="full"``: q_φ(z | x) = N(μ_φ(x), L_φ(x) L_φ(x)ᵀ), L lower-triangular with
     diagonal σ_φ(x) and d(d−1)/2 free entries below it: same cost per sample, O(d²) outputs)
+    (``flow_layers=K > 0``: the diagonal Gaussian pushed through K conditional affine coupling
+    layers conditioned on the encoder's last hidden layer, ``flows.FlowGaussian``)
 
     log p_θ(x, z) = log p(z) + Σ_p [ x_p ℓ_p − softplus(ℓ_p) ],  ℓ = f_θ(z).
 
@@ -22,6 +24,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .distributions import LOG_2PI, DefensiveMixture, Gaussian
+from .flows import ConditionalFlow, FlowGaussian
 from .targets import ImportanceTarget
 
 ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "softplus": nn.Softplus}
@@ -58,17 +61,30 @@ class VAE(nn.Module):
         latent_dim: int = 50,
         activation: str = "tanh",
         covariance: str = "diag",
+        flow_layers: int = 0,
     ):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
         if covariance not in COVARIANCES:
             raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
+        if not isinstance(flow_layers, int) or flow_layers < 0:
+            raise ValueError(f"flow_layers must be an integer >= 0, got {flow_layers!r}")
+        if flow_layers and covariance != "diag":
+            raise ValueError("a flow encoder (flow_layers > 0) needs covariance='diag' as its base")
         self.data_dim, self.latent_dim = data_dim, latent_dim
         self.hidden, self.activation, self.covariance = tuple(hidden), activation, covariance
         n_off = latent_dim * (latent_dim - 1) // 2 if covariance == "full" else 0
         self.encoder = mlp([data_dim, *hidden, 2 * latent_dim + n_off], activation)
         self.decoder = mlp([latent_dim, *reversed(hidden), data_dim], activation)
+        self.flow_layers = flow_layers
+        self.flow = (
+            ConditionalFlow(
+                latent_dim, hidden[-1], flow_layers, hidden[-1], ACTIVATIONS[activation]
+            )
+            if flow_layers
+            else None
+        )
 
     def config(self) -> dict:
         """Plain-Python constructor arguments (saved in checkpoints)."""
@@ -78,15 +94,22 @@ class VAE(nn.Module):
             "latent_dim": self.latent_dim,
             "activation": self.activation,
             "covariance": self.covariance,
+            "flow_layers": self.flow_layers,
         }
 
     # --- encoder ---------------------------------------------------------------------------
-    def encode(self, x: Tensor) -> Gaussian:
-        """q_φ(z | x) = N(μ, diag σ²) (or N(μ, L Lᵀ)) for x [B, P]; log σ clamped to [-8, 4]."""
+    def encode(self, x: Tensor) -> Gaussian | FlowGaussian:
+        """q_φ(z | x) = N(μ, diag σ²) (or N(μ, L Lᵀ), or a flow of N(μ, diag σ²)) for x [B, P].
+
+        log σ is clamped to [-8, 4].
+        """
         d = self.latent_dim
-        out = self.encoder(x)
+        features = self.encoder[:-1](x)  # the last hidden layer: the flow's context
+        out = self.encoder[-1](features)
         loc, log_scale = out[:, :d], out[:, d : 2 * d]
         scale = log_scale.clamp(-8.0, 4.0).exp()
+        if self.flow is not None:
+            return FlowGaussian(Gaussian(loc, scale), self.flow, features)
         if self.covariance == "diag":
             return Gaussian(loc, scale)
         rows, cols = torch.tril_indices(d, d, -1, device=x.device)
