@@ -40,6 +40,7 @@ from .iwae import (
     normalized_weights,
 )
 from .kernels import coupled_indices, fresh_draws, gather_slot, sample_categorical
+from .rejuvenation import check_rejuvenate, coupled_mh_move, mh_move
 from .targets import Target, restrict
 
 
@@ -98,6 +99,18 @@ def _check_args(num_samples: int, k: int, m: int, max_steps: int, on_timeout: st
         raise ValueError(f"on_timeout must be 'raise' or 'truncate', got {on_timeout!r}")
 
 
+def _col(mask: Tensor, like: Tensor) -> Tensor:
+    """mask [A] shaped to broadcast against like [A, ...]."""
+    return mask.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _accept(ref: tuple, move, ids: Tensor, j: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The reference (z, log w, id) after chain j's MH decision in ``move``."""
+    acc = move.accepted[:, j]
+    new = (move.proposals[:, j], move.log_weights_raw[:, j].detach(), ids[:, j])
+    return tuple(torch.where(_col(acc, v), n, v) for n, v in zip(new, ref, strict=True))
+
+
 def coupled_estimate(
     target: Target,
     num_samples: int,
@@ -109,6 +122,7 @@ def coupled_estimate(
     on_timeout: str = "raise",
     initial: tuple[Tensor, Tensor] | None = None,
     keep_log_weights: bool = False,
+    rejuvenate: float | Tensor | None = None,
 ) -> Estimate:
     """Unbiased estimate H_{k:m} of E_{p(z|x_b)}[f(z)] for every data point b, for all f at once.
 
@@ -128,10 +142,16 @@ def coupled_estimate(
         forward pass (the chains themselves only ever use detached weights).
         ``info["flat_has_graph"]`` marks the entries that carry an autograd graph (a target
         may evaluate small batches without one).
+    rejuvenate : off by default. A random-walk scale s (a float, or [B] / [B, D] per data
+        point) turns on the rejuvenation move of ``rejuvenation.py``: after every index
+        selection the reference takes one Metropolis–Hastings step with proposal
+        N(r, diag s²) targeting p(z | x), coupled between the chains (reflection–maximal
+        proposals, shared acceptance uniform). Still unbiased; costs one more log-weight
+        evaluation per chain and step. The target must have ``log_proposal``.
 
     Returns an ``Estimate`` with ``tau`` (τ ≥ 2), ``num_evals`` (log-weight evaluations per data
-    point: S for X_0, S for (X_1, Y_0), S - 1 per further step that needs new particles) and
-    ``expectation(f)``.
+    point: S for X_0, S for (X_1, Y_0), S - 1 per further step that needs new particles; with
+    ``rejuvenate``, 1 more at t = 1 and 2 more per coupled step) and ``expectation(f)``.
     """
     _check_args(num_samples, k, m, max_steps, on_timeout)
     S = num_samples
@@ -170,6 +190,13 @@ def coupled_estimate(
     num_evals += S
     # Chain states, for the active rows only: reference (z, log w, id) + shared fresh slots.
     rx = (gather_slot(z0, lx), gather_slot(lw0, lx), gather_slot(ids0, lx))
+    scale = None
+    if rejuvenate is not None:
+        scale = check_rejuvenate(target, rejuvenate, B, D, lw0)
+        move = mh_move(target, rx[0], rx[1], scale, generator)
+        ids = store.add(move.proposals, rows, kept(move.log_weights_raw))
+        rx = _accept(rx, move, ids, 0)
+        num_evals += 1
     ry = (y_ref[:, 0], y_ref_lw[:, 0], store.add(y_ref, rows, kept(y_ref_lw_raw))[:, 0])
     fz, flw, fid = fresh, fresh_lw, store.add(fresh, rows, kept(fresh_lw_raw))
     tau = torch.zeros(B, dtype=torch.long, device=device)
@@ -198,23 +225,36 @@ def coupled_estimate(
         idx_x, idx_y = torch.cat([rx[2][:, None], fid], 1), torch.cat([ry[2][:, None], fid], 1)
         rx = (gather_slot(zx, ix), gather_slot(lwx, ix), gather_slot(idx_x, ix))
         ry = (gather_slot(zy, iy), gather_slot(lwy, iy), gather_slot(idx_y, iy))
-        new_met = (rx[2] == ry[2]) & ~met
-        tau[active[new_met]] = t
-        met = met | new_met
-        # Rows still needed: unmet, or met but h(X_t) still enters the average (t ≤ m).
-        keep = ~met | (t <= m)
-        if not bool(keep.any()):
-            active = active[:0]
+        # Record meetings and drop rows that need no more work: after the selection, and
+        # (with rejuvenation) again after the MH move, so no move is paid for a finished row.
+        for phase in ("select", "move") if scale is not None else ("select",):
+            if phase == "move":  # coupled MH move of both references
+                move = coupled_mh_move(tgt, rx[0], rx[1], ry[0], ry[1], scale, generator)
+                ids = store.add(move.proposals, active, kept(move.log_weights_raw))
+                ids[:, 1] = torch.where(move.same_proposal, ids[:, 0], ids[:, 1])
+                rx, ry = _accept(rx, move, ids, 0), _accept(ry, move, ids, 1)
+                ry = tuple(torch.where(_col(met, v), a, v) for a, v in zip(rx, ry, strict=True))
+                num_evals[active] += 2
+            new_met = (rx[2] == ry[2]) & ~met
+            tau[active[new_met]] = t
+            met = met | new_met
+            # Rows still needed: unmet, or met but h(X_t) still enters the average (t ≤ m).
+            keep = ~met | (t <= m)
+            if not bool(keep.any()):
+                active = active[:0]
+                break
+            if not bool(keep.all()):
+                local = keep.nonzero().flatten()
+                active, met = active[local], met[local]
+                rx = tuple(v[local] for v in rx)
+                ry = tuple(v[local] for v in ry)
+                scale = scale[local] if scale is not None else None
+                if hasattr(target, "select"):
+                    tgt = restrict(tgt, local, len(keep))
+                else:
+                    tgt = restrict(target, active, B)
+        if not active.numel():
             break
-        if not bool(keep.all()):
-            local = keep.nonzero().flatten()
-            active, met = active[local], met[local]
-            rx = tuple(v[local] for v in rx)
-            ry = tuple(v[local] for v in ry)
-            if hasattr(target, "select"):
-                tgt = restrict(tgt, local, len(keep))
-            else:
-                tgt = restrict(target, active, B)
         fz, flw_raw = fresh_draws(tgt, S - 1, generator)
         flw = flw_raw.detach()
         fid = store.add(fz, active, kept(flw_raw))

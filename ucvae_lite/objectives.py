@@ -132,6 +132,9 @@ class _GraphForLargeBatches:
         with torch.no_grad():
             return self.target.log_weight(z)
 
+    def log_proposal(self, z: Tensor) -> Tensor:
+        return self.target.log_proposal(z)
+
     def select(self, index: Tensor) -> _GraphForLargeBatches:
         return _GraphForLargeBatches(self.target.select(index), self.min_particles)
 

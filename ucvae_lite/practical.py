@@ -156,12 +156,15 @@ def gradient_variance(
     eps: float = 0.0,
     max_steps: int = 20_000,
     generator: torch.Generator | None = None,
+    rejuvenate: float | None = None,
 ) -> GradientVariance:
     """Total variance and cost of one decoder-gradient sample of ``method`` on one image.
 
     ``x`` is one image [P] or [1, P]; it is replicated ``replicates`` times in a batch and each
     replicate gets an independent estimate (``"ucvae"``: H_{k:m} from coupled chains; ``"iwae"``:
     IWAE-S). A chain still unmet at ``max_steps`` is truncated and *counted* in ``truncated``.
+    ``rejuvenate`` (ucvae only): the random-walk scale, relative to the encoder's σ_φ(x), of the
+    optional MH move on the references (``rejuvenation.py``); its evaluations count as cost.
     """
     if method not in ("ucvae", "iwae"):
         raise ValueError(f"method must be 'ucvae' or 'iwae', got {method!r}")
@@ -171,8 +174,18 @@ def gradient_variance(
     with torch.no_grad():
         target = model.target(xr, eps)
         if method == "ucvae":
+            scale = None
+            if rejuvenate is not None:
+                scale = rejuvenate * _encoder_scale(model, xr)
             est = coupled_estimate(
-                target, num_samples, k, m, max_steps, generator, on_timeout="truncate"
+                target,
+                num_samples,
+                k,
+                m,
+                max_steps,
+                generator,
+                on_timeout="truncate",
+                rejuvenate=scale,
             )
             ess = est.info["initial_ess"]
         else:
@@ -187,6 +200,14 @@ def gradient_variance(
         ess_frac=(ess / num_samples).mean().item(),
         truncated=int(est.truncated.sum()),
     )
+
+
+def _encoder_scale(model: VAE, x: Tensor) -> Tensor:
+    """σ_φ(x) [B, D]: the encoder's (base) standard deviations, a natural random-walk scale."""
+    q = model.encode(x)
+    base = getattr(q, "base", q)
+    scale = base.scale
+    return torch.diagonal(scale, dim1=-2, dim2=-1) if scale.dim() == 3 else scale
 
 
 @dataclass
@@ -219,11 +240,13 @@ def compare(
     eps: float = 0.0,
     matched_s: int | None = None,
     generator: torch.Generator | None = None,
+    rejuvenate: float | None = None,
 ) -> Comparison:
     """ucvae (S, k, m) vs IWAE at the same S and at ``matched_s`` (default: ucvae's mean cost)."""
     uc = gradient_variance(
-        model, x, "ucvae", num_samples, replicates, k, m, eps, generator=generator
-    )
+        model, x, "ucvae", num_samples, replicates, k, m, eps, generator=generator,
+        rejuvenate=rejuvenate,
+    )  # fmt: skip
     same = gradient_variance(
         model, x, "iwae", num_samples, replicates, eps=eps, generator=generator
     )

@@ -13,6 +13,7 @@ The public contract (``design.md``) is two methods:
 A target may also implement ``select(index) -> target`` (the same problem for the rows
 ``index`` of the batch). The coupled estimator uses it to stop spending work on chains that
 have met; targets without it still work, at the cost of evaluating every row at every step.
+The optional rejuvenation move also needs ``log_proposal(z) -> [B, n]`` (log q(z | x_b)).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ class ImportanceTarget:
         """log p(x_b, z) for each row b: the function whose gradient the estimators average."""
         return self.model.log_joint(self.x, z)
 
+    def log_proposal(self, z: Tensor) -> Tensor:
+        """log q(z | x_b) (used by the optional rejuvenation move, ``rejuvenation.py``)."""
+        return self.proposal.log_prob(z)
+
     def select(self, index: Tensor) -> ImportanceTarget:
         return ImportanceTarget(self.model, self.x[index], self.proposal.select(index))
 
@@ -79,6 +84,11 @@ class _RowView:
         full = z.new_zeros((self.full_batch, *z.shape[1:]))
         full[self.index] = z
         return self.target.log_weight(full)[self.index]
+
+    def log_proposal(self, z: Tensor) -> Tensor:
+        full = z.new_zeros((self.full_batch, *z.shape[1:]))
+        full[self.index] = z
+        return self.target.log_proposal(full)[self.index]
 
 
 def restrict(target: Target, index: Tensor, batch_size: int) -> Target:
