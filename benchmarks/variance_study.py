@@ -22,8 +22,8 @@ the ``truncated`` column, never dropped silently).
     python benchmarks/variance_study.py --quick            # digits, a subset of the levers
     python benchmarks/variance_study.py                    # all levers; MNIST too if installed
 
-Writes figures/variance_study{_quick}.csv and .md, figures/variance_study_tau{_quick}.png and
-figures/variance_study_work{_quick}.png.
+Writes figures/variance_study{_mnist}{_quick}.csv and .md, figures/variance_study_tau{...}.png
+and figures/variance_study_work{...}.png (``_mnist`` when run with ``--datasets mnist``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from ucvae_lite.evaluate import log_likelihood
 from ucvae_lite.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
+REJUVENATION_SCALES = (0.1, 1.0)  # random-walk scales, in units of the encoder's σ_φ(x)
 FLOW_LAYERS = 4  # the "flow" encoder family: 4 conditional affine coupling layers (flows.py)
 
 
@@ -73,6 +74,7 @@ class Setting:
     num_samples: int = 10
     k: int = 1
     m: int = 2
+    rejuvenate: float | None = None  # MH move on the references, scale c × σ_φ(x) (off: None)
 
 
 @dataclass
@@ -117,6 +119,8 @@ def make_plan(quick: bool, datasets: list[str]) -> Plan:
         for k, m in km:
             if (k, m) != (1, 2):
                 plan.settings.append(Setting("k_m", base, k=k, m=m))
+        for c in REJUVENATION_SCALES:
+            plan.settings.append(Setting("rejuvenation", base, rejuvenate=c))
     plan.images = 10 if quick else 40
     plan.replicates = 100 if quick else 200
     return plan
@@ -151,8 +155,12 @@ def measure(model, x: torch.Tensor, s: Setting, plan: Plan, seed: int) -> tuple[
     t0 = time.perf_counter()
     diag = P.weight_diagnostics(model, x, s.num_samples, generator=g)
     comps = [
-        P.compare(model, xi, s.num_samples, s.k, s.m, plan.replicates, generator=g) for xi in x
-    ]
+        P.compare(
+            model, xi, s.num_samples, s.k, s.m, plan.replicates, generator=g,
+            rejuvenate=s.rejuvenate,
+        )
+        for xi in x
+    ]  # fmt: skip
     row = P.summarise(comps)
     row["median_ess_frac"] = diag["median_ess_frac"]
     row["median_khat"] = diag["median_khat"]
@@ -162,7 +170,8 @@ def measure(model, x: torch.Tensor, s: Setting, plan: Plan, seed: int) -> tuple[
 
 
 COLUMNS = [
-    "lever", "dataset", "latent_dim", "covariance", "train", "S", "k", "m", "test_ll",
+    "lever", "dataset", "latent_dim", "covariance", "train", "S", "k", "m", "rejuvenate",
+    "test_ll",
     "median_ess_frac", "median_khat", "tau_mean", "tau_median", "tau_p99", "tau_max",
     "tau_tail_index", "truncated", "evals_ucvae", "matched_s", "var_ucvae", "var_iwae",
     "var_iwae_matched", "work_ratio", "work_ratio_median_image", "ratio_same_cost",
@@ -171,6 +180,8 @@ COLUMNS = [
 
 
 def fmt(v) -> str:
+    if v is None:
+        return ""
     if isinstance(v, float):
         if math.isinf(v) or math.isnan(v):
             return str(v)
@@ -191,6 +202,8 @@ def table(rows: list[dict]) -> str:
         setting = (
             f"d={r['latent_dim']} {r['covariance']} {r['train']} S={r['S']} k,m={r['k']},{r['m']}"
         )
+        if r["rejuvenate"] is not None:
+            setting += f" MH {r['rejuvenate']}σ"
         cells = []
         for name, key in cols:
             if name == "setting":
@@ -221,7 +234,7 @@ def figures(rows: list[dict], taus: list[torch.Tensor], suffix: str, out: Path) 
         ]
 
     # τ survival against the 1/t law.
-    fig = viz.new_figure(ncols=3, size=(4.2, 3.4))
+    fig = viz.new_figure(ncols=4, size=(4.2, 3.4))
     lat = pick("latent_dim")
     viz.survival_vs_degenerate(
         fig.axes[0], {f"d={r['latent_dim']}": t for r, t in lat}, 10, f"{ds0}: latent dimension"
@@ -234,30 +247,44 @@ def figures(rows: list[dict], taus: list[torch.Tensor], suffix: str, out: Path) 
         10,
         "encoder family / objective",
     )
-    base = [(r, t) for r, t in lat if r["latent_dim"] == 5] + pick("S")
+    # The S, (k, m) and rejuvenation levers vary the base model (d = 5 digits, d = 50 MNIST).
+    d0 = (pick("S") or pick("k_m") or pick("rejuvenation") or lat)[0][0]["latent_dim"]
+    base = [(r, t) for r, t in lat if r["latent_dim"] == d0] + pick("S")
     base.sort(key=lambda rt: rt[0]["S"])
     viz.survival_vs_degenerate(
         fig.axes[2],
         {f"S={r['S']}": t for r, t in base},
         {f"S={r['S']}": r["S"] for r, _ in base},
-        "S (d=5, k,m=1,2)",
+        f"S (d={d0}, k,m=1,2)",
     )
+    rejuv = [(r, t) for r, t in base if r["S"] == 10] + pick("rejuvenation")
+    viz.survival_vs_degenerate(
+        fig.axes[3],
+        {("no MH move" if r["rejuvenate"] is None else f"MH {r['rejuvenate']}σ"): t
+         for r, t in rejuv},
+        10,
+        f"rejuvenation (d={rejuv[0][0]['latent_dim']})",
+    )  # fmt: skip
     paths.append(viz.save(fig, f"variance_study_tau{suffix}", out))
     # Variance per compute relative to IWAE-S, per lever.
-    fig = viz.new_figure(ncols=4, size=(3.3, 3.2))
+    fig = viz.new_figure(ncols=5, size=(3.3, 3.2))
     levers = [
         ("latent_dim", lambda r: str(r["latent_dim"]), "latent dimension d"),
         ("encoder", lambda r: f"d{r['latent_dim']}\n{r['covariance']}\n{r['train']}", "encoder"),
         ("S", lambda r: str(r["S"]), "S"),
         ("k_m", lambda r: f"{r['k']},{r['m']}", "(k, m)"),
-    ]
+        ("rejuvenation", lambda r: "off" if r["rejuvenate"] is None else f"{r['rejuvenate']}σ",
+         "MH rejuvenation"),
+    ]  # fmt: skip
     for ax, (lever, label, title) in zip(fig.axes, levers, strict=True):
         if lever == "encoder":
             sel = [r for r, _ in enc]
         elif lever == "S":
             sel = [r for r, _ in base]
+        elif lever == "rejuvenation":
+            sel = [r for r, _ in rejuv]
         elif lever == "k_m":
-            sel = [r for r, _ in lat if r["latent_dim"] == 5] + [r for r, _ in pick("k_m")]
+            sel = [r for r, _ in lat if r["latent_dim"] == d0] + [r for r, _ in pick("k_m")]
             sel.sort(key=lambda r: (r["k"], r["m"]))
         else:
             sel = [r for r, _ in lat]
@@ -304,7 +331,8 @@ def main(argv=None) -> None:
         plan.images = a.images
     if a.replicates:
         plan.replicates = a.replicates
-    suffix = "_quick" if a.quick else ""
+    tag = "" if datasets == ["digits"] else "_" + "_".join(datasets)
+    suffix = tag + ("_quick" if a.quick else "")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -335,6 +363,7 @@ def main(argv=None) -> None:
             "S": s.num_samples,
             "k": s.k,
             "m": s.m,
+            "rejuvenate": s.rejuvenate,
             "test_ll": ll,
             "train_seconds": secs,
         } | row
@@ -342,7 +371,8 @@ def main(argv=None) -> None:
         taus.append(tau)
         print(
             f"  {s.lever:17s} d={s.model.latent_dim:<3d} {s.model.covariance:4s} "
-            f"S={s.num_samples:<4d} k,m={s.k},{s.m}: ESS/S {row['median_ess_frac']:.3f} "
+            f"S={s.num_samples:<4d} k,m={s.k},{s.m} MH={s.rejuvenate}: "
+            f"ESS/S {row['median_ess_frac']:.3f} "
             f"k̂ {row['median_khat']:.2f} mean τ {row['tau_mean']:.2f} max {row['tau_max']:.0f} "
             f"α {row['tau_tail_index']:.2f} Var×cost/IWAE {row['work_ratio']:.1f} "
             f"(median image {row['work_ratio_median_image']:.1f}) ({row['seconds']:.0f} s)",

@@ -71,11 +71,10 @@ class ConditionalFlow(nn.Module):
         if num_layers < 1:
             raise ValueError(f"a flow needs num_layers >= 1, got {num_layers}")
         first_half = torch.arange(dim) < (dim + 1) // 2
+        masks = [first_half if i % 2 == 0 else ~first_half for i in range(num_layers)]
         self.layers = nn.ModuleList(
-            AffineCoupling(dim, context_dim, hidden, first_half if i % 2 == 0 else ~first_half,
-                           activation)
-            for i in range(num_layers)
-        )  # fmt: skip
+            AffineCoupling(dim, context_dim, hidden, mask, activation) for mask in masks
+        )
         self.dim, self.context_dim = dim, context_dim
 
     def forward(self, z: Tensor, context: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
