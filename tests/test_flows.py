@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+from conftest import replicate, z_scores
 
 import ucvae_lite as u
 from ucvae_lite.distributions import Gaussian
+from ucvae_lite.evaluate import load_model
 from ucvae_lite.flows import ConditionalFlow, FlowGaussian
 from ucvae_lite.vae import VAE
 
@@ -68,19 +70,66 @@ def test_select_and_detach():
     torch.testing.assert_close(q.detach().log_prob(z), q.log_prob(z).detach())
 
 
-def test_flow_vae_starts_as_its_diagonal_gaussian_and_trains_phi():
+def test_flow_vae_starts_as_its_diagonal_gaussian_and_trains_phi(tmp_path):
     torch.manual_seed(0)
     vae = VAE(16, (8, 8), 3, flow_layers=2)
     x = torch.rand(4, 16).round()
     q = vae.encode(x)
     z = q.sample(5).detach()
     torch.testing.assert_close(q.log_prob(z), q.base.log_prob(z))  # identity at init
-    loss = -u.iwae_bound(vae.log_joint(x, q.sample(5)) - q.log_prob(q.sample(5))).mean()
+    with torch.no_grad():  # leave the identity so every flow parameter matters
+        for p in vae.flow.parameters():
+            p.normal_(0.0, 0.3)
+    q = vae.encode(x)
+    z = q.sample(5)
+    loss = -u.iwae_bound(vae.log_joint(x, z) - q.log_prob(z)).mean()
     loss.backward()
-    assert all(p.grad is not None for p in vae.flow.parameters())
-    clone = VAE(**vae.config())
-    clone.load_state_dict(vae.state_dict())
-    assert clone.config()["flow_layers"] == 2
+    assert all(bool((p.grad != 0).any()) for p in vae.flow.parameters())
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model_config": vae.config(), "model": vae.state_dict()}, path)
+    loaded, _ = load_model(path)  # torch.load(weights_only=True), VAE(**config)
+    assert loaded.config()["flow_layers"] == 2
+    z = z.detach()
+    torch.testing.assert_close(loaded.encode(x).log_prob(z), vae.encode(x).log_prob(z))
+
+
+def test_detached_flow_is_frozen_at_detach_time():
+    q = _flow_q()
+    frozen = q.detach()
+    z = q.sample(4, torch.Generator().manual_seed(0)).detach()
+    before = frozen.log_prob(z)
+    with torch.no_grad():  # what an optimiser step does to the live flow
+        for p in q.flow.parameters():
+            p.add_(0.1)
+    torch.testing.assert_close(frozen.log_prob(z), before)
+    torch.testing.assert_close(frozen.select(torch.tensor([1])).log_prob(z[[1]]), before[[1]])
+    assert not torch.allclose(q.log_prob(z), before)
+
+
+def test_coupled_estimate_with_a_flow_proposal_is_unbiased(model, x):
+    # The linear-Gaussian posterior, with a non-trivial flow proposal: moments within 4 SE.
+    R, B = 3000, x.shape[0]
+    mean, cov = model.posterior(x)
+    xr = replicate(x, R)
+    base = Gaussian(
+        replicate(mean + 0.3, R), replicate(1.3 * torch.diagonal(cov, dim1=-2, dim2=-1).sqrt(), R)
+    )
+    flow = _random_flow(2, x.shape[1], 2, seed=4)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.mul_(0.4)  # a moderate warp: the weights stay usable
+    q = FlowGaussian(base, flow, xr).detach()
+    target = u.ImportanceTarget(model, xr, q)
+    est = u.coupled_estimate(target, 4, 1, 2, generator=torch.Generator().manual_seed(5))
+    exact_mean, exact_second = model.posterior_moments(x)
+    m = est.mean().view(B, R, 2)
+    sec = est.second_moment().view(B, R, 2, 2)
+    for b in range(B):
+        assert z_scores(m[b], exact_mean[b]).abs().max() < 4
+        assert z_scores(sec[b], exact_second[b]).abs().max() < 4
+    iw = u.iwae_estimate(target, 4, generator=torch.Generator().manual_seed(6))
+    iw_mean = iw.mean().view(B, R, 2)
+    assert max(z_scores(iw_mean[b], exact_mean[b]).abs().max() for b in range(B)) > 4
 
 
 def test_coupled_estimator_runs_on_a_flow_vae_with_a_defensive_mixture():
@@ -97,6 +146,8 @@ def test_bad_flow_arguments():
         VAE(16, (8,), 3, flow_layers=-1)
     with pytest.raises(ValueError, match="covariance='diag'"):
         VAE(16, (8,), 3, covariance="full", flow_layers=2)
+    with pytest.raises(ValueError, match="hidden layer"):
+        VAE(16, (), 3, flow_layers=1)
     with pytest.raises(ValueError, match="num_layers"):
         ConditionalFlow(3, 4, 0)
     q = _flow_q()

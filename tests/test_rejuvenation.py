@@ -10,7 +10,7 @@ import torch
 from conftest import replicate, z_scores
 
 import ucvae_lite as u
-from ucvae_lite.rejuvenation import mh_move, reflection_coupling
+from ucvae_lite.rejuvenation import coupled_mh_move, mh_move, reflection_coupling
 
 
 def test_reflection_coupling_has_exact_marginals_and_maximal_meeting():
@@ -60,9 +60,10 @@ def test_rejuvenated_estimate_is_unbiased(model, x, S, k, m, prop_scale, rw):
     B = x.shape[0]
     g = torch.Generator().manual_seed(11 + S + k + m)
     target = model.target(replicate(x, R), shift=0.3, scale=prop_scale)
-    if rw == "per-row":  # [B·R, D] scales: 0.7 × the posterior's standard deviations
+    if rw == "per-row":  # [B·R, D] scales: 0.2–1 × the posterior's sd, different for every row
         _, cov = model.posterior(x)
-        rw = replicate(0.7 * torch.diagonal(cov, dim1=-2, dim2=-1).sqrt(), R)
+        sd = replicate(torch.diagonal(cov, dim1=-2, dim2=-1).sqrt(), R)
+        rw = sd * (0.2 + 0.8 * torch.rand(sd.shape, generator=g, dtype=sd.dtype))
     est = u.coupled_estimate(target, S, k, m, generator=g, rejuvenate=rw)
     exact_mean, exact_second = model.posterior_moments(x)
     mean = est.mean().view(B, R, 2)
@@ -105,19 +106,79 @@ def test_rejuvenation_bad_inputs(model, x):
         u.coupled_estimate(NoProposal(), 3, rejuvenate=0.5)
 
 
-def test_rejuvenation_on_a_target_without_select(model, x):
-    # The fallback row view must pass log_proposal through (rows drop out as chains meet).
-    inner = model.target(replicate(x, 50), scale=0.6)
+class _NoSelect:
+    """A target without ``select``: the estimator falls back to its row view."""
 
-    class NoSelect:
-        def sample(self, n, generator=None):
-            return inner.sample(n, generator)
+    def __init__(self, inner):
+        self.inner = inner
 
+    def sample(self, n, generator=None):
+        return self.inner.sample(n, generator)
+
+    def log_weight(self, z):
+        return self.inner.log_weight(z)
+
+    def log_proposal(self, z):
+        return self.inner.log_proposal(z)
+
+
+def test_rejuvenation_on_a_target_without_select_is_unbiased(model, x):
+    # The fallback row view must pass log_proposal through with the right rows.
+    R, B = 2000, x.shape[0]
+    target = _NoSelect(model.target(replicate(x, R), shift=0.3, scale=0.6))
+    g = torch.Generator().manual_seed(21)
+    est = u.coupled_estimate(target, 3, 1, 2, generator=g, rejuvenate=0.5)
+    exact_mean, _ = model.posterior_moments(x)
+    mean = est.mean().view(B, R, 2)
+    for b in range(B):
+        assert z_scores(mean[b], exact_mean[b]).abs().max() < 4
+    assert est.flat_particles.shape[0] == int(est.num_evals.sum())
+
+
+@pytest.mark.parametrize("select", [True, False])
+def test_each_row_keeps_its_own_scale_as_chains_drop_out(model, select, monkeypatch):
+    # 60 distinct data points, each with its own scale; every coupled move must receive, for
+    # each active row, that row's scale (rows leave the active set as their chains meet).
+    import ucvae_lite.estimator as E
+
+    n = 60
+    xs = model.sample_data(n, torch.Generator().manual_seed(5))
+    scales = (0.1 + 0.01 * torch.arange(n, dtype=xs.dtype))[:, None].expand(n, 2)
+    key = {tuple(row.tolist()): i for i, row in enumerate(xs)}
+    seen = []
+
+    def spy(tgt, zx, lwx, zy, lwy, scale, generator=None, subset=None):
+        rows = tgt.index if not select else [key[tuple(r.tolist())] for r in tgt.x]
+        seen.append((torch.as_tensor(rows), scale.clone()))
+        return coupled_mh(tgt, zx, lwx, zy, lwy, scale, generator, subset)
+
+    coupled_mh = E.coupled_mh_move
+    monkeypatch.setattr(E, "coupled_mh_move", spy)
+    inner = model.target(xs, scale=0.5)
+    target = inner if select else _NoSelect(inner)
+    est = u.coupled_estimate(target, 3, 0, 0, generator=torch.Generator(), rejuvenate=scales)
+    assert len(seen) >= 3 and len(seen[-1][0]) < n  # rows did drop out
+    for rows, scale in seen:
+        torch.testing.assert_close(scale, scales[rows])
+    assert bool((est.tau >= 2).all())
+
+
+def test_a_shared_proposal_is_evaluated_once(model, x):
+    calls = []
+
+    class Counting(_NoSelect):
         def log_weight(self, z):
-            return inner.log_weight(z)
+            calls.append(z.shape[0] * z.shape[1])
+            return self.inner.log_weight(z)
 
-        def log_proposal(self, z):
-            return inner.log_proposal(z)
+        def select(self, index):
+            return Counting(self.inner.select(index))
 
-    est = u.coupled_estimate(NoSelect(), 3, 1, 2, generator=torch.Generator(), rejuvenate=0.3)
-    assert bool((est.tau >= 2).all()) and est.flat_particles.shape[0] == int(est.num_evals.sum())
+    target = Counting(model.target(x))
+    z = target.sample(1)[:, 0]
+    lw = target.log_weight(z[:, None])[:, 0]
+    calls.clear()
+    scale = torch.full_like(z, 0.3)
+    move = coupled_mh_move(target, z, lw, z, lw, scale, torch.Generator())
+    assert calls == [x.shape[0]] and bool(move.same_proposal.all())
+    assert torch.equal(move.accepted[:, 0], move.accepted[:, 1])

@@ -17,8 +17,9 @@ Implementation
 * Y_0 takes X_1's fresh slots (its reference an independent q-draw), so the chains can meet
   at the first coupled step; τ ≥ 2.
 * Every particle whose weight is evaluated gets one id; a chain state holds ids. The chains
-  meet when they select the same id, which is decided by the index selection alone, so the
-  step that only confirms a meeting costs no evaluations.
+  meet when they hold the same id, which the index selection decides (or, with the optional
+  rejuvenation move, both chains accepting one common proposal), so the step that only
+  confirms a meeting costs no evaluations.
 * H is linear in f, so it is returned as particles with signed coefficients; coefficients of
   a particle used by several terms (the shared fresh slots, a reference kept for many steps)
   are merged. Number of particles = number of log-weight evaluations.
@@ -104,6 +105,13 @@ def _col(mask: Tensor, like: Tensor) -> Tensor:
     return mask.view(-1, *([1] * (like.dim() - 1)))
 
 
+def _subset(target: Target, tgt: Target, active: Tensor, batch_size: int):
+    """rows -> the active target ``tgt`` restricted to its ``rows`` (local positions)."""
+    if hasattr(target, "select"):
+        return lambda rows: restrict(tgt, rows, len(active))
+    return lambda rows: restrict(target, active[rows], batch_size)
+
+
 def _accept(ref: tuple, move, ids: Tensor, j: int) -> tuple[Tensor, Tensor, Tensor]:
     """The reference (z, log w, id) after chain j's MH decision in ``move``."""
     acc = move.accepted[:, j]
@@ -147,11 +155,13 @@ def coupled_estimate(
         selection the reference takes one Metropolis–Hastings step with proposal
         N(r, diag s²) targeting p(z | x), coupled between the chains (reflection–maximal
         proposals, shared acceptance uniform). Still unbiased; costs one more log-weight
-        evaluation per chain and step. The target must have ``log_proposal``.
+        evaluation per chain and step. The target must have ``log_proposal``. A 1-D tensor is
+        read as one scale per data point [B].
 
     Returns an ``Estimate`` with ``tau`` (τ ≥ 2), ``num_evals`` (log-weight evaluations per data
     point: S for X_0, S for (X_1, Y_0), S - 1 per further step that needs new particles; with
-    ``rejuvenate``, 1 more at t = 1 and 2 more per coupled step) and ``expectation(f)``.
+    ``rejuvenate``, 1 more at t = 1 and 2 more per coupled step, 1 where the two chains
+    propose the same point) and ``expectation(f)``.
     """
     _check_args(num_samples, k, m, max_steps, on_timeout)
     S = num_samples
@@ -229,12 +239,21 @@ def coupled_estimate(
         # (with rejuvenation) again after the MH move, so no move is paid for a finished row.
         for phase in ("select", "move") if scale is not None else ("select",):
             if phase == "move":  # coupled MH move of both references
-                move = coupled_mh_move(tgt, rx[0], rx[1], ry[0], ry[1], scale, generator)
-                ids = store.add(move.proposals, active, kept(move.log_weights_raw))
-                ids[:, 1] = torch.where(move.same_proposal, ids[:, 0], ids[:, 1])
+                subset = _subset(target, tgt, active, B)
+                move = coupled_mh_move(
+                    tgt, rx[0], rx[1], ry[0], ry[1], scale, generator, subset=subset
+                )
+                # One stored particle per evaluation: X's proposals, then Y's where different.
+                lw_raw = move.log_weights_raw
+                ids = store.add(move.proposals[:, :1], active, kept(lw_raw[:, :1])).repeat(1, 2)
+                diff = (~move.same_proposal).nonzero().flatten()
+                if diff.numel():
+                    y_new = move.proposals[diff, 1:]
+                    ids[diff, 1] = store.add(y_new, active[diff], kept(lw_raw[diff, 1:]))[:, 0]
                 rx, ry = _accept(rx, move, ids, 0), _accept(ry, move, ids, 1)
                 ry = tuple(torch.where(_col(met, v), a, v) for a, v in zip(rx, ry, strict=True))
-                num_evals[active] += 2
+                num_evals[active] += 1
+                num_evals[active[diff]] += 1
             new_met = (rx[2] == ry[2]) & ~met
             tau[active[new_met]] = t
             met = met | new_met

@@ -95,28 +95,33 @@ class FlowGaussian:
     """q(z | x_b): a diagonal Gaussian base pushed through a conditional flow, per data point.
 
     Same batched interface as ``distributions.Gaussian`` (``sample``, ``log_prob``, ``select``,
-    ``detach``). ``detach()`` cuts the base, the context and the flow's parameters from autograd
-    (the chains' proposal must not carry φ's graph).
+    ``detach``). ``detach()`` cuts the base and the context from autograd and freezes a copy of
+    the flow's parameters (like ``Gaussian.detach()``, it then stays the distribution of that
+    moment even if the optimiser updates the flow in place).
     """
 
-    def __init__(self, base: Gaussian, flow: ConditionalFlow, context: Tensor, detached=False):
+    def __init__(
+        self,
+        base: Gaussian,
+        flow: ConditionalFlow,
+        context: Tensor,
+        frozen: dict[str, Tensor] | None = None,
+    ):
         if base.full:
             raise ValueError("the flow's base must be a diagonal Gaussian")
         if context.shape[0] != base.batch_size:
             raise ValueError(
                 f"context has {context.shape[0]} rows for a batch of {base.batch_size}"
             )
-        self.base, self.flow, self.context, self.detached = base, flow, context, detached
+        self.base, self.flow, self.context, self.frozen = base, flow, context, frozen
         self.batch_size, self.dim = base.batch_size, base.dim
         self.dtype, self.device = base.loc.dtype, base.loc.device
 
     def _run(self, z: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         ctx = self.context[:, None, :].expand(*z.shape[:2], self.context.shape[-1])
-        if not self.detached:
+        if self.frozen is None:
             return self.flow(z, ctx, inverse)
-        state = {k: v.detach() for k, v in self.flow.named_parameters()}
-        state.update(self.flow.named_buffers())
-        return functional_call(self.flow, state, (z, ctx, inverse))
+        return functional_call(self.flow, self.frozen, (z, ctx, inverse))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z = f(z0), z0 ~ base: reparameterised (differentiable in φ unless detached)."""
@@ -128,7 +133,11 @@ class FlowGaussian:
         return self.base.log_prob(z0) - log_det
 
     def select(self, index: Tensor) -> FlowGaussian:
-        return FlowGaussian(self.base.select(index), self.flow, self.context[index], self.detached)
+        return FlowGaussian(self.base.select(index), self.flow, self.context[index], self.frozen)
 
     def detach(self) -> FlowGaussian:
-        return FlowGaussian(self.base.detach(), self.flow, self.context.detach(), detached=True)
+        frozen = self.frozen
+        if frozen is None:
+            frozen = {k: v.detach().clone() for k, v in self.flow.named_parameters()}
+            frozen.update(self.flow.named_buffers())
+        return FlowGaussian(self.base.detach(), self.flow, self.context.detach(), frozen)

@@ -15,11 +15,13 @@ Coupled, the two chains' proposals come from the reflection–maximal coupling o
 N(r^X, diag s²) and N(r^Y, diag s²) and share the acceptance uniform. The chains can then meet
 by both accepting the *same* proposal, and chains that have met stay met (equal references
 give equal proposals and equal decisions). Each coupled move costs two log-weight
-evaluations per pair (one per chain); q(z | x) itself is needed too (``log_proposal``).
+evaluations per pair (one per chain; one where the two proposals coincide, as they always do
+once the chains have met); q(z | x) itself is needed too (``log_proposal``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -29,7 +31,11 @@ from .targets import Target
 
 
 class MoveResult(NamedTuple):
-    """A (coupled) MH move: proposals [A, n, D], their raw log-weights, accepted [A, n]."""
+    """A (coupled) MH move: proposals [A, n, D], their raw log-weights, accepted [A, n].
+
+    For the coupled move (n = 2), where ``same_proposal`` the two proposals are one point,
+    evaluated once: Y's log-weight is X's.
+    """
 
     proposals: Tensor
     log_weights_raw: Tensor  # as ``target.log_weight`` returned them (graph included)
@@ -114,17 +120,28 @@ def coupled_mh_move(
     lwy: Tensor,
     scale: Tensor,
     generator: torch.Generator | None = None,
+    subset: Callable[[Tensor], Target] | None = None,
 ) -> MoveResult:
     """The coupled move for two chains per row: proposals [A, 2, D] (X's, then Y's).
 
-    Reflection–maximally coupled proposals, one shared acceptance uniform.
+    Reflection–maximally coupled proposals, one shared acceptance uniform. A proposal the two
+    chains share (always so once they have met) is evaluated once: Y's log-weights are computed
+    only for the rows where it differs, with ``subset(rows)``, the target restricted to those
+    rows (default: ``target.select``).
     """
     px, py = reflection_coupling(zx, zy, scale, generator)
+    same = (px == py).all(-1)
+    lw_raw = target.log_weight(px[:, None])[:, 0]
+    lw_raw_y = lw_raw
+    diff = (~same).nonzero().flatten()
+    if diff.numel():
+        sub = subset(diff) if subset is not None else target.select(diff)
+        lw_raw_y = lw_raw.index_put((diff,), sub.log_weight(py[diff][:, None])[:, 0])
     prop = torch.stack([px, py], 1)
-    lw_raw = target.log_weight(prop)
+    lw_raw = torch.stack([lw_raw, lw_raw_y], 1)
     lw = lw_raw.detach()
     cur = torch.stack([zx, zy], 1)
     log_ratio = _log_target(target, prop, lw) - _log_target(target, cur, torch.stack([lwx, lwy], 1))
     u = torch.rand(zx.shape[:1], generator=generator, dtype=zx.dtype, device=zx.device)
     accepted = u.log()[:, None] < log_ratio
-    return MoveResult(prop, lw_raw, accepted, (px == py).all(-1))
+    return MoveResult(prop, lw_raw, accepted, same)

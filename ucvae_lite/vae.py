@@ -51,7 +51,8 @@ def mlp(sizes: list[int], activation: str) -> nn.Sequential:
 class VAE(nn.Module):
     """Encoder P-h_1-..-h_L-2d and mirror decoder d-h_L-..-h_1-P.
 
-    Parameters θ are ``decoder.parameters()``, φ are ``encoder.parameters()``.
+    Parameters θ are ``decoder.parameters()``; φ are ``encoder.parameters()`` plus, for a flow
+    encoder, ``flow.parameters()``.
     """
 
     def __init__(
@@ -70,6 +71,8 @@ class VAE(nn.Module):
             raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
         if not isinstance(flow_layers, int) or flow_layers < 0:
             raise ValueError(f"flow_layers must be an integer >= 0, got {flow_layers!r}")
+        if flow_layers and not hidden:
+            raise ValueError("a flow encoder needs at least one hidden layer (its context)")
         if flow_layers and covariance != "diag":
             raise ValueError("a flow encoder (flow_layers > 0) needs covariance='diag' as its base")
         self.data_dim, self.latent_dim = data_dim, latent_dim
