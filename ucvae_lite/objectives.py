@@ -69,9 +69,10 @@ class ObjectiveConfig:
 # practical?"). On digits d = 5: (k, m) = (1, 2) has 2.1x lower variance x cost than (0, 0)
 # and is level with (2, 4) (within the study's noise) and better than (4, 8); S = 50 lowers
 # ucvae's variance x cost by ~1.5x but S is shared with the elbo/iwae comparisons; the
-# full-covariance encoder and the inclusive-KL encoder objective did not lower it. No setting
-# reached parity with IWAE per unit of compute (1.6-5x), and MNIST d = 10/50 sit in the
-# degenerate regime (50x / 200x on the median image), which train.py now warns about.
+# full-covariance and flow encoders, the inclusive-KL encoder objective and the rejuvenation
+# move (off by default) did not lower it. No setting reached parity with IWAE per unit of
+# compute (1.6-5x), and MNIST d = 10/50 sit in the degenerate regime (~40x / ~350x on the
+# median image), which train.py warns about.
 UCVAE_DEFAULTS = ObjectiveConfig(num_samples=10, k=1, m=2, eps=0.0, encoder="iwae", latent_dim=5)
 
 
