@@ -92,11 +92,15 @@ def degenerate_regime(median_ess: float, num_samples: int, median_khat: float | 
     )
 
 
-def per_row_decoder_gradients(model: VAE, x: Tensor, est: Estimate, chunk: int = 64) -> Tensor:
+def per_row_decoder_gradients(
+    model: VAE, x: Tensor, est: Estimate, budget: int = 1 << 15, piece: int = 1 << 12
+) -> Tensor:
     """g_b = ∇_θ Σ_{n ∈ row b} c_n log p_θ(x_b | z_n) for every row b of x [B, P] -> [B, |θ|].
 
-    Rows are grouped by particle count and padded within a group (coupled chains differ a lot
-    in length), then differentiated with ``torch.func.vmap(grad(...))``.
+    Only particles with c_n ≠ 0 are evaluated. The sum is linear, so each row's particles are cut
+    into pieces of at most ``piece``; pieces are grouped by size, padded within a group of at
+    most ``budget`` padded particles (memory stays bounded however long a chain ran),
+    differentiated with ``torch.func.vmap(grad(...))`` and summed back per row.
     """
     params = {k: v.detach() for k, v in model.decoder.named_parameters()}
 
@@ -107,24 +111,43 @@ def per_row_decoder_gradients(model: VAE, x: Tensor, est: Estimate, chunk: int =
 
     per_row = vmap(grad(surrogate), in_dims=(None, 0, 0, 0))
     B = est.batch_size
-    zf, cf, rows = est.flat_particles.detach(), est.flat_coef.detach(), est.rows
-    counts = torch.bincount(rows, minlength=B)
+    keep = est.flat_coef != 0
+    zf, cf, rows = est.flat_particles.detach()[keep], est.flat_coef.detach()[keep], est.rows[keep]
     order = torch.argsort(rows, stable=True)
     zf, cf, rows = zf[order], cf[order], rows[order]
+    counts = torch.bincount(rows, minlength=B)
     start = torch.cumsum(counts, 0) - counts
     pos = torch.arange(len(rows)) - start[rows]
-    out = torch.empty(B, sum(v.numel() for v in params.values()), dtype=x.dtype)
-    for group in torch.argsort(counts).split(chunk):
-        n = int(counts[group].max())
-        local = torch.full((B,), -1, dtype=torch.long)
+    # Virtual rows: (row, piece) pairs, each with at most `piece` particles.
+    max_pieces = int((counts.max().item() + piece - 1) // piece) if len(rows) else 1
+    vid_raw = rows * max_pieces + pos // piece
+    vids, vid = torch.unique(vid_raw, return_inverse=True)
+    owner = vids // max_pieces
+    vcounts = torch.bincount(vid, minlength=len(vids))
+    vstart = torch.cumsum(vcounts, 0) - vcounts
+    vpos = torch.arange(len(rows)) - vstart[vid]
+    out = torch.zeros(B, sum(v.numel() for v in params.values()), dtype=x.dtype)
+    groups, current = [], []
+    for v in torch.argsort(vcounts).tolist():  # ascending: the newest member is the longest
+        if current and (len(current) + 1) * int(vcounts[v]) > budget:
+            groups.append(current)
+            current = []
+        current.append(v)
+    if current:
+        groups.append(current)
+    for members in groups:
+        group = torch.tensor(members)
+        n = int(vcounts[group].max())
+        local = torch.full((len(vids),), -1, dtype=torch.long)
         local[group] = torch.arange(len(group))
-        sel = local[rows] >= 0
+        sel = local[vid] >= 0
         z = zf.new_zeros(len(group), n, zf.shape[-1])
         c = cf.new_zeros(len(group), n)
-        z[local[rows[sel]], pos[sel]] = zf[sel]
-        c[local[rows[sel]], pos[sel]] = cf[sel].to(c.dtype)
-        g = per_row(params, x[group], z, c)
-        out[group] = torch.cat([v.reshape(len(group), -1) for v in g.values()], 1)
+        z[local[vid[sel]], vpos[sel]] = zf[sel]
+        c[local[vid[sel]], vpos[sel]] = cf[sel].to(c.dtype)
+        g = per_row(params, x[owner[group]], z, c)
+        flat = torch.cat([t.reshape(len(group), -1) for t in g.values()], 1)
+        out.index_add_(0, owner[group], flat.to(out.dtype))
     return out
 
 
