@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from ucvae_lite.data import load_dataset
-from ucvae_lite.estimator import coupled_estimate
+from ucvae_lite.coupled import coupled_estimate
 from ucvae_lite.objectives import ObjectiveConfig, objective
 from ucvae_lite.vae import VAE
 

@@ -46,7 +46,7 @@ import tempfile
 import torch
 from IPython.display import Image, display
 
-from ucvae_lite import coupled_estimate, practical, viz
+from ucvae_lite import RandomWalkMH, coupled_estimate, practical, viz
 from ucvae_lite.data import load_dataset
 from ucvae_lite.diagnostics import degenerate_survival, psis_khat, tau_summary
 from ucvae_lite.distributions import Gaussian
@@ -269,9 +269,9 @@ moves = {"no move": None, "MH, s = 0.3 σ": 0.3, "MH, s = 1.0 σ": 1.0}
 taus_mh, evals_mh = {}, {}
 with torch.no_grad():
     for name, c in moves.items():
-        scale = None if c is None else c * q_rows.scale
+        move = None if c is None else RandomWalkMH(c * q_rows.scale)
         est = coupled_estimate(
-            widened_target(xr, 3.0), S, 0, 0, max_steps=100_000, generator=g, rejuvenate=scale
+            widened_target(xr, 3.0), S, 0, 0, max_steps=100_000, generator=g, move=move
         )
         taus_mh[f"q × 3, {name}"] = est.tau
         evals_mh[name] = est.num_evals.double().mean().item()

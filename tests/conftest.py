@@ -27,9 +27,3 @@ def x(model) -> torch.Tensor:
 def replicate(x: torch.Tensor, r: int) -> torch.Tensor:
     """Each row of x repeated r times (rows [i*r, (i+1)*r) are copies of x[i])."""
     return x.repeat_interleave(r, 0)
-
-
-def z_scores(samples: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
-    """(mean - exact) / SE for samples [R, ...] of an estimator of ``exact``."""
-    r = samples.shape[0]
-    return (samples.mean(0) - exact) / (samples.std(0) / r**0.5)

@@ -5,9 +5,10 @@ the IWAE-augmented latent space give unbiased estimates of posterior expectation
 ∇_θ log p_θ(x), where IWAE's are biased.
 """
 
+from .coupled import CoupledChains, MeetingTimeoutError, coupled_estimate
 from .distributions import DefensiveMixture, Gaussian, StandardNormal
 from .estimate import Estimate
-from .estimator import MeetingTimeoutError, coupled_estimate
+from .hkm import hkm_weights
 from .iwae import (
     effective_sample_size,
     iwae_bound,
@@ -15,13 +16,20 @@ from .iwae import (
     normalized_weights,
     sample_extended_target,
 )
-from .kernels import CISState, cis_step, coupled_cis_step, init_state, maximal_coupling
+from .kernels import CISState, CoupledState, Particle, cis_step, coupled_cis_step, maximal_coupling
 from .linear_gaussian import LinearGaussian
-from .surrogate import log_likelihood_surrogate
+from .rejuvenation import RandomWalkMH
+from .surrogate import log_likelihood_surrogate, particle_log_joint
 from .targets import ImportanceTarget, Target
 
 __all__ = [
     "CISState",
+    "CoupledChains",
+    "CoupledState",
+    "Particle",
+    "RandomWalkMH",
+    "hkm_weights",
+    "particle_log_joint",
     "DefensiveMixture",
     "Estimate",
     "Gaussian",
@@ -34,7 +42,6 @@ __all__ = [
     "coupled_cis_step",
     "coupled_estimate",
     "effective_sample_size",
-    "init_state",
     "iwae_bound",
     "iwae_estimate",
     "log_likelihood_surrogate",

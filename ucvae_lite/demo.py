@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .estimator import coupled_estimate
+from .coupled import coupled_estimate
 from .iwae import iwae_estimate
 from .linear_gaussian import LinearGaussian
 

@@ -10,11 +10,12 @@ gradient surrogate Σ_n c_n log p_θ(x, z_n).
 
 Internally the particles are stored *flat* (``rows[i]`` says which data point particle i
 belongs to), because coupled chains have very different lengths; ``particles`` and ``coef``
-give the padded [B, N, ...] view of ``design.md``.
+give the padded [B, N, ...] view.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,9 +32,16 @@ class Estimate:
     flat_particles : [M, D] every particle whose log-weight was evaluated, once each.
     flat_coef : [M] its coefficient (merged over all the terms it appears in).
     rows : [M] the data point each particle belongs to.
-    tau : [B] meeting times (τ ≥ 1 for coupled chains; 0 for the IWAE estimate, which has none).
+    tau : [B] meeting times (τ ≥ 2 for coupled chains; 0 for the IWAE estimate, which has none).
     num_evals : [B] log-weight evaluations spent on each data point.
     truncated : [B] True where a chain was stopped at ``max_steps`` before meeting (biased).
+    initial_log_weights : [B, S] detached log-weights of the IWAE sample set (X_0 of the
+        coupled chains, the whole sample set of the IWAE estimate).
+    k, m : the estimator's k and m (0, 0 for IWAE).
+    flat_log_weights : [M] or None. With ``coupled_estimate(..., keep_log_weights=True)``, each
+        particle's log-weight exactly as the target returned it (autograd graph included where
+        ``flat_has_graph``), so a gradient surrogate can reuse it without evaluating again.
+    flat_has_graph : [M] bool or None: which entries of ``flat_log_weights`` carry a graph.
     """
 
     flat_particles: Tensor
@@ -44,10 +52,23 @@ class Estimate:
     tau: Tensor
     num_evals: Tensor
     truncated: Tensor
+    initial_log_weights: Tensor
     k: int = 0
     m: int = 0
-    info: dict = field(default_factory=dict)
+    flat_log_weights: Tensor | None = None
+    flat_has_graph: Tensor | None = None
     _padded: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def initial_ess(self) -> Tensor:
+        """[B] Kish's effective sample size 1 / Σ_s w̄_s² of the IWAE sample set (1 to S)."""
+        return 1.0 / torch.softmax(self.initial_log_weights, -1).pow(2).sum(-1)
+
+    @property
+    def bound(self) -> Tensor:
+        """[B] log (1/S) Σ_s w_s of the IWAE sample set: one draw of the IWAE bound."""
+        S = self.initial_log_weights.shape[-1]
+        return torch.logsumexp(self.initial_log_weights, -1) - math.log(S)
 
     # --- padded view ----------------------------------------------------------------------
     def _pad(self) -> tuple[Tensor, Tensor]:

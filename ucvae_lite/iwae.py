@@ -6,8 +6,13 @@ With w_s = p(x, z_s) / q(z_s | x) for z_1..z_S ~ q i.i.d.,
     w̄_s = w_s / Σ_j w_j                              (self-normalised weights)
     Σ_s w̄_s f(z_s) ≈ E_{p(z|x)} f(z)                  (biased for finite S)
 
-The *extended target* (method.md §2) is π̄(s, z_{1:S}) = (1/S) p(z_s | x) Π_{j≠s} q(z_j | x):
-its slot s is exactly posterior-distributed, and π̄(s | z_{1:S}) = w̄_s.
+The *extended target* is π̄(s, z_{1:S}) = (1/S) p(z_s | x) Π_{j≠s} q(z_j | x): its slot s is
+exactly posterior-distributed, and π̄(s | z_{1:S}) = w̄_s (``kernels`` derives both). Its
+marginal on z_{1:S} is q^S reweighted by p̂/p(x), p̂ = (1/S) Σ_s w_s, so
+
+    KL(q^S ‖ π̄) = E_{q^S}[log (p(x) / p̂)] = log p(x) − L_S:
+
+the IWAE bound's gap is exactly how far the IWAE sample set is from the extended target.
 """
 
 from __future__ import annotations
@@ -59,11 +64,6 @@ def check_log_weights(log_w: Tensor, z: Tensor, where: str = "target.log_weight"
         )
 
 
-def log_normalized_weights(log_w: Tensor) -> Tensor:
-    """log w̄_s = log w_s - logsumexp_j log w_j, along the last dimension."""
-    return log_w - torch.logsumexp(log_w, -1, keepdim=True)
-
-
 def normalized_weights(log_w: Tensor) -> Tensor:
     """Self-normalised weights w̄ (softmax of the log-weights), along the last dimension."""
     return torch.softmax(log_w, -1)
@@ -84,7 +84,7 @@ def iwae_estimate(
 ) -> Estimate:
     """The IWAE self-normalised estimate Σ_s w̄_s f(z_s), z_s ~ q i.i.d., as an ``Estimate``.
 
-    It is what the IWAE gradient averages: biased for every finite S (method.md §2).
+    It is what the IWAE gradient averages: biased for every finite S.
     """
     check_num_samples(num_samples)
     z = target.sample(num_samples, generator)
@@ -95,14 +95,14 @@ def iwae_estimate(
     rows = torch.arange(B, device=z.device).repeat_interleave(S)
     return Estimate(
         flat_particles=z.reshape(B * S, D),
-        flat_coef=normalized_weights(log_w).reshape(B * S),
+        flat_coef=normalized_weights(log_w.detach()).reshape(B * S),
         rows=rows,
         batch_size=B,
         num_samples=S,
         tau=torch.zeros(B, dtype=torch.long, device=z.device),
         num_evals=torch.full((B,), S, dtype=torch.long, device=z.device),
         truncated=torch.zeros(B, dtype=torch.bool, device=z.device),
-        info={"log_weights": log_w, "bound": iwae_bound(log_w)},
+        initial_log_weights=log_w.detach(),
     )
 
 

@@ -5,18 +5,21 @@ value of the bound being tracked, and diagnostics. Per data point, averaged over
 
 * ``elbo``:  −(1/S) Σ_s log w_s,  z_s = μ + σ ε_s   (S-sample VAE, reparameterised)
 * ``iwae``:  −log (1/S) Σ_s w_s                        (Burda et al. 2016)
-* ``ucvae``: θ (decoder) follows the unbiased estimate of ∇_θ log p_θ(x) of method.md §5:
+* ``ucvae``: θ (decoder) follows the unbiased estimate H_{k:m} of ∇_θ log p_θ(x) from
+  coupled CIS chains (``coupled``):
 
-      ∇_θ log p_θ(x) ≈ Σ_n c_n ∇_θ log p_θ(x, z_n)     (coupled CIS chains, E[·] exact)
+      ∇_θ log p_θ(x) ≈ Σ_n c_n ∇_θ log p_θ(x, z_n)     (E[·] exact)
 
-  via the surrogate −Σ_n c_n log p_θ(x | z_n) with particles and coefficients detached (the
-  prior has no θ). φ (encoder) follows either the IWAE bound (``encoder="iwae"``, θ held fixed
-  in it) or the inclusive KL, ∇_φ KL(p‖q_φ) = −E_p[∇_φ log q_φ(z|x)], estimated unbiasedly
-  by the same particles and coefficients (``encoder="inclusive"``).
+  via the surrogate −Σ_n c_n log p_θ(x, z_n) with particles and coefficients detached
+  (``surrogate``). φ (encoder) follows either the IWAE bound (``encoder="iwae"``, θ held
+  fixed in it) or the inclusive KL, ∇_φ KL(p‖q_φ) = −E_p[∇_φ log q_φ(z|x)], estimated
+  unbiasedly by the same particles and coefficients (``encoder="inclusive"``).
 
-The chains run under ``torch.no_grad()`` and start from the IWAE forward pass's own sample
-set (X_0 is a fresh q^S draw either way), so ucvae costs one IWAE step, the chains, and one
-batched decoder call on the particles with non-zero coefficients.
+The chains select indices and meet on *detached* log-weights, and start from the encoder's
+own IWAE sample set (X_0 is a fresh q^S draw either way). They do not run under
+``torch.no_grad()``: their large evaluations deliberately keep θ's autograd graph, so that the
+surrogate reuses them instead of evaluating the decoder again (``machinery``). A ucvae step
+costs one IWAE pass, the chains, and one batched decoder call on the few tail particles.
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from .estimator import coupled_estimate
+from .coupled import coupled_estimate
+from .estimate import Estimate
 from .iwae import effective_sample_size, iwae_bound
+from .machinery import GraphForLargeBatches
+from .surrogate import log_likelihood_surrogate, particle_log_joint
 from .targets import ImportanceTarget
 from .vae import VAE
 
@@ -79,11 +85,12 @@ UCVAE_DEFAULTS = ObjectiveConfig(num_samples=10, k=1, m=2, eps=0.0, encoder="iwa
 @dataclass
 class Step:
     """One objective evaluation: ``loss`` to minimise, the tracked ``bound`` (a float, per
-    data point), and ``diagnostics`` (floats)."""
+    data point), ``diagnostics`` (floats) and, for ucvae, the ``estimate``."""
 
     loss: Tensor
     bound: float
     diagnostics: dict = field(default_factory=dict)
+    estimate: Estimate | None = None  # ucvae: the coupled estimate behind the θ-gradient
 
 
 def _log_weights(model: VAE, x: Tensor, q, z: Tensor, detach_decoder: bool = False) -> Tensor:
@@ -111,57 +118,23 @@ def _ess(log_w: Tensor) -> float:
     return (effective_sample_size(log_w.detach()) / log_w.shape[-1]).mean().item()
 
 
-# Chain evaluations of at least this many particles keep θ's autograd graph, so the surrogate
-# reuses them; smaller ones (the chains' tail) run without autograd and are re-evaluated in one
-# batched call. Measured in benchmarks/step_cost.py: keeping every graph makes the backward
-# pass a long series of tiny calls; keeping none costs a second forward pass over everything.
-GRAPH_MIN_PARTICLES = 1000
-
-
-class _GraphForLargeBatches:
-    """A target whose log-weights carry autograd graphs only for large evaluations."""
-
-    def __init__(self, target: ImportanceTarget, min_particles: int):
-        self.target, self.min_particles = target, min_particles
-
-    def sample(self, n: int, generator=None) -> Tensor:
-        return self.target.sample(n, generator)
-
-    def log_weight(self, z: Tensor) -> Tensor:
-        if z.shape[0] * z.shape[1] >= self.min_particles:
-            return self.target.log_weight(z)
-        with torch.no_grad():
-            return self.target.log_weight(z)
-
-    def log_proposal(self, z: Tensor) -> Tensor:
-        return self.target.log_proposal(z)
-
-    def select(self, index: Tensor) -> _GraphForLargeBatches:
-        return _GraphForLargeBatches(self.target.select(index), self.min_particles)
-
-
 def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generator=None) -> Step:
     """Unbiased θ-gradient from coupled CIS chains (k, m, S of ``cfg``); φ by ``cfg.encoder``.
 
     The loss's θ-gradient is −(1/B) Σ_b H_{k:m}[∇_θ log p_θ(x_b, ·)]; its value is not a bound
-    (the tracked ``bound`` is the IWAE-S bound of X_0, computed anyway).
-
-    Cost: X_0 is one q^S draw shared by the encoder's IWAE pass (θ held fixed) and the chains.
-    The chains select and meet on detached weights; the log-weights of their large
-    evaluations keep θ's graph, so Σ_n c_n log w(z_n) back-propagates through them without a
-    second forward pass; the few particles of small (tail) evaluations with c_n ≠ 0 are
-    re-evaluated in one batched decoder call.
+    (the tracked ``bound`` is the IWAE-S bound of X_0, computed anyway). ``Step.estimate`` is
+    the coupled estimate the step used.
     """
     B, S = x.shape[0], cfg.num_samples
     q = model.proposal(x, cfg.eps)
     q_fixed = q.detach()
-    z = q.sample(S, generator)
+    z = q.sample(S, generator)  # reparameterised: the encoder's IWAE bound uses it
     z0 = z.detach()
     enc_loss = x.new_zeros(())
     if cfg.encoder == "iwae":  # φ-only objective: the decoder is held fixed in it
         enc_loss = -iwae_bound(_log_weights(model, x, q, z, detach_decoder=True)).mean()
-    log_w0 = model.log_joint(x, z0) - q_fixed.log_prob(z0)  # θ-graph, X_0's surrogate terms
-    target = _GraphForLargeBatches(ImportanceTarget(model, x, q_fixed), GRAPH_MIN_PARTICLES)
+    log_w0 = model.log_joint(x, z0) - q_fixed.log_prob(z0)  # with θ's graph: reused below
+    target = GraphForLargeBatches(ImportanceTarget(model, x, q_fixed))
     est = coupled_estimate(
         target,
         S,
@@ -173,18 +146,11 @@ def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generato
         initial=(z0, log_w0),
         keep_log_weights=True,
     )
-    coef, log_w = est.flat_coef, est.info["flat_log_weights"]
-    graph = est.info["flat_has_graph"]
-    redo = ~graph & (coef != 0)
-    zr, cr, rr = est.flat_particles[redo], coef[redo], est.rows[redo]
-    theta_loss = -(
-        (coef[graph] * log_w[graph]).sum() + (cr * model.log_likelihood(x[rr], zr)).sum()
-    )
-    theta_loss = theta_loss / B
-    if cfg.encoder == "inclusive":
-        nz = coef != 0
-        log_q = q.select(est.rows[nz]).log_prob(est.flat_particles[nz][:, None, :])[:, 0]
-        enc_loss = -(coef[nz] * log_q).sum() / B
+    log_joint = particle_log_joint(model, x)
+    theta_loss = -log_likelihood_surrogate(est, log_joint, "mean", reuse_log_weights=True)
+    if cfg.encoder == "inclusive":  # −(1/B) Σ_b Σ_n c_n log q_φ(z_n | x_b)
+        log_q = lambda rows, zs: q.select(rows).log_prob(zs[:, None])[:, 0]  # noqa: E731
+        enc_loss = -log_likelihood_surrogate(est, log_q, "mean")
     truncated = int(est.truncated.sum())
     if truncated:
         warnings.warn(
@@ -195,18 +161,21 @@ def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generato
         )
     met = est.tau[~est.truncated].double()
     chain_evals = int(est.num_evals.sum())
+    live = est.flat_coef != 0
     diagnostics = {
         "tau_mean": met.mean().item() if met.numel() else float("nan"),
         "tau_max": est.tau.max().item(),
         "evals": chain_evals / B,
         "evals_vs_iwae": chain_evals / (B * S),
-        "ess": (est.info["initial_ess"] / S).mean().item(),
-        "particles": int((coef != 0).sum()),
+        "ess": (est.initial_ess / S).mean().item(),
+        "particles": int(live.sum()),
         # decoder evaluations in this step: encoder pass + chains + tail re-evaluations
-        "decoder_evals": (B * S if cfg.encoder == "iwae" else 0) + chain_evals + int(redo.sum()),
+        "decoder_evals": (B * S if cfg.encoder == "iwae" else 0)
+        + chain_evals
+        + int((live & ~est.flat_has_graph).sum()),
         "truncated": truncated,
     }
-    return Step(theta_loss + enc_loss, iwae_bound(log_w0.detach()).mean().item(), diagnostics)
+    return Step(theta_loss + enc_loss, est.bound.mean().item(), diagnostics, est)
 
 
 def objective(name: str):

@@ -10,26 +10,27 @@ Three questions, one function each, on a VAE and a few data points:
   meeting times, for ucvae (H_{k:m}) or IWAE. Lower variance × cost is better: it is the
   variance per unit of compute, i.e. after averaging as many estimates as one budget buys.
 * ``degenerate_regime``: the rule ``train.py`` uses to warn (or refuse) when the estimate is in
-  the degenerate regime of method.md §6, where τ has a 1/t tail whatever S is.
+  the degenerate regime (notebook 06), where τ has a 1/t tail whatever S is.
 
-The per-replicate gradient of an ``Estimate`` is g_b = Σ_{n ∈ b} c_n ∇_θ log p_θ(x_b | z_n):
-the θ-gradient of the ucvae surrogate (coefficients of H_{k:m}) or of the IWAE bound
-(coefficients w̄: IWAE's decoder gradient is exactly Σ_s w̄_s ∇_θ log p_θ(x | z_s)).
+The per-replicate gradient of an ``Estimate`` is g_b = Σ_{n ∈ b} c_n ∇_θ log p_θ(x_b, z_n):
+the θ-gradient of the surrogate's term for data point b, with the coefficients of H_{k:m}
+(ucvae) or w̄ (IWAE's decoder gradient is exactly Σ_s w̄_s ∇_θ log p_θ(x, z_s)).
 """
 
 from __future__ import annotations
 
-import math
+import statistics
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.func import functional_call, grad, vmap
 
+from .coupled import coupled_estimate
 from .diagnostics import psis_khat, tau_summary
-from .estimate import Estimate
-from .estimator import coupled_estimate
 from .iwae import effective_sample_size, iwae_estimate
+from .rejuvenation import RandomWalkMH
+from .stats import VarianceCost, variance_and_cost
+from .surrogate import per_row_gradients
 from .vae import VAE
 
 # The degenerate regime: median within-set ESS below this many particles (1 = one particle
@@ -92,80 +93,15 @@ def degenerate_regime(median_ess: float, num_samples: int, median_khat: float | 
     )
 
 
-def per_row_decoder_gradients(
-    model: VAE, x: Tensor, est: Estimate, budget: int = 1 << 15, piece: int = 1 << 12
-) -> Tensor:
-    """g_b = ∇_θ Σ_{n ∈ row b} c_n log p_θ(x_b | z_n) for every row b of x [B, P] -> [B, |θ|].
-
-    Only particles with c_n ≠ 0 are evaluated. The sum is linear, so each row's particles are cut
-    into pieces of at most ``piece``; pieces are grouped by size, padded within a group of at
-    most ``budget`` padded particles (memory stays bounded however long a chain ran),
-    differentiated with ``torch.func.vmap(grad(...))`` and summed back per row.
-    """
-    params = {k: v.detach() for k, v in model.decoder.named_parameters()}
-
-    def surrogate(p, xb, z, c):
-        logits = functional_call(model.decoder, p, (z,))
-        ll = (xb * logits - torch.nn.functional.softplus(logits)).sum(-1)
-        return (c * ll).sum()
-
-    per_row = vmap(grad(surrogate), in_dims=(None, 0, 0, 0))
-    B = est.batch_size
-    keep = est.flat_coef != 0
-    zf, cf, rows = est.flat_particles.detach()[keep], est.flat_coef.detach()[keep], est.rows[keep]
-    order = torch.argsort(rows, stable=True)
-    zf, cf, rows = zf[order], cf[order], rows[order]
-    counts = torch.bincount(rows, minlength=B)
-    start = torch.cumsum(counts, 0) - counts
-    pos = torch.arange(len(rows)) - start[rows]
-    # Virtual rows: (row, piece) pairs, each with at most `piece` particles.
-    max_pieces = int((counts.max().item() + piece - 1) // piece) if len(rows) else 1
-    vid_raw = rows * max_pieces + pos // piece
-    vids, vid = torch.unique(vid_raw, return_inverse=True)
-    owner = vids // max_pieces
-    vcounts = torch.bincount(vid, minlength=len(vids))
-    vstart = torch.cumsum(vcounts, 0) - vcounts
-    vpos = torch.arange(len(rows)) - vstart[vid]
-    out = torch.zeros(B, sum(v.numel() for v in params.values()), dtype=x.dtype)
-    groups, current = [], []
-    for v in torch.argsort(vcounts).tolist():  # ascending: the newest member is the longest
-        if current and (len(current) + 1) * int(vcounts[v]) > budget:
-            groups.append(current)
-            current = []
-        current.append(v)
-    if current:
-        groups.append(current)
-    for members in groups:
-        group = torch.tensor(members)
-        n = int(vcounts[group].max())
-        local = torch.full((len(vids),), -1, dtype=torch.long)
-        local[group] = torch.arange(len(group))
-        sel = local[vid] >= 0
-        z = zf.new_zeros(len(group), n, zf.shape[-1])
-        c = cf.new_zeros(len(group), n)
-        z[local[vid[sel]], vpos[sel]] = zf[sel]
-        c[local[vid[sel]], vpos[sel]] = cf[sel].to(c.dtype)
-        g = per_row(params, x[owner[group]], z, c)
-        flat = torch.cat([t.reshape(len(group), -1) for t in g.values()], 1)
-        out.index_add_(0, owner[group], flat.to(out.dtype))
-    return out
-
-
 @dataclass
-class GradientVariance:
-    """One image, R replicate gradient estimates: total variance over θ and cost."""
+class GradientVariance(VarianceCost):
+    """One image, R replicate decoder-gradient estimates: variance per θ coordinate
+    (``variance``; ``total`` sums it), cost, ``work`` = total × cost (see ``stats``), and:"""
 
-    variance: float  # Σ_θ Var(g_θ): total variance of one gradient sample
-    cost: float  # mean log-weight evaluations per sample
-    tau: Tensor  # [R] meeting times (0 for IWAE)
-    mean: Tensor  # [|θ|] mean gradient over the replicates
-    ess_frac: float  # mean within-set ESS / S of X_0 (ucvae) or of the set (IWAE)
-    truncated: int  # chains stopped at max_steps (never silently: counted here)
-
-    @property
-    def work(self) -> float:
-        """Variance × cost: the variance per unit of compute (lower is better)."""
-        return self.variance * self.cost
+    tau: Tensor = None  # [R] meeting times (0 for IWAE)
+    mean: Tensor = None  # [|θ|] mean gradient over the replicates
+    ess_frac: float = 0.0  # mean within-set ESS / S of X_0 (ucvae) or of the set (IWAE)
+    truncated: int = 0  # chains stopped at max_steps (never silently: counted here)
 
 
 def gradient_variance(
@@ -187,7 +123,9 @@ def gradient_variance(
     replicate gets an independent estimate (``"ucvae"``: H_{k:m} from coupled chains; ``"iwae"``:
     IWAE-S). A chain still unmet at ``max_steps`` is truncated and *counted* in ``truncated``.
     ``rejuvenate`` (ucvae only): the random-walk scale, relative to the encoder's σ_φ(x), of the
-    optional MH move on the references (``rejuvenation.py``); its evaluations count as cost.
+    optional MH move on the references (``rejuvenation.RandomWalkMH``); its evaluations count
+    as cost. Each replicate's gradient is the gradient of its own term of the surrogate
+    (``surrogate.per_row_gradients``).
     """
     if method not in ("ucvae", "iwae"):
         raise ValueError(f"method must be 'ucvae' or 'iwae', got {method!r}")
@@ -197,40 +135,26 @@ def gradient_variance(
     with torch.no_grad():
         target = model.target(xr, eps)
         if method == "ucvae":
-            scale = None
+            move = None
             if rejuvenate is not None:
-                scale = rejuvenate * _encoder_scale(model, xr)
+                move = RandomWalkMH(rejuvenate * model.encoder_scale(xr))
             est = coupled_estimate(
-                target,
-                num_samples,
-                k,
-                m,
-                max_steps,
-                generator,
-                on_timeout="truncate",
-                rejuvenate=scale,
+                target, num_samples, k, m, max_steps, generator, on_timeout="truncate", move=move
             )
-            ess = est.info["initial_ess"]
         else:
             est = iwae_estimate(target, num_samples, generator)
-            ess = effective_sample_size(est.info["log_weights"])
-    g = per_row_decoder_gradients(model, xr, est).double()
+    g = per_row_gradients(model, xr, est).double()
+    vc = variance_and_cost(g, est.num_evals.double().mean().item(), est.tau.double().mean().item())
     return GradientVariance(
-        variance=g.var(0).sum().item(),
-        cost=est.num_evals.double().mean().item(),
+        vc.variance,
+        vc.variance_se,
+        vc.cost,
+        vc.mean_tau,
         tau=est.tau.clone(),
         mean=g.mean(0),
-        ess_frac=(ess / num_samples).mean().item(),
+        ess_frac=(est.initial_ess / num_samples).mean().item(),
         truncated=int(est.truncated.sum()),
     )
-
-
-def _encoder_scale(model: VAE, x: Tensor) -> Tensor:
-    """σ_φ(x) [B, D]: the encoder's (base) standard deviations, a natural random-walk scale."""
-    q = model.encode(x)
-    base = getattr(q, "base", q)
-    scale = base.scale
-    return torch.diagonal(scale, dim1=-2, dim2=-1) if scale.dim() == 3 else scale
 
 
 @dataclass
@@ -250,7 +174,7 @@ class Comparison:
     @property
     def ratio_same_cost(self) -> float:
         """ucvae's variance / IWAE's at the S that costs as much as ucvae (S' ≈ ucvae's evals)."""
-        return self.ucvae.variance / self.iwae_same_cost.variance
+        return self.ucvae.total / self.iwae_same_cost.total
 
 
 def compare(
@@ -283,15 +207,15 @@ def summarise(comparisons: list[Comparison]) -> dict:
     tau = torch.cat([c.ucvae.tau for c in comparisons])
     out = {f"tau_{k}": v for k, v in tau_summary(tau).items()}
     mean = lambda xs: float(sum(xs) / len(xs))  # noqa: E731
-    med = lambda xs: float(torch.tensor(xs).median())  # noqa: E731
+    med = lambda xs: float(statistics.median_low(xs))  # noqa: E731
     uc = [c.ucvae for c in comparisons]
     out |= {
         "ess_frac": mean([u.ess_frac for u in uc]),
         "evals_ucvae": mean([u.cost for u in uc]),
         "matched_s": int(round(mean([c.matched_s for c in comparisons]))),
-        "var_ucvae": mean([u.variance for u in uc]),
-        "var_iwae": mean([c.iwae_same_s.variance for c in comparisons]),
-        "var_iwae_matched": mean([c.iwae_same_cost.variance for c in comparisons]),
+        "var_ucvae": mean([u.total for u in uc]),
+        "var_iwae": mean([c.iwae_same_s.total for c in comparisons]),
+        "var_iwae_matched": mean([c.iwae_same_cost.total for c in comparisons]),
         "truncated": sum(u.truncated for u in uc),
     }
     s = comparisons[0].iwae_same_s.cost
@@ -300,11 +224,3 @@ def summarise(comparisons: list[Comparison]) -> dict:
     out["ratio_same_cost"] = out["var_ucvae"] / out["var_iwae_matched"]
     out["ratio_same_cost_median_image"] = med([c.ratio_same_cost for c in comparisons])
     return out
-
-
-def survival_vs_degenerate(tau: Tensor, num_samples: int, t: float) -> float:
-    """Empirical P(τ > t) divided by the degenerate-weights law at t (1 = on the 1/t law)."""
-    emp = (tau.double() > t).double().mean().item()
-    S = num_samples
-    law = (S + 1) / (S + 1 + (S - 1) * (t - 1)) if t >= 1 else 1.0
-    return emp / law if law > 0 else math.nan

@@ -2,7 +2,7 @@
 
 When the importance weights are degenerate (one particle holds almost all the mass), a CIS
 step keeps its reference and two coupled chains meet only when a fresh draw beats both
-references: the 1/t tail of τ (method.md §6). A Metropolis–Hastings step on the reference,
+references: the 1/t tail of τ (notebook 06). A Metropolis–Hastings step on the reference,
 run after each index selection, moves the reference even when no fresh draw is accepted:
 
     r' = r + s ⊙ ξ,  ξ ~ N(0, I);  accept with probability min(1, p(x, r') / p(x, r)),
@@ -17,52 +17,17 @@ by both accepting the *same* proposal, and chains that have met stay met (equal 
 give equal proposals and equal decisions). Each coupled move costs two log-weight
 evaluations per pair (one per chain; one where the two proposals coincide, as they always do
 once the chains have met); q(z | x) itself is needed too (``log_proposal``).
+
+``RandomWalkMH`` is a ``kernels.Move``: pass it to ``coupled_estimate(..., move=...)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 
+from .kernels import Particle, Store, evaluate
 from .targets import Target
-
-
-class MoveResult(NamedTuple):
-    """A (coupled) MH move: proposals [A, n, D], their raw log-weights, accepted [A, n].
-
-    For the coupled move (n = 2), where ``same_proposal`` the two proposals are one point,
-    evaluated once: Y's log-weight is X's.
-    """
-
-    proposals: Tensor
-    log_weights_raw: Tensor  # as ``target.log_weight`` returned them (graph included)
-    accepted: Tensor
-    same_proposal: Tensor  # [A] both chains proposed the same point (always where met)
-
-
-def check_rejuvenate(target: Target, scale, batch_size: int, dim: int, like: Tensor) -> Tensor:
-    """The random-walk scale as a [B, D] tensor; a clear error when it or the target is unfit."""
-    if not hasattr(target, "log_proposal"):
-        raise ValueError(
-            "rejuvenation needs the target's proposal density (a ``log_proposal(z)`` method, "
-            "as ImportanceTarget has) to evaluate p(x, z) = w(z) q(z | x)"
-        )
-    s = torch.as_tensor(scale, dtype=like.dtype, device=like.device)
-    if s.dim() == 1:
-        s = s[:, None]
-    try:
-        s = s.expand(batch_size, dim).clone()
-    except RuntimeError as err:
-        raise ValueError(
-            f"rejuvenate must be a float, [B] or [B, D] = [{batch_size}, {dim}] scales, "
-            f"got shape {tuple(s.shape)}"
-        ) from err
-    if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
-        raise ValueError("rejuvenate scales must be finite and > 0")
-    return s
 
 
 def reflection_coupling(
@@ -88,60 +53,116 @@ def reflection_coupling(
     return x_new, y_new
 
 
-def _log_target(target: Target, z: Tensor, log_w: Tensor) -> Tensor:
+def log_target(target: Target, z: Tensor, log_w: Tensor) -> Tensor:
     """log p(x, z) = log w(z) + log q(z | x), for z [A, n, D] and its log-weights [A, n]."""
     return log_w + target.log_proposal(z).detach()
 
 
-def mh_move(
-    target: Target,
-    z: Tensor,
-    log_w: Tensor,
-    scale: Tensor,
-    generator: torch.Generator | None = None,
-) -> MoveResult:
-    """One random-walk MH proposal-and-decision for one chain per row: z [A, D], log_w [A]."""
-    prop = z + scale * torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
-    prop = prop[:, None]
-    lw_raw = target.log_weight(prop)
-    lw = lw_raw.detach()
-    log_ratio = _log_target(target, prop, lw) - _log_target(target, z[:, None], log_w[:, None])
-    u = torch.rand(z.shape[:1], generator=generator, dtype=z.dtype, device=z.device)
-    accepted = u.log()[:, None] < log_ratio
-    same = torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
-    return MoveResult(prop, lw_raw, accepted, same)
+def _choose(mask: Tensor, a: Particle, b: Particle) -> Particle:
+    """Row by row, ``a`` where ``mask`` [A] else ``b``."""
+    ids = None if a.id is None or b.id is None else torch.where(mask, a.id, b.id)
+    return Particle(
+        torch.where(mask[:, None], a.z, b.z), torch.where(mask, a.log_weight, b.log_weight), ids
+    )
 
 
-def coupled_mh_move(
-    target: Target,
-    zx: Tensor,
-    lwx: Tensor,
-    zy: Tensor,
-    lwy: Tensor,
-    scale: Tensor,
-    generator: torch.Generator | None = None,
-    subset: Callable[[Tensor], Target] | None = None,
-) -> MoveResult:
-    """The coupled move for two chains per row: proposals [A, 2, D] (X's, then Y's).
+class RandomWalkMH:
+    """The MH rejuvenation move with proposal N(r, diag s²), coupled between two chains.
 
-    Reflection–maximally coupled proposals, one shared acceptance uniform. A proposal the two
-    chains share (always so once they have met) is evaluated once: Y's log-weights are computed
-    only for the rows where it differs, with ``subset(rows)``, the target restricted to those
-    rows (default: ``target.select``).
+    ``scale`` s: a float, one scale per data point [B], or per data point and coordinate
+    [B, D]. ``bind`` checks it against a batch and expands it to [B, D].
     """
-    px, py = reflection_coupling(zx, zy, scale, generator)
-    same = (px == py).all(-1)
-    lw_raw = target.log_weight(px[:, None])[:, 0]
-    lw_raw_y = lw_raw
-    diff = (~same).nonzero().flatten()
-    if diff.numel():
-        sub = subset(diff) if subset is not None else target.select(diff)
-        lw_raw_y = lw_raw.index_put((diff,), sub.log_weight(py[diff][:, None])[:, 0])
-    prop = torch.stack([px, py], 1)
-    lw_raw = torch.stack([lw_raw, lw_raw_y], 1)
-    lw = lw_raw.detach()
-    cur = torch.stack([zx, zy], 1)
-    log_ratio = _log_target(target, prop, lw) - _log_target(target, cur, torch.stack([lwx, lwy], 1))
-    u = torch.rand(zx.shape[:1], generator=generator, dtype=zx.dtype, device=zx.device)
-    accepted = u.log()[:, None] < log_ratio
-    return MoveResult(prop, lw_raw, accepted, same)
+
+    def __init__(self, scale: float | Tensor):
+        self.scale = scale
+
+    def bind(self, target: Target, batch_size: int, dim: int, like: Tensor) -> RandomWalkMH:
+        """This move with its scale as a [B, D] tensor on ``like``'s device; clear errors when
+        the scale or the target is unfit."""
+        if not hasattr(target, "log_proposal"):
+            raise ValueError(
+                "the MH move needs the target's proposal density (a ``log_proposal(z)`` method, "
+                "as ImportanceTarget has) to evaluate p(x, z) = w(z) q(z | x)"
+            )
+        s = torch.as_tensor(self.scale, dtype=like.dtype, device=like.device)
+        if s.dim() == 1:
+            s = s[:, None]
+        try:
+            s = s.expand(batch_size, dim).clone()
+        except RuntimeError as err:
+            raise ValueError(
+                f"the MH move's scale must be a float, [B] or [B, D] = [{batch_size}, {dim}] "
+                f"scales, got shape {tuple(s.shape)}"
+            ) from err
+        if not bool(torch.isfinite(s).all()) or not bool((s > 0).all()):
+            raise ValueError("the MH move's scales must be finite and > 0")
+        return type(self)(s)
+
+    def select(self, index: Tensor) -> RandomWalkMH:
+        return type(self)(self.scale[index])
+
+    def single(
+        self,
+        target: Target,
+        ref: Particle,
+        store: Store | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Particle:
+        """One MH step of one chain's reference per row."""
+        noise = torch.randn(
+            ref.z.shape, generator=generator, dtype=ref.z.dtype, device=ref.z.device
+        )
+        prop = evaluate(target, (ref.z + self.scale * noise)[:, None], store)
+        log_ratio = (
+            log_target(target, prop.particles, prop.log_weights)[:, 0]
+            - log_target(target, ref.z[:, None], ref.log_weight[:, None])[:, 0]
+        )
+        u = torch.rand(
+            ref.log_weight.shape, generator=generator, dtype=ref.z.dtype, device=ref.z.device
+        )
+        new = Particle(prop.particles[:, 0], prop.log_weights[:, 0], _first(prop.ids))
+        return _choose(u.log() < log_ratio, new, ref)
+
+    def coupled(
+        self,
+        target: Target,
+        ref_x: Particle,
+        ref_y: Particle,
+        store: Store | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Particle, Particle]:
+        """One coupled MH step of both chains' references per row.
+
+        Reflection–maximally coupled proposals and one shared acceptance uniform. A proposal
+        the two chains share (always so once they have met) is evaluated once: Y's is
+        evaluated only in the rows where it differs, through ``target.select``.
+        """
+        px, py = reflection_coupling(ref_x.z, ref_y.z, self.scale, generator)
+        prop_x = evaluate(target, px[:, None], store)
+        lw_y, id_y = prop_x.log_weights[:, 0].clone(), _first(prop_x.ids)
+        diff = (px != py).any(-1).nonzero().flatten()
+        if diff.numel():
+            sub = evaluate(target.select(diff), py[diff][:, None], store, rows=diff)
+            lw_y[diff] = sub.log_weights[:, 0]
+            if id_y is not None:
+                id_y = id_y.clone()
+                id_y[diff] = sub.ids[:, 0]
+        new_x = Particle(px, prop_x.log_weights[:, 0], _first(prop_x.ids))
+        new_y = Particle(py, lw_y, id_y)
+        cur = torch.stack([ref_x.z, ref_y.z], 1)
+        log_ratio = log_target(
+            target, torch.stack([px, py], 1), torch.stack([new_x.log_weight, lw_y], 1)
+        )
+        log_ratio = log_ratio - log_target(
+            target, cur, torch.stack([ref_x.log_weight, ref_y.log_weight], 1)
+        )
+        u = torch.rand(px.shape[:1], generator=generator, dtype=px.dtype, device=px.device)
+        accept = u.log()[:, None] < log_ratio
+        out_x, out_y = _choose(accept[:, 0], new_x, ref_x), _choose(accept[:, 1], new_y, ref_y)
+        if ref_x.id is not None and ref_y.id is not None:  # met chains stay met, exactly
+            out_y = _choose(ref_x.id == ref_y.id, out_x, out_y)
+        return out_x, out_y
+
+
+def _first(ids: Tensor | None) -> Tensor | None:
+    return None if ids is None else ids[:, 0]

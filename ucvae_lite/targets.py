@@ -5,7 +5,7 @@ A *target* describes, for a batch of B data points x_1..x_B, the importance-samp
     p(z | x_b) ∝ p(x_b, z),   proposal q(z | x_b),
     log w_b(z) = log p(x_b, z) - log q(z | x_b).
 
-The public contract (``design.md``) is two methods:
+The public contract is two methods:
 
     sample(n, generator=None) -> Tensor      # [B, n, D], i.i.d. draws from q(z | x_b)
     log_weight(z) -> Tensor                  # [B, n, D] -> [B, n]
@@ -68,10 +68,10 @@ class ImportanceTarget:
         return ImportanceTarget(self.model, self.x[index], self.proposal.select(index))
 
 
-class _RowView:
-    """Fallback restriction for targets without ``select``: evaluates all rows, keeps some.
+class RowView:
+    """Rows ``index`` of a target that has no ``select``: evaluates all rows, keeps some.
 
-    Correct for any target honouring the contract, but does not save work.
+    Correct for any target honouring the contract, but saves no work. ``select`` composes.
     """
 
     def __init__(self, target: Target, index: Tensor, batch_size: int):
@@ -80,21 +80,26 @@ class _RowView:
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.target.sample(n, generator)[self.index]
 
-    def log_weight(self, z: Tensor) -> Tensor:
+    def _full(self, z: Tensor) -> Tensor:
         full = z.new_zeros((self.full_batch, *z.shape[1:]))
         full[self.index] = z
-        return self.target.log_weight(full)[self.index]
+        return full
+
+    def log_weight(self, z: Tensor) -> Tensor:
+        return self.target.log_weight(self._full(z))[self.index]
 
     def log_proposal(self, z: Tensor) -> Tensor:
-        full = z.new_zeros((self.full_batch, *z.shape[1:]))
-        full[self.index] = z
-        return self.target.log_proposal(full)[self.index]
+        return self.target.log_proposal(self._full(z))[self.index]
+
+    def select(self, index: Tensor) -> RowView:
+        return RowView(self.target, self.index[index], self.full_batch)
 
 
-def restrict(target: Target, index: Tensor, batch_size: int) -> Target:
-    """The target for rows ``index`` of a batch of ``batch_size`` (uses ``select`` if present)."""
+def selectable(target: Target, batch_size: int, device: torch.device | str = "cpu") -> Target:
+    """``target`` itself if it has ``select``, else a ``RowView`` of all its rows (which has).
+
+    ``device``: where the target's tensors live (the row index is created there).
+    """
     if hasattr(target, "select"):
-        return target.select(index)
-    if isinstance(target, _RowView):
-        return _RowView(target.target, target.index[index], target.full_batch)
-    return _RowView(target, index, batch_size)
+        return target
+    return RowView(target, torch.arange(batch_size, device=device), batch_size)

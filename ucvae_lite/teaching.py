@@ -24,18 +24,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .coupled import CoupledChains, coupled_estimate
 from .estimate import Estimate
-from .estimator import coupled_estimate
 from .iwae import iwae_bound, iwae_estimate, normalized_weights
-from .kernels import (
-    CISState,
-    cis_step,
-    coupled_cis_step,
-    fresh_draws,
-    gather_slot,
-    sample_categorical,
-)
+from .kernels import CISState, Move, cis_step, draw, maximal_coupling
 from .linear_gaussian import LinearGaussian
+from .stats import VarianceCost, variance_and_cost, z_score
 from .surrogate import log_likelihood_surrogate
 from .targets import Target
 
@@ -59,14 +53,11 @@ def figures_dir() -> Path:
     return path
 
 
-def z_score(samples: Tensor, exact: Tensor | float) -> Tensor:
-    """(mean − exact) / SE of the mean, for replicates along dim 0 of ``samples``."""
-    n = samples.shape[0]
-    return (samples.mean(0) - exact) / (samples.std(0) / math.sqrt(n))
-
-
 def h_values(state: CISState, f: F = identity) -> Tensor:
-    """h(ξ) = Σ_j w̄_j(ξ) f(z_j): the Rao-Blackwellised value of a particle set, [B, ...]."""
+    """h(ξ) = Σ_j w̄_j(ξ) f(z_j): the Rao-Blackwellised value of a particle set, [B, ...].
+
+    Rows holding NaN (a chain that was no longer running, in a ``CoupledRun``) give NaN.
+    """
     values = f(state.particles)
     w = normalized_weights(state.log_weights).to(values.dtype)
     return (w.reshape(*w.shape, *([1] * (values.dim() - 2))) * values).sum(1)
@@ -98,16 +89,21 @@ def per_replicate_gradients(model: LinearGaussian, x: Tensor, estimate: Estimate
     """Gradient estimates Σ_n c_n ∇_θ log p_θ(x, z_n), one row per replicate, [R, P].
 
     ``estimate`` must cover R replicates of one data point x [1, p]. One copy of the
-    parameters per replicate makes a single backward pass return every replicate's gradient.
+    parameters per replicate makes a single backward pass of the gradient surrogate
+    (``surrogate.log_likelihood_surrogate``) return every replicate's gradient.
     """
     r = estimate.batch_size
     per = [
         p.detach().expand(r, *p.shape).clone().requires_grad_(True)
         for p in (model.W, model.b, model.log_sigma)
     ]
-    rep = LinearGaussian(*per)
     xr = x.expand(r, -1)
-    log_likelihood_surrogate(estimate, lambda z: rep.log_joint(xr, z)).backward()
+
+    def log_joint(rows: Tensor, z: Tensor) -> Tensor:  # replicate rows[i] has its own θ copy
+        own = LinearGaussian(*(p[rows] for p in per))
+        return own.log_joint(xr[rows], z[:, None, :])[:, 0]
+
+    log_likelihood_surrogate(estimate, log_joint).backward()
     return torch.cat([p.grad.reshape(r, -1) for p in per], 1)
 
 
@@ -128,7 +124,9 @@ def joint_gradients(model: LinearGaussian, x: Tensor, z: Tensor) -> Tensor:
 def posterior_draws(model: LinearGaussian, x: Tensor, n: int, generator=None) -> Tensor:
     """n exact draws from p(z | x) for one data point x [1, p]: [n, D]."""
     mean, cov = model.posterior(x)
-    eps = torch.randn(n, model.latent_dim, generator=generator, dtype=mean.dtype)
+    eps = torch.randn(
+        n, model.latent_dim, generator=generator, dtype=mean.dtype, device=mean.device
+    )
     return mean[0] + eps @ torch.linalg.cholesky(cov[0]).T
 
 
@@ -170,11 +168,9 @@ def run_cis_chain(
 ) -> Tensor:
     """h(X_t) for t = 0..steps of a CIS chain started at X_0 ~ q^S, [steps + 1, B, ...].
 
-    h(X_0) is IWAE's self-normalised estimate; E h(X_t) → E_p[f] as t grows (method.md §3).
+    h(X_0) is IWAE's self-normalised estimate; E h(X_t) → E_p[f] as t grows (notebook 02).
     """
-    S = num_samples
-    z, lw = fresh_draws(target, S, generator)
-    state = CISState(z, lw)
+    state = draw(target, num_samples, generator)
     values = [h_values(state, f)]
     for _ in range(steps):
         state, _ = cis_step(target, state, generator)
@@ -199,16 +195,20 @@ def max_log_weight_vs_n(target: Target, sizes: list[int], generator=None) -> lis
 
 @dataclass
 class CoupledRun:
-    """A record of lag-1 coupled CIS chains (method.md §5), for B chain pairs.
+    """A record of lag-1 coupled CIS chains, for B chain pairs (one per data point).
 
-    ``xs[t]`` is X_t (t = 0..T) and ``ys[t]`` is Y_t (t = 0..T-1), as ``CISState``s;
-    ``index_x[t]``, ``index_y[t]`` are the slots selected to form X_{t+1}, Y_t (t ≥ 1 for Y);
-    ``tau`` [B] is τ = inf{t ≥ 1 : X_t = Y_{t-1}}, or T + 1 if the chains had not met by T.
+    ``xs[t]`` is X_t (t = 0..T) and ``ys[t]`` is Y_t (t = 0..T−1), as ``CISState``s with
+    particle ids. A chain pair stops once it has met and is past step m (its later steps add
+    nothing to H_{k:m}); from then on its rows hold NaN (``running[t]`` [B] says which rows
+    ran at step t). ``tau`` [B] is τ = inf{t ≥ 1 : X_t = Y_{t−1}}, or max_steps + 1 where a
+    pair had not met (``truncated``).
     """
 
     xs: list[CISState]
     ys: list[CISState]
+    running: list[Tensor]
     tau: Tensor
+    truncated: Tensor
     num_samples: int
 
     @property
@@ -216,56 +216,61 @@ class CoupledRun:
         return len(self.xs) - 1
 
     def h_x(self, f: F = identity) -> Tensor:
-        """h(X_t), t = 0..T: [T + 1, B, ...]."""
+        """h(X_t), t = 0..T: [T + 1, B, ...] (NaN where a pair had stopped)."""
         return torch.stack([h_values(s, f) for s in self.xs])
 
     def h_y(self, f: F = identity) -> Tensor:
-        """h(Y_t), t = 0..T-1: [T, B, ...]."""
+        """h(Y_t), t = 0..T−1: [T, B, ...] (NaN where a pair had stopped)."""
         return torch.stack([h_values(s, f) for s in self.ys])
 
 
+def _scatter(state: CISState, rows: Tensor, batch_size: int) -> CISState:
+    """The particle sets of the running ``rows`` in a full batch; other rows NaN (ids −1)."""
+    z, lw = state.particles, state.log_weights
+    full_z = z.new_full((batch_size, *z.shape[1:]), math.nan)
+    full_lw = lw.new_full((batch_size, *lw.shape[1:]), math.nan)
+    full_ids = state.ids.new_full((batch_size, *state.ids.shape[1:]), -1)
+    full_z[rows], full_lw[rows], full_ids[rows] = z, lw, state.ids
+    return CISState(full_z, full_lw, full_ids)
+
+
 def lag_coupled_chains(
-    target: Target, num_samples: int, m: int = 0, max_steps: int = 1000, generator=None
+    target: Target,
+    num_samples: int,
+    m: int = 0,
+    max_steps: int = 1000,
+    generator=None,
+    *,
+    initial: tuple[Tensor, Tensor] | None = None,
+    move: Move | None = None,
 ) -> CoupledRun:
-    """Run lag-1 coupled CIS chains until every pair has met and t ≥ m (or t = max_steps).
+    """Run lag-1 coupled CIS chains and record every step (``coupled.CoupledChains``).
 
     X_0 ~ q^S; X_1 ~ K(X_0); Y_0 = (an independent q-draw, X_1's fresh slots), so Y_0 ~ q^S
-    and the chains can meet at the first coupled step; then (X_t, Y_{t-1}) ~ K̄((X_{t-1},
-    Y_{t-2})). Uses the same random draws in the same order as ``coupled_estimate`` for a
-    single data point, so with one chain pair and the same seed it reproduces that estimate.
+    and the chains can meet at the first coupled step; then (X_t, Y_{t−1}) ~ K̄((X_{t−1},
+    Y_{t−2})) until every pair has met and t ≥ m (or t = max_steps). These are the chains of
+    ``coupled_estimate`` itself: with the same seed and arguments, H_{k:m} assembled from this
+    record (``h_km_terms``) equals that estimate.
     """
-    S = num_samples
-    z0, lw0 = fresh_draws(target, S, generator)
-    x0 = CISState(z0, lw0)
-    lx = sample_categorical(normalized_weights(lw0), generator)
-    y_ref, y_ref_lw = fresh_draws(target, 1, generator)
-    fresh, fresh_lw = fresh_draws(target, S - 1, generator)
-    x1 = CISState(
-        torch.cat([gather_slot(z0, lx)[:, None], fresh], 1),
-        torch.cat([gather_slot(lw0, lx)[:, None], fresh_lw], 1),
-    )
-    y0 = CISState(torch.cat([y_ref, fresh], 1), torch.cat([y_ref_lw, fresh_lw], 1))
-    xs, ys = [x0, x1], [y0]
-    B = z0.shape[0]
-    tau = torch.full((B,), max_steps + 1, dtype=torch.long)
-    met = torch.zeros(B, dtype=torch.bool)
-    t = 1
-    while t < max_steps and not (bool(met.all()) and t >= m):
-        t += 1
-        new_x, new_y, info = coupled_cis_step(target, xs[-1], ys[-1], generator)
-        xs.append(new_x)
-        ys.append(new_y)
-        tau = torch.where(info.met & ~met, torch.full_like(tau, t), tau)
-        met = met | info.met
-    return CoupledRun(xs, ys, tau, S)
+    chains = CoupledChains(target, num_samples, m, max_steps, generator, initial=initial, move=move)
+    xs, ys, running = [], [], []
+    for step in chains:
+        B = chains.tau.shape[0]
+        xs.append(_scatter(step.x, step.rows, B))
+        mask = torch.zeros(B, dtype=torch.bool, device=step.rows.device)
+        mask[step.rows] = True
+        running.append(mask)
+        if step.y is not None:
+            ys.append(_scatter(step.y, step.rows, B))
+    return CoupledRun(xs, ys, running, chains.tau, chains.truncated, num_samples)
 
 
 @dataclass
 class HTerms:
-    """H_{k:m} = mcmc_average + Σ_t correction[t], for each chain pair (method.md §5).
+    """H_{k:m} = mcmc_average + Σ_t correction[t], for each chain pair.
 
     ``mcmc_average`` [B, ...] = 1/(m−k+1) Σ_{t=k}^m h(X_t);
-    ``correction`` [T, B, ...]: entry t is min(1, (t−k)/(m−k+1)) (h(X_t) − h(Y_{t−1})) for
+    ``correction`` [T+1, B, ...]: entry t is min(1, (t−k)/(m−k+1)) (h(X_t) − h(Y_{t−1})) for
     k+1 ≤ t ≤ τ−1 and zero otherwise (row 0 is always zero).
     """
 
@@ -278,52 +283,22 @@ class HTerms:
 
 
 def h_km_terms(run: CoupledRun, k: int, m: int, f: F = identity) -> HTerms:
-    """Assemble H_{k:m} term by term from a recorded run (needs run.steps ≥ m)."""
+    """Assemble H_{k:m} term by term, straight from its definition, from a recorded run."""
     if not 0 <= k <= m:
         raise ValueError(f"need 0 <= k <= m, got k={k}, m={m}")
     if run.steps < m:
         raise ValueError(f"the run has {run.steps} steps; H_{{k:m}} needs at least m={m}")
     hx, hy = run.h_x(f), run.h_y(f)
-    span = m - k + 1
     mcmc = hx[k : m + 1].mean(0)
     corr = torch.zeros_like(hx)
     for t in range(k + 1, run.steps + 1):
-        weight = min(1.0, (t - k) / span)
-        live = (t < run.tau).to(hx.dtype).reshape(-1, *([1] * (hx.dim() - 2)))
-        corr[t] = weight * live * (hx[t] - hy[t - 1])
+        weight = min(1.0, (t - k) / (m - k + 1))
+        live = (t < run.tau).reshape(-1, *([1] * (hx.dim() - 2)))
+        corr[t] = torch.where(live, weight * (hx[t] - hy[t - 1]), 0.0)
     return HTerms(mcmc, corr)
 
 
 # --- notebook 04: variance and cost ---------------------------------------------------------
-
-
-@dataclass
-class VarianceCost:
-    """Per-coordinate variance of an estimator of E[z | x], its mean cost and their product.
-
-    ``variance`` [D] over replicates, ``variance_se`` [D] its standard error
-    (√((μ₄ − s⁴)/n) from the fourth central moment), ``cost`` the mean number of log-weight
-    evaluations, ``work`` = mean(variance) × cost (lower is better at equal compute).
-    """
-
-    variance: Tensor
-    variance_se: Tensor
-    cost: float
-    mean_tau: float
-
-    @property
-    def work(self) -> float:
-        return self.variance.mean().item() * self.cost
-
-
-def variance_summary(samples: Tensor, cost: float, mean_tau: float = 0.0) -> VarianceCost:
-    """Variance (and its SE) of replicate estimates ``samples`` [R, D]."""
-    n = samples.shape[0]
-    centred = samples - samples.mean(0)
-    var = centred.pow(2).mean(0) * n / (n - 1)
-    m4 = centred.pow(4).mean(0)
-    se = ((m4 - var.pow(2)).clamp_min(0) / n).sqrt()
-    return VarianceCost(var, se, cost, mean_tau)
 
 
 def variance_cost(
@@ -340,9 +315,9 @@ def variance_cost(
     """
     if k is None and m is None:
         est = iwae_estimate(target, num_samples, generator)
-        return variance_summary(est.mean(), est.num_evals.double().mean().item())
+        return variance_and_cost(est.mean(), est.num_evals.double().mean().item())
     est = coupled_estimate(target, num_samples, k or 0, m or 0, max_steps, generator)
-    return variance_summary(
+    return variance_and_cost(
         est.mean(), est.num_evals.double().mean().item(), est.tau.double().mean().item()
     )
 
@@ -367,7 +342,7 @@ def variance_cost_table(
                 "S": S,
                 "k": k,
                 "m": m,
-                "variance": vc.variance.mean().item(),
+                "variance": vc.total,
                 "cost": vc.cost,
                 "mean_tau": vc.mean_tau,
                 "work": vc.work,
@@ -395,10 +370,8 @@ class CouplingDraws:
 
 def coupling_draws(p_weights, q_weights, n: int = 2000, seed: int = 0) -> CouplingDraws:
     """Normalise two non-negative weight vectors and draw from their maximal coupling."""
-    from .kernels import maximal_coupling
-
-    p = torch.as_tensor(p_weights, dtype=torch.float64)
-    q = torch.as_tensor(q_weights, dtype=torch.float64)
+    p = torch.as_tensor(p_weights, dtype=torch.float64, device="cpu")  # a widget's numbers
+    q = torch.as_tensor(q_weights, dtype=torch.float64, device="cpu")
     if p.shape != q.shape or p.dim() != 1:
         raise ValueError(f"need two weight vectors of equal length, got {p.shape}, {q.shape}")
     if bool((p < 0).any() or (q < 0).any()) or p.sum() <= 0 or q.sum() <= 0:

@@ -17,8 +17,6 @@ likelihood is at most 1), so the coupled estimator runs on a real VAE unchanged.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
@@ -32,7 +30,7 @@ COVARIANCES = ("diag", "full")  # encoder families: diagonal or full-covariance 
 
 # Default architectures (data dim -> hidden sizes, latent dim).
 DEFAULT_ARCH = {
-    "digits": {"hidden": (64, 64), "latent_dim": 5},  # 64-64-64-5 (method.md §6)
+    "digits": {"hidden": (64, 64), "latent_dim": 5},  # 64-64-64-5
     "mnist": {"hidden": (200, 200), "latent_dim": 50},  # 784-200-200-50 (IWAE paper)
     "fashion-mnist": {"hidden": (200, 200), "latent_dim": 50},
 }
@@ -120,6 +118,13 @@ class VAE(nn.Module):
         lower[:, rows, cols] = out[:, 2 * d :]
         return Gaussian(loc, lower + torch.diag_embed(scale))
 
+    def encoder_scale(self, x: Tensor) -> Tensor:
+        """σ_φ(x) [B, D]: the encoder's standard deviations (of the flow's base Gaussian; the
+        Cholesky diagonal for a full covariance). A natural scale for moves in latent space."""
+        q = self.encode(x)
+        scale = getattr(q, "base", q).scale
+        return torch.diagonal(scale, dim1=-2, dim2=-1) if scale.dim() == 3 else scale
+
     def proposal(self, x: Tensor, eps: float = 0.0, detach: bool = False):
         """q_φ(z | x), or the defensive (1 − ε) q_φ + ε N(0, I) when ``eps > 0``."""
         q = self.encode(x)
@@ -141,6 +146,10 @@ class VAE(nn.Module):
             logits = self.decoder(z)
         return (x * logits - nn.functional.softplus(logits)).sum(-1)
 
+    def forward(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p_θ(x_b, z) (``log_joint``): what ``torch.func.functional_call`` differentiates."""
+        return self.log_joint(x, z)
+
     def log_joint(self, x: Tensor, z: Tensor, detach_decoder: bool = False) -> Tensor:
         """log p_θ(x_b, z) = log N(z; 0, I) + log p_θ(x_b | z), x [B, P], z [B, n, D] -> [B, n]."""
         log_prior = -0.5 * (self.latent_dim * LOG_2PI + z.pow(2).sum(-1))
@@ -150,21 +159,9 @@ class VAE(nn.Module):
         """The importance-sampling target for x [B, P] (detached by default: for the chains)."""
         return ImportanceTarget(self, x, self.proposal(x, eps, detach=detach))
 
-    @torch.no_grad()
-    def sample_images(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Mean images σ(f_θ(z)) for z ~ N(0, I), [n, P]."""
-        p = next(self.parameters())
-        z = torch.randn(n, self.latent_dim, generator=generator, device=p.device, dtype=p.dtype)
-        return torch.sigmoid(self.decoder(z))
-
 
 def build_vae(dataset: str, data_dim: int, **overrides) -> VAE:
     """The default VAE for ``dataset`` (``DEFAULT_ARCH``), with keyword overrides."""
     arch = dict(DEFAULT_ARCH.get(dataset, DEFAULT_ARCH["mnist"]))
     arch.update({k: v for k, v in overrides.items() if v is not None})
     return VAE(data_dim, **arch)
-
-
-def log_mean_exp(a: Tensor, dim: int = -1) -> Tensor:
-    """log (1/n) Σ exp(a) along ``dim``."""
-    return torch.logsumexp(a, dim) - math.log(a.shape[dim])

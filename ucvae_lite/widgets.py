@@ -31,8 +31,8 @@ def coupling_widget(num_slots: int = 5, n: int = 2000, seed: int = 0) -> W.VBox:
     joint draw), ``image``, ``summary`` (HTML with α and the empirical P(i = j)), ``update()``.
     """
     g = torch.Generator().manual_seed(seed)
-    init_p = torch.rand(num_slots, generator=g).tolist()
-    init_q = torch.rand(num_slots, generator=g).tolist()
+    init_p = torch.rand(num_slots, generator=g, device="cpu").tolist()
+    init_q = torch.rand(num_slots, generator=g, device="cpu").tolist()
 
     def slider(i: int, v: float, who: str) -> W.FloatSlider:
         return W.FloatSlider(
@@ -127,7 +127,8 @@ def coupled_chains_widget(
     def rerun(_=None) -> None:
         target = model.target(x, shift=shift, scale=sc.value)
         g = torch.Generator().manual_seed(int(sd.value))
-        box.run = teaching.lag_coupled_chains(target, S.value, 0, max_steps, g)
+        # m = max_steps: the pair keeps running after it meets, so step τ can be shown.
+        box.run = teaching.lag_coupled_chains(target, S.value, max_steps, max_steps, g)
         tau = int(box.run.tau[0])
         # Show one step past the meeting (or the last recorded step).
         step.max = max(2, min(tau, box.run.steps))
