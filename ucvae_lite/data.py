@@ -110,7 +110,7 @@ def _splits(
     """Build a BinaryImages from grey-level splits in [0, 1]."""
     if binarization not in ("dynamic", "static"):
         raise ValueError(f"binarization must be 'dynamic' or 'static', got {binarization!r}")
-    t = [torch.tensor(np.asarray(a, dtype=np.float32)) for a in (train, valid, test)]  # copies
+    t = [torch.tensor(np.asarray(a, dtype=np.float32), device="cpu") for a in (train, valid, test)]
     g = torch.Generator().manual_seed(SPLIT_SEED)
     valid_b, test_b = binarize(t[1], g), binarize(t[2], g)
     dynamic = binarization == "dynamic"

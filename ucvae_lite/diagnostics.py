@@ -28,13 +28,13 @@ def psis_khat(log_w: Tensor) -> Tensor:
         import arviz
 
         _, khat = arviz.psislw(log_w.detach().double().cpu().numpy())
-    return torch.as_tensor(np.asarray(khat, dtype=np.float64))
+    return torch.as_tensor(np.asarray(khat, dtype=np.float64), device=log_w.device)
 
 
 def survival(tau: Tensor) -> tuple[Tensor, Tensor]:
     """Empirical P(τ > t) at t = 1..max τ: returns (t, survival)."""
     tau = tau.detach().long().cpu()
-    t = torch.arange(1, int(tau.max()) + 1)
+    t = torch.arange(1, int(tau.max()) + 1, device=tau.device)
     counts = torch.bincount(tau, minlength=int(tau.max()) + 2).double()
     at_least = counts.flip(0).cumsum(0).flip(0)  # at_least[s] = #{τ ≥ s}
     return t, at_least[t + 1] / len(tau)

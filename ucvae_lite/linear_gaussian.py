@@ -31,18 +31,26 @@ class LinearGaussian:
     """
 
     def __init__(self, W: Tensor, b: Tensor, log_sigma: Tensor):
-        self.W, self.b, self.log_sigma = W, b, torch.as_tensor(log_sigma, dtype=W.dtype)
+        self.W, self.b = W, b
+        self.log_sigma = torch.as_tensor(log_sigma, dtype=W.dtype, device=W.device)
         self.obs_dim, self.latent_dim = W.shape[-2], W.shape[-1]
 
     @classmethod
     def example(
-        cls, latent_dim: int = 2, obs_dim: int = 4, sigma: float = 0.7, seed: int = 0
+        cls,
+        latent_dim: int = 2,
+        obs_dim: int = 4,
+        sigma: float = 0.7,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
     ) -> LinearGaussian:
         """A fixed, reproducible model used by tests, notebooks and benchmarks (float64)."""
         g = torch.Generator().manual_seed(seed)
-        W = torch.randn(obs_dim, latent_dim, generator=g, dtype=torch.float64)
-        b = 0.5 * torch.randn(obs_dim, generator=g, dtype=torch.float64)
-        return cls(W, b, torch.tensor(math.log(sigma), dtype=torch.float64))
+        f64 = {"dtype": torch.float64, "device": "cpu"}  # drawn on the CPU: the same everywhere
+        W = torch.randn(obs_dim, latent_dim, generator=g, **f64)
+        b = 0.5 * torch.randn(obs_dim, generator=g, **f64)
+        log_sigma = torch.tensor(math.log(sigma), **f64)
+        return cls(W.to(device), b.to(device), log_sigma.to(device))
 
     @property
     def sigma(self) -> Tensor:
@@ -50,14 +58,15 @@ class LinearGaussian:
 
     def sample_data(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """n draws x ~ p(x), shape [n, p]."""
-        z = torch.randn(n, self.latent_dim, generator=generator, dtype=self.W.dtype)
-        e = torch.randn(n, self.obs_dim, generator=generator, dtype=self.W.dtype)
+        like = {"dtype": self.W.dtype, "device": self.W.device}
+        z = torch.randn(n, self.latent_dim, generator=generator, **like)
+        e = torch.randn(n, self.obs_dim, generator=generator, **like)
         return z @ self.W.T + self.b + self.sigma * e
 
     # --- closed forms -------------------------------------------------------------------
     def log_marginal(self, x: Tensor) -> Tensor:
         """Exact log p(x) = log N(x; b, W Wᵀ + σ² I), for x [B, p] -> [B]."""
-        eye = torch.eye(self.obs_dim, dtype=self.W.dtype)
+        eye = torch.eye(self.obs_dim, dtype=self.W.dtype, device=self.W.device)
         cov = self.W @ self.W.transpose(-1, -2) + self.sigma.pow(2)[..., None, None] * eye
         chol = torch.linalg.cholesky(cov)
         diff = (x - self.b)[..., None]
@@ -69,7 +78,7 @@ class LinearGaussian:
         """Exact posterior p(z | x) = N(mean, cov): returns mean [B, d] and cov [B, d, d]."""
         W = self.W.detach()
         s2 = self.sigma.detach().pow(2)
-        eye = torch.eye(self.latent_dim, dtype=W.dtype)
+        eye = torch.eye(self.latent_dim, dtype=W.dtype, device=W.device)
         prec = eye + W.transpose(-1, -2) @ W / s2[..., None, None]
         cov = torch.linalg.inv(prec)
         rhs = ((x - self.b.detach())[..., None, :] @ W)[..., 0, :] / s2[..., None]

@@ -1,0 +1,132 @@
+"""Every tensor is created on its inputs' device, checked without a GPU.
+
+Inside ``with torch.device("meta")`` every factory call that does not name a device (``torch.
+zeros(n)``, ``torch.arange(n)``, ``torch.tensor(...)``, ``torch.eye(d)``) makes a *meta* tensor:
+no data. The inputs here live on the CPU, so such a tensor meets a CPU tensor and torch
+raises "Tensor on device cpu is not on the expected device meta" (or fails on ``.item()``).
+Code that creates its tensors on its inputs' device runs unchanged. On a GPU the same bug is
+a crash ("expected all tensors to be on the same device").
+"""
+
+import math
+
+import pytest
+import torch
+
+import ucvae_lite as u
+from ucvae_lite import diagnostics as D
+from ucvae_lite import evaluate as E
+from ucvae_lite import objectives as O
+from ucvae_lite import practical as P
+from ucvae_lite import teaching as T
+from ucvae_lite.surrogate import per_row_gradients
+from ucvae_lite.vae import VAE
+
+
+@pytest.fixture
+def meta_default():
+    """Factories without a device make meta tensors while the test body runs."""
+    with torch.device("meta"):
+        yield
+
+
+def test_the_check_catches_a_tensor_made_on_the_default_device(meta_default):
+    cpu = torch.ones(3, device="cpu")
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        (cpu + torch.arange(3)).sum().item()  # the bug this file looks for
+    assert (cpu + torch.arange(3, device=cpu.device)).sum().item() == 6.0
+
+
+@pytest.fixture(scope="module")
+def lg():
+    model = u.LinearGaussian.example(latent_dim=2, obs_dim=4, sigma=0.7, seed=0)
+    return model, model.sample_data(3, torch.Generator().manual_seed(1))
+
+
+class _NoSelect:
+    def __init__(self, inner):
+        self.inner = inner
+
+    def sample(self, n, generator=None):
+        return self.inner.sample(n, generator)
+
+    def log_weight(self, z):
+        return self.inner.log_weight(z)
+
+    def log_proposal(self, z):
+        return self.inner.log_proposal(z)
+
+
+def test_linear_gaussian_and_estimators(lg, meta_default):
+    model, x = lg
+    g = torch.Generator().manual_seed(0)
+    model.log_marginal(x).sum().item()
+    model.posterior_moments(x)
+    target = model.target(x.repeat_interleave(20, 0), shift=0.5, scale=1.5, defensive=0.1)
+    for tgt in (target, _NoSelect(target)):
+        z0 = target.sample(3, g)
+        est = u.coupled_estimate(
+            tgt, 3, 1, 2, generator=g, move=u.RandomWalkMH(0.3), initial=(z0, target.log_weight(z0))
+        )
+        assert est.tau.device.type == "cpu"
+        est.mean().sum().item()
+        est.second_moment()
+        est.initial_ess.sum().item()
+    est = u.coupled_estimate(target, 2, max_steps=2, on_timeout="truncate", generator=g)
+    assert est.particles.device.type == "cpu"
+    u.iwae_estimate(target, 4, g).mean().sum().item()
+    u.sample_extended_target(
+        target, 3, lambda gen: model.posterior(x.repeat_interleave(20, 0))[0], g
+    )
+    D.tau_summary(est.tau)
+    D.survival(est.tau)
+
+
+def test_teaching(lg, meta_default):
+    model, x = lg
+    g = torch.Generator().manual_seed(0)
+    run = T.lag_coupled_chains(model.target(x, shift=0.5, scale=1.5), 3, 2, generator=g)
+    T.h_km_terms(run, 1, 2).total.sum().item()
+    T.run_cis_chain(model.target(x), 3, 4, generator=g).sum().item()
+    T.exact_gradient(model, x[:1])
+    z = T.posterior_draws(model, x[:1], 10, g)
+    T.joint_gradients(model, x[:1], z).sum().item()
+    T.iwae_gradient_bias(model, x[:1], [2, 3], 10, generator=g)
+    T.variance_cost(model.target(x[:1].expand(20, -1)), 3, 0, 0, g)
+    T.iwae_bound_samples(model.target(x), 3, 5, g)
+
+
+def _vae(**kw) -> tuple[VAE, torch.Tensor]:
+    torch.manual_seed(0)
+    model = VAE(12, (8,), 3, **kw)
+    x = (torch.rand(6, 12, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    return model, x
+
+
+@pytest.fixture(
+    params=[{}, {"covariance": "full"}, {"flow_layers": 2}], ids=["diag", "full", "flow"]
+)
+def vae(request):
+    return _vae(**request.param)  # made on the CPU, before the meta default is set
+
+
+def test_vae_objectives_and_evaluation(vae, meta_default):
+    model, x = vae
+    g = torch.Generator().manual_seed(0)
+    for name in O.OBJECTIVES:
+        O.objective(name)(model, x, O.ObjectiveConfig(num_samples=3), g).loss.backward()
+    cfg = O.ObjectiveConfig(num_samples=3, encoder="inclusive", eps=0.1)
+    O.ucvae(model, x, cfg, g).loss.backward()
+    O.decoder_gradient(model, x, "ucvae", O.ObjectiveConfig(num_samples=3), g)
+    res = E.evaluate(model, x, 7, batch_size=4, max_rows=10)
+    assert math.isfinite(res["ll"])
+    model.encoder_scale(x).sum().item()
+
+
+def test_practical_and_per_row_gradients(vae, meta_default):
+    model, x = vae
+    g = torch.Generator().manual_seed(0)
+    est = u.coupled_estimate(model.target(x), 3, 1, 2, generator=g)
+    per_row_gradients(model, x, est, budget=8, piece=3).sum().item()
+    P.weight_diagnostics(model, x, 4, num_sets=3, num_khat=20, generator=g)
+    P.compare(model, x[0], 3, 1, 2, replicates=4, generator=g, rejuvenate=0.5)
