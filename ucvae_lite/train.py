@@ -131,10 +131,7 @@ def check_degenerate(
     )
     model.train(was_training)
     med, khat = d["median_ess"], d["median_khat"]
-    msg = degenerate_regime(med, ocfg.num_samples, khat)
-    if msg is None and med < cfg.degenerate_ess:  # a stricter threshold than the library's
-        msg = f"median within-set ESS {med:.2f} of S = {ocfg.num_samples} is below "
-        msg += f"degenerate_ess={cfg.degenerate_ess}"
+    msg = degenerate_regime(med, ocfg.num_samples, khat, min_ess=cfg.degenerate_ess)
     if msg is not None:
         msg = f"ucvae {where}: {msg}"
         if cfg.degenerate == "raise":
