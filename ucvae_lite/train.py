@@ -30,9 +30,9 @@ from tqdm.auto import tqdm
 
 from .data import BinaryImages, load_dataset
 from .evaluate import log_likelihood
-from .objectives import OBJECTIVES, UCVAE_DEFAULTS, ObjectiveConfig, objective
+from .objectives import OBJECTIVES, ObjectiveConfig, objective
 from .practical import DEGENERATE_ESS, degenerate_regime, weight_diagnostics
-from .vae import VAE, build_vae
+from .vae import DEFAULT_ARCH, VAE, build_vae
 
 DEGENERATE_POLICIES = ("warn", "raise", "ignore")
 DEGENERATE_CHECK_IMAGES = 100  # validation images in the degenerate-regime check
@@ -55,8 +55,8 @@ class DegenerateWeightsError(RuntimeError):
 class TrainConfig:
     """Everything that defines a training run (saved in its checkpoint).
 
-    ``None`` for num_samples, k, m, eps, encoder, latent_dim, max_steps means "take it from
-    ``UCVAE_DEFAULTS``" (latent_dim: 5 on digits, 50 on (fashion-)mnist as in the IWAE paper).
+    ``None`` for num_samples, k, m, eps, encoder, max_steps means "the ``ObjectiveConfig``
+    default"; for latent_dim, "the dataset's default" (``resolved_latent_dim``).
     """
 
     dataset: str = "digits"
@@ -90,18 +90,22 @@ class TrainConfig:
     extra: dict = field(default_factory=dict)
 
     def objective_config(self) -> ObjectiveConfig:
-        latent = self.latent_dim
-        if latent is None:
-            latent = UCVAE_DEFAULTS.latent_dim if self.dataset == "digits" else 50
-        return UCVAE_DEFAULTS.with_(
+        """The objective's settings: ``ObjectiveConfig()`` with this run's non-None overrides."""
+        return ObjectiveConfig().with_(
             num_samples=self.num_samples,
             k=self.k,
             m=self.m,
             eps=self.eps,
             encoder=self.encoder,
             max_steps=self.max_steps,
-            latent_dim=latent,
         )
+
+    def resolved_latent_dim(self) -> int:
+        """``latent_dim``, or the dataset's default in ``vae.DEFAULT_ARCH`` (5 on digits, 50 on
+        (fashion-)mnist as in the IWAE paper)."""
+        if self.latent_dim is not None:
+            return self.latent_dim
+        return DEFAULT_ARCH[self.dataset]["latent_dim"]
 
 
 def _history() -> dict:
@@ -190,7 +194,7 @@ def train(
         cfg.dataset,
         data.dim,
         hidden=tuple(cfg.hidden) if cfg.hidden else None,
-        latent_dim=ocfg.latent_dim,
+        latent_dim=cfg.resolved_latent_dim(),
         activation=cfg.activation,
         covariance=cfg.covariance,
         flow_layers=cfg.flow_layers,
