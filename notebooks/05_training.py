@@ -107,7 +107,7 @@ for name in ("elbo", "iwae", "ucvae"):
 
 # %%
 torch.manual_seed(0)
-untrained = build_vae("digits", 64, latent_dim=UCVAE_DEFAULTS.latent_dim)
+untrained = build_vae("digits", 64)  # the default digits VAE (vae.DEFAULT_ARCH), as trained above
 results = {"untrained": evaluate(untrained, data.test, S_EVAL)}
 for name, r in runs.items():
     results[name] = evaluate(r["model"], data.test, S_EVAL)

@@ -68,11 +68,13 @@ def test_ucvae_decoder_gradient_unbiased_iwae_biased():
     assert _max_z(_batch_grads(model, x, "iwae", cfg, 2), exact) > limit
 
 
-@pytest.mark.parametrize("eps,k,m", [(0.0, 1, 2), (0.2, 0, 0)])
-def test_ucvae_unbiased_with_defensive_proposal_and_k_m(eps, k, m):
+@pytest.mark.parametrize(
+    "eps,k,m,rejuvenate", [(0.0, 1, 2, None), (0.2, 0, 0, None), (0.0, 0, 1, 0.5)]
+)
+def test_ucvae_unbiased_with_defensive_proposal_k_m_and_mh_move(eps, k, m, rejuvenate):
     model, x = _model()
     exact = _exact_decoder_gradient(model, x)
-    cfg = UCVAE_DEFAULTS.with_(num_samples=3, k=k, m=m, eps=eps)
+    cfg = UCVAE_DEFAULTS.with_(num_samples=3, k=k, m=m, eps=eps, rejuvenate=rejuvenate)
     assert _max_z(_batch_grads(model, x, "ucvae", cfg, 3), exact) < z_threshold(exact.numel())
 
 

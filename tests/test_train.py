@@ -1,6 +1,7 @@
 """Training loop, checkpoints, resume, divergence handling and the command line (tiny runs)."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -9,7 +10,8 @@ import ucvae_lite.train as train_mod
 from ucvae_lite.cli import main
 from ucvae_lite.data import load_dataset
 from ucvae_lite.evaluate import evaluate, load_model
-from ucvae_lite.train import TrainConfig, TrainingDivergedError, train
+from ucvae_lite.practical import degenerate_regime
+from ucvae_lite.train import DegenerateWeightsError, TrainConfig, TrainingDivergedError, train
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +36,38 @@ def test_checkpoint_round_trip(tmp_path, data):
     assert math.isfinite(res["ll"]) and res["se"] > 0 and res["ll"] < 0
 
 
-def test_resume_continues_exactly(tmp_path, data):
-    """3 epochs in one go == 2 epochs, stop, --resume to 3 (RNG states are checkpointed)."""
-    full, _ = train(_cfg(tmp_path / "a", epochs=3, objective="iwae"), progress=False, data=data)
-    train(_cfg(tmp_path / "b", epochs=2, objective="iwae"), progress=False, data=data)
-    resumed, hist = train(
-        _cfg(tmp_path / "b", epochs=3, objective="iwae"), resume=True, progress=False, data=data
-    )
-    assert hist["epoch"] == [1, 2, 3]
-    for k, v in full.state_dict().items():
-        torch.testing.assert_close(v, resumed.state_dict()[k])
+def _same(xs: list, ys: list) -> bool:
+    """Equal lists, NaN equal to NaN."""
+    if len(xs) != len(ys):
+        return False
+    return all(x == y or (x != x and y != y) for x, y in zip(xs, ys, strict=True))
+
+
+@pytest.mark.parametrize("objective", ["ucvae", "iwae"])
+def test_resume_continues_bit_for_bit(tmp_path, data, objective, capsys):
+    """3 epochs in one go == 2 epochs, stop, resume to 3, bit for bit: the checkpoint holds the
+    model, optimiser, both generators, history and best model (ucvae's degenerate-regime check
+    draws from a generator of its own, so it cannot shift the training's random numbers)."""
+    full, hist_full = train(_cfg(tmp_path / "a", epochs=3, objective=objective), False, False, data)
+    train(_cfg(tmp_path / "b", epochs=2, objective=objective), progress=False, data=data)
+    capsys.readouterr()
+    resumed, hist = train(_cfg(tmp_path / "b", epochs=3, objective=objective), True, True, data)
+    out = capsys.readouterr().out
+    assert f"resuming {tmp_path / 'b' / 'checkpoint.pt'} after epoch 2\n" in out
+    assert hist["epoch"] == [1, 2, 3] and f"{objective} epoch 3: train bound" in out
+    for k, v in full.state_dict().items():  # the best-validation weights
+        assert torch.equal(v, resumed.state_dict()[k]), k
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    for k, v in a["model"].items():  # the last epoch's weights
+        assert torch.equal(v, b["model"][k]), k
+    assert torch.equal(a["rng_model"], b["rng_model"]) and a["best_epoch"] == b["best_epoch"]
+    assert hist.keys() == hist_full.keys()
+    for k in hist_full.keys() - {"time"}:  # NaN (τ of iwae) counts as equal to NaN
+        assert _same(hist[k], hist_full[k]), k
+    assert len(hist["time"]) == 3 and hist["time"][2] > hist["time"][1]  # elapsed carried on
+    if objective == "ucvae":
+        assert len(hist["check_median_ess"]) == 4  # before training + after each epoch
 
 
 def test_nan_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, data, monkeypatch):
@@ -63,6 +87,99 @@ def test_nan_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, data, monkey
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 0  # the last finished epoch (epoch 1) is kept
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values())
+
+
+def test_one_degenerate_rule_whose_ess_threshold_train_sets():
+    # practical.degenerate_regime is the only rule; train passes cfg.degenerate_ess as min_ess.
+    assert degenerate_regime(2.0, 10) is None  # DEGENERATE_ESS = 1.5
+    msg = degenerate_regime(2.0, 10, min_ess=3.0)
+    assert msg is not None and "below 3 particles" in msg and "notebook 06" in msg
+    assert "k̂" not in msg and ".md" not in msg
+    assert degenerate_regime(2.0, 10, 0.9, min_ess=1.0) is not None  # k̂ alone suffices
+
+
+def test_degenerate_weights_warn_exactly_once(tmp_path, data, capsys):
+    # A threshold above any possible ESS (S = 10) makes all three checks fire: one
+    # RuntimeWarning for the run, every check in the history, and no copy of it on stdout/stderr.
+    cfg = _cfg(tmp_path, degenerate_ess=11.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, hist = train(cfg, progress=True, data=data)
+    assert hist["degenerate"] == [True, True, True] and len(hist["check_median_ess"]) == 3
+    runtime = [str(w.message) for w in caught if w.category is RuntimeWarning]
+    assert len(runtime) == 1 and runtime[0].startswith("ucvae before training: importance")
+    out, err = capsys.readouterr()
+    assert "ucvae epoch 2: train bound" in out  # the per-epoch lines are there...
+    assert "degenerate" not in out + err and "ESS" not in out + err  # ...the warning is not
+
+
+def test_degenerate_raise_refuses_after_saving_that_epoch(tmp_path, data, monkeypatch):
+    healthy, degenerate = (5.0, 0.2), (1.0, 0.9)  # (median ESS, median k̂)
+    verdicts = iter([healthy, degenerate])
+    monkeypatch.setattr(train_mod, "median_weight_diagnostics", lambda *a, **k: next(verdicts))
+    with pytest.raises(DegenerateWeightsError, match="ucvae after epoch 1: .*Refusing"):
+        train(_cfg(tmp_path, epochs=3, degenerate="raise"), progress=False, data=data)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["epoch"] == 0 and ckpt["history"]["degenerate"] == [False, True]
+
+
+def test_early_stopping_keeps_the_best_epoch(tmp_path, data, monkeypatch, capsys):
+    scores = iter([-1.0, -2.0, -1.5, -3.0])  # validation: epoch 1 stays the best
+    monkeypatch.setattr(train_mod, "validate", lambda *a: (next(scores), 0.1))
+    model, hist = train(_cfg(tmp_path, objective="elbo", epochs=10, patience=2), data=data)
+    assert hist["epoch"] == [1, 2, 3] and hist["val_ll"] == [-1.0, -2.0, -1.5]
+    assert "stopping after epoch 3: no validation improvement" in capsys.readouterr().out
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["best_epoch"] == 1
+    for k, v in ckpt["best_model"].items():
+        assert torch.equal(v, model.state_dict()[k])
+    _, hist = train(_cfg(tmp_path / "t", objective="elbo", time_limit=1e-9), data=data)
+    assert hist["epoch"] == [1]
+    assert "stopping after epoch 1: time limit reached" in capsys.readouterr().out
+
+
+def test_quiet_run_prints_nothing_and_calls_back_every_epoch(tmp_path, data, capsys):
+    seen = []
+    train(
+        _cfg(tmp_path, objective="elbo"),
+        progress=False,
+        data=data,
+        callback=lambda epoch, model, hist: seen.append((epoch, list(hist["epoch"]))),
+    )
+    assert seen == [(1, [1]), (2, [1, 2])]
+    assert capsys.readouterr() == ("", "")
+
+
+class Recorder(train_mod.Callback):
+    """Records the events in the order the trainer fires them; stops after epoch 2."""
+
+    def __init__(self):
+        self.events = []
+
+    def on_train_start(self, trainer):
+        self.events.append("on_train_start")
+
+    def on_epoch_start(self, trainer):
+        self.events.append("on_epoch_start")
+
+    def on_step_end(self, trainer):
+        self.events.append("on_step_end")
+
+    def on_epoch_end(self, trainer):
+        self.events.append("on_epoch_end")
+        if trainer.epoch == 2:
+            trainer.stop_reason = "enough"
+
+    def on_train_end(self, trainer):
+        self.events.append("on_train_end")
+
+
+def test_trainer_fires_events_in_order_and_stops_when_asked(tmp_path, data):
+    cfg = _cfg(tmp_path, objective="elbo", epochs=5)
+    rec = Recorder()
+    train_mod.Trainer(cfg, train_mod.build_model(cfg, data.dim), data, [rec]).fit()
+    epoch = ["on_epoch_start"] + ["on_step_end"] * 6 + ["on_epoch_end"]  # 300 images / 50
+    assert rec.events == ["on_train_start", *epoch, *epoch, "on_train_end"]
 
 
 def test_cli_train_evaluate_reproduce(tmp_path, capsys):

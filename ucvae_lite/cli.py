@@ -128,6 +128,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     from .data import DATASETS
     from .objectives import ENCODER_OBJECTIVES
     from .objectives import UCVAE_DEFAULTS as D
+    from .vae import DEFAULT_ARCH
 
     g = p.add_argument_group("data")
     g.add_argument(
@@ -195,7 +196,8 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         "--latent-dim",
         type=int,
         default=None,
-        help=f"latent size d (default {D.latent_dim} on digits, 50 on mnist)",
+        help=f"latent size d (default {DEFAULT_ARCH['digits']['latent_dim']} on digits, "
+        "50 on mnist)",
     )
     g.add_argument(
         "--hidden",

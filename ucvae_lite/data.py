@@ -225,3 +225,16 @@ def load_dataset(
         arrays = load_idx_dir(root or FASHION_DIR, FASHION_HOWTO)
         return _splits(name, *arrays, (28, 28), binarization, seed)
     raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def load_for_config(
+    dataset: str,
+    data_dir: str | Path | None,
+    binarization: str,
+    seed: int,
+    subset: list[int] | None,
+) -> BinaryImages:
+    """The data a training config names: ``load_dataset`` then, if ``subset``, its first
+    [train, valid, test] images (``BinaryImages.subset``)."""
+    data = load_dataset(dataset, data_dir, binarization, seed)
+    return data.subset(*subset) if subset else data

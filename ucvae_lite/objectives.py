@@ -34,20 +34,26 @@ from .coupled import coupled_estimate
 from .estimate import Estimate
 from .iwae import effective_sample_size, iwae_bound
 from .machinery import GraphForLargeBatches
+from .rejuvenation import RandomWalkMH
 from .surrogate import log_likelihood_surrogate, particle_log_joint
 from .targets import ImportanceTarget
 from .vae import VAE
 
 OBJECTIVES = ("elbo", "iwae", "ucvae")
 ENCODER_OBJECTIVES = ("iwae", "inclusive")
+ON_TIMEOUT = ("truncate", "raise")  # what ucvae does with chains unmet after max_steps
 
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
     """Settings of the objectives; ``num_samples`` is S for all three (matched comparisons).
 
-    k, m, eps, encoder, max_steps, on_timeout only affect ``ucvae``. ``latent_dim`` is the
-    latent size used on the digits data (MNIST keeps the IWAE paper's 50).
+    k, m, eps, encoder, max_steps, on_timeout and rejuvenate only affect ``ucvae``: the
+    estimate averages the
+    coupled chains' steps k..m (H_{k:m}), so 0 ≤ k ≤ m, and a chain pair still unmet after
+    ``max_steps`` ≥ m steps is truncated (``on_timeout="truncate"``, counted in the step's
+    diagnostics) or raises (``"raise"``). The field defaults are the studied ucvae defaults
+    (``UCVAE_DEFAULTS`` below). The latent size is a model setting (``vae.DEFAULT_ARCH``).
     """
 
     num_samples: int = 10
@@ -55,31 +61,67 @@ class ObjectiveConfig:
     m: int = 2
     eps: float = 0.0  # defensive weight ε of (1 − ε) q_φ + ε p(z); 0 = plain q_φ
     encoder: str = "iwae"  # "iwae" or "inclusive"
-    latent_dim: int = 5
     max_steps: int = 1000  # coupled-chain step cap; unmet chains are truncated AND reported
     on_timeout: str = "truncate"  # "truncate" (flagged, counted) or "raise"
+    rejuvenate: float | None = None  # MH move on the references, scale c × σ_φ(x) (off: None)
 
     def __post_init__(self):
-        if self.encoder not in ENCODER_OBJECTIVES:
-            raise ValueError(f"encoder must be one of {ENCODER_OBJECTIVES}, got {self.encoder!r}")
-        if not 0.0 <= self.eps < 1.0:
-            raise ValueError(f"eps must be in [0, 1), got {self.eps}")
+        _require(
+            _is_int(self.num_samples) and self.num_samples >= 2,
+            f"num_samples (S) must be an integer >= 2, got {self.num_samples!r}",
+        )
+        _require(_is_int(self.k) and self.k >= 0, f"k must be an integer >= 0, got {self.k!r}")
+        _require(
+            _is_int(self.m) and self.m >= self.k,
+            f"m must be an integer >= k = {self.k} (H_k:m averages steps k..m), got {self.m!r}",
+        )
+        _require(
+            _is_int(self.max_steps) and self.max_steps >= max(1, self.m),
+            f"max_steps must be an integer >= max(1, m) = {max(1, self.m)}, got {self.max_steps!r}",
+        )
+        _require(
+            self.on_timeout in ON_TIMEOUT,
+            f"on_timeout must be one of {ON_TIMEOUT}, got {self.on_timeout!r}",
+        )
+        _require(
+            self.encoder in ENCODER_OBJECTIVES,
+            f"encoder must be one of {ENCODER_OBJECTIVES}, got {self.encoder!r}",
+        )
+        _require(0.0 <= self.eps < 1.0, f"eps must be in [0, 1), got {self.eps}")
+        _require(
+            self.rejuvenate is None or self.rejuvenate > 0,
+            f"rejuvenate must be a scale > 0 (or None for no MH move), got {self.rejuvenate}",
+        )
 
     def with_(self, **changes) -> ObjectiveConfig:
         """A copy with some fields changed (None values are ignored)."""
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-# The ucvae defaults, in one place: method.md §6, "a good teaching default for digits", kept
-# after the variance study (benchmarks/variance_study.py --quick; README "When is the estimator
-# practical?"). On digits d = 5: (k, m) = (1, 2) has 2.1x lower variance x cost than (0, 0)
-# and is level with (2, 4) (within the study's noise) and better than (4, 8); S = 50 lowers
-# ucvae's variance x cost by ~1.5x but S is shared with the elbo/iwae comparisons; the
-# full-covariance and flow encoders, the inclusive-KL encoder objective and the rejuvenation
-# move (off by default) did not lower it. No setting reached parity with IWAE per unit of
-# compute (1.6-5x), and MNIST d = 10/50 sit in the degenerate regime (~40x / ~350x on the
-# median image), which train.py warns about.
-UCVAE_DEFAULTS = ObjectiveConfig(num_samples=10, k=1, m=2, eps=0.0, encoder="iwae", latent_dim=5)
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _require(ok: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``ok``."""
+    if not ok:
+        raise ValueError(message)
+
+
+# The objectives' default settings: S = 10 is shared by elbo, iwae and ucvae.
+DEFAULT_CONFIG = ObjectiveConfig()
+
+# The ucvae defaults (the field defaults of ObjectiveConfig), kept after the variance study
+# (benchmarks/variance_study.py; README "When is the estimator practical?"). On digits,
+# d = 5: (k, m) = (1, 2) has about 2x lower variance x cost than (0, 0), is level with (2, 4)
+# (within the study's noise) and better than (4, 8); S = 50 lowers ucvae's variance x cost
+# relative to IWAE (5x at S = 5, 2.4x at S = 10, 1.6x at S = 50 in quick mode) but S is
+# shared with the elbo/iwae comparisons; the full-covariance and flow encoders, the
+# inclusive-KL encoder objective and the rejuvenation move (off by default) did not lower it.
+# No setting reached parity with IWAE per unit of compute (1.6-5x in quick mode, 5-11x at
+# S = 10 for longer-trained models), and MNIST d = 10/50 sit in the degenerate regime (~40x /
+# ~350x on the median image), which train.py warns about.
+UCVAE_DEFAULTS = ObjectiveConfig()
 
 
 @dataclass
@@ -97,7 +139,7 @@ def _log_weights(model: VAE, x: Tensor, q, z: Tensor, detach_decoder: bool = Fal
     return model.log_joint(x, z, detach_decoder) - q.log_prob(z)
 
 
-def elbo(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generator=None) -> Step:
+def elbo(model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None) -> Step:
     """−(1/S) Σ_s log w(z_s), reparameterised: the S-sample ELBO of a VAE."""
     q = model.proposal(x)
     log_w = _log_weights(model, x, q, q.sample(cfg.num_samples, generator))
@@ -105,7 +147,7 @@ def elbo(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generator
     return Step(-value, value.item(), {"ess": _ess(log_w)})
 
 
-def iwae(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generator=None) -> Step:
+def iwae(model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None) -> Step:
     """−log (1/S) Σ_s w(z_s), reparameterised: the IWAE bound, for θ and φ together."""
     q = model.proposal(x)
     log_w = _log_weights(model, x, q, q.sample(cfg.num_samples, generator))
@@ -118,7 +160,7 @@ def _ess(log_w: Tensor) -> float:
     return (effective_sample_size(log_w.detach()) / log_w.shape[-1]).mean().item()
 
 
-def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generator=None) -> Step:
+def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None) -> Step:
     """Unbiased θ-gradient from coupled CIS chains (k, m, S of ``cfg``); φ by ``cfg.encoder``.
 
     The loss's θ-gradient is −(1/B) Σ_b H_{k:m}[∇_θ log p_θ(x_b, ·)]; its value is not a bound
@@ -135,6 +177,10 @@ def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generato
         enc_loss = -iwae_bound(_log_weights(model, x, q, z, detach_decoder=True)).mean()
     log_w0 = model.log_joint(x, z0) - q_fixed.log_prob(z0)  # with θ's graph: reused below
     target = GraphForLargeBatches(ImportanceTarget(model, x, q_fixed))
+    move = None
+    if cfg.rejuvenate is not None:  # the optional MH move, scale c × σ_φ(x)
+        with torch.no_grad():
+            move = RandomWalkMH(cfg.rejuvenate * model.encoder_scale(x))
     est = coupled_estimate(
         target,
         S,
@@ -145,6 +191,7 @@ def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generato
         on_timeout=cfg.on_timeout,
         initial=(z0, log_w0),
         keep_log_weights=True,
+        move=move,
     )
     log_joint = particle_log_joint(model, x)
     theta_loss = -log_likelihood_surrogate(est, log_joint, "mean", reuse_log_weights=True)
@@ -187,7 +234,7 @@ def objective(name: str):
 
 
 def decoder_gradient(
-    model: VAE, x: Tensor, name: str, cfg: ObjectiveConfig = UCVAE_DEFAULTS, generator=None
+    model: VAE, x: Tensor, name: str, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None
 ) -> Tensor:
     """The flattened θ (decoder) gradient of ``name``'s loss on x: one gradient sample.
 

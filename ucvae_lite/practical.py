@@ -9,8 +9,8 @@ Three questions, one function each, on a VAE and a few data points:
   parameters θ of one decoder-gradient sample, its cost in log-weight evaluations, and the
   meeting times, for ucvae (H_{k:m}) or IWAE. Lower variance × cost is better: it is the
   variance per unit of compute, i.e. after averaging as many estimates as one budget buys.
-* ``degenerate_regime``: the rule ``train.py`` uses to warn (or refuse) when the estimate is in
-  the degenerate regime (notebook 06), where τ has a 1/t tail whatever S is.
+* ``degenerate_regime``: the one rule (``train.py`` uses it to warn or refuse) for the degenerate
+  regime, where one particle takes nearly all the weight and τ has a 1/t tail whatever S is.
 
 The per-replicate gradient of an ``Estimate`` is g_b = Σ_{n ∈ b} c_n ∇_θ log p_θ(x_b, z_n):
 the θ-gradient of the surrogate's term for data point b, with the coefficients of H_{k:m}
@@ -68,28 +68,36 @@ def weight_diagnostics(
     return out
 
 
-def degenerate_regime(median_ess: float, num_samples: int, median_khat: float | None = None):
+def degenerate_regime(
+    median_ess: float,
+    num_samples: int,
+    median_khat: float | None = None,
+    min_ess: float = DEGENERATE_ESS,
+) -> str | None:
     """A message when the diagnostics put the estimator in the degenerate regime, else None.
 
-    Degenerate: the median within-set ESS is below ``DEGENERATE_ESS`` particles (ESS/S near
-    1/S), or the median PSIS k̂ is above ``DEGENERATE_KHAT`` (heavy-tailed weights: sets of S
-    are degenerate often enough to put τ on a near-1/t tail). Then CIS selection is mostly an
-    argmax and the unbiased gradient's variance is tens to hundreds of times IWAE's per unit
-    of compute (method.md §6; on MNIST with d = 10, ESS 2.0 of 10 and k̂ 0.87 already gave 50×
-    on the median image, the variance study in the README).
+    Degenerate: the median within-set ESS (Σ_s w_s)² / Σ_s w_s² of sets of S = ``num_samples``
+    is below ``min_ess`` particles (ESS/S near 1/S: one particle takes nearly all the weight),
+    or the median PSIS k̂ is above ``DEGENERATE_KHAT`` (heavy-tailed weights: sets of S are
+    degenerate often enough to put τ on a near-1/t tail). Then CIS selection is mostly an
+    argmax (in the limit, P(τ > t) = (S+1)/(S+1+(S−1)(t−1))) and the unbiased gradient's
+    variance per unit of compute is tens to hundreds of times IWAE's (notebook 06;
+    on MNIST with d = 10, ESS 2.0 of 10 and k̂ 0.87 already gave 50× on the median image in
+    the README's variance study).
     """
-    ess_bad = median_ess < DEGENERATE_ESS
+    ess_bad = median_ess < min_ess
     khat_bad = median_khat is not None and median_khat > DEGENERATE_KHAT
     if not (ess_bad or khat_bad):
         return None
-    khat = "" if median_khat is None else f", median PSIS k̂ {median_khat:.2f}"
+    khat = ""
+    if median_khat is not None:
+        khat = f", median PSIS k̂ {median_khat:.2f} (above {DEGENERATE_KHAT} is heavy-tailed)"
     return (
         f"importance weights are degenerate: median within-set ESS {median_ess:.2f} of S = "
-        f"{num_samples} particles (ESS/S {median_ess / num_samples:.3f}; near 1/S is "
-        f"degenerate){khat} (> {DEGENERATE_KHAT} is heavy-tailed). In this regime the meeting "
-        "time has a near-1/t tail and the unbiased gradient is tens to hundreds of times "
-        "noisier than IWAE's per unit of compute (method.md §6; notebook 06): use a smaller "
-        "latent, a better encoder, or larger S"
+        f"{num_samples} particles (ESS/S {median_ess / num_samples:.3f}; below {min_ess:g} "
+        f"particles is degenerate){khat}. In this regime the meeting time has a near-1/t tail "
+        "and the unbiased gradient is tens to hundreds of times noisier than IWAE's per unit "
+        "of compute (notebook 06): use a smaller latent, a better encoder, or larger S"
     )
 
 

@@ -23,7 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .data import load_dataset  # noqa: E402
+from .data import load_for_config  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
 from .objectives import OBJECTIVES  # noqa: E402
 from .train import TrainConfig, train  # noqa: E402
@@ -42,9 +42,7 @@ def run_all(
     """Train every (objective, seed) pair under ``base.out``/OBJECTIVE_sSEED; returns rows
     {objective, seed, test_ll, test_se, epochs, time, steps, tau_mean, tau_max, evals, history}.
     """
-    data = load_dataset(base.dataset, base.data_dir, base.binarization, base.seed)
-    if base.subset:
-        data = data.subset(*base.subset)
+    data = load_for_config(base.dataset, base.data_dir, base.binarization, base.seed, base.subset)
     rows = []
     for seed in seeds:
         for obj in objectives:

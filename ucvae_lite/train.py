@@ -1,19 +1,36 @@
-"""Training loop: Adam, seeds, tqdm progress, validation each epoch, checkpoints and resume.
+"""Training: a short loop (``Trainer``) that fires events, and callbacks with one job each.
 
-One call trains one VAE with one objective (``objectives.py``) and writes ``OUT/checkpoint.pt``
-after every epoch (atomically: a crash never leaves a half-written file), so ``resume=True``
-loses at most one epoch. Checkpoints hold only tensors and plain Python values and load with
-``torch.load(..., weights_only=True)``. A non-finite loss stops training with an error that
-names the step; the checkpoint of the last finished epoch is kept.
+``train(config)`` trains one VAE with one objective of ``objectives.py`` by Adam:
 
-For ``ucvae`` the loop also checks, before the first epoch and after every epoch, whether the
-importance weights are in the degenerate regime of method.md §6, on
-``DEGENERATE_CHECK_IMAGES`` validation images: median within-set ESS below
-``degenerate_ess`` particles (ESS/S near 1/S) or median PSIS k̂ of 500 draws above
-``practical.DEGENERATE_KHAT``. There the meeting time has a near-1/t tail and the unbiased
-gradient is tens to hundreds of times noisier than IWAE's. ``degenerate="warn"`` (default)
-warns once per run and records the median ESS of every check in the history; ``"raise"``
-refuses to train (``DegenerateWeightsError``); ``"ignore"`` is the explicit override.
+    for each epoch:   draw this epoch's binary training images, shuffle them into minibatches
+        for each step:    loss = objective(model, x_batch);  (θ, φ) ← Adam step along −∇ loss
+        validate:         mean IWAE-``val_samples`` bound on the validation images
+
+and fires ``on_train_start``, ``on_epoch_start``, ``on_step_end``, ``on_epoch_end`` and
+``on_train_end`` to its callbacks, in this order:
+
+* ``DivergenceGuard``: a NaN or infinite loss stops training with ``TrainingDivergedError``
+  naming the epoch and step; the checkpoint of the last finished epoch is kept.
+* ``History``: the per-step and per-epoch numbers that ``train`` returns.
+* ``DegenerateCheck`` (ucvae): are the importance weights degenerate? (below)
+* ``TruncationReport``: a line for each epoch in which coupled chains hit ``max_steps``.
+* ``Progress``: a tqdm bar per epoch and one line after it (``progress=False``: silent).
+* ``Checkpoint``: ``OUT/checkpoint.pt`` after every epoch, written atomically (a crash never
+  leaves a half-written file), holding only tensors and plain Python values (it loads with
+  ``torch.load(..., weights_only=True)``). ``resume=True`` restores the model, optimiser,
+  both random generators, history, epoch, elapsed time and best model first, so a resumed run
+  continues exactly as an uninterrupted one would.
+* ``EpochFunction``: the caller's ``callback(epoch, model, history)``.
+* ``EarlyStopping``: ``patience`` epochs without a better validation bound, or ``time_limit``.
+
+Degenerate weights (ucvae only). Before the first epoch and after every epoch, on
+``DEGENERATE_CHECK_IMAGES`` validation images, ``practical.degenerate_regime`` asks whether the
+median within-set ESS (Σ_s w_s)² / Σ_s w_s² of S particles is below ``degenerate_ess`` or the
+median PSIS k̂ is above ``practical.DEGENERATE_KHAT``. There one particle takes nearly all the
+weight, the meeting time has a near-1/t tail and the unbiased gradient is tens to hundreds of
+times noisier than IWAE's per unit of compute (notebook 06). ``degenerate="warn"`` (default)
+warns once per run and records every check in the history; ``"raise"`` refuses to go on
+(``DegenerateWeightsError``, after that epoch's checkpoint is saved); ``"ignore"`` skips it.
 """
 
 from __future__ import annotations
@@ -22,20 +39,26 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from .data import BinaryImages, load_dataset
+from .data import DATASETS, BinaryImages, load_for_config
 from .evaluate import log_likelihood
-from .objectives import OBJECTIVES, UCVAE_DEFAULTS, ObjectiveConfig, objective
+from .objectives import OBJECTIVES, ObjectiveConfig, Step, objective
 from .practical import DEGENERATE_ESS, degenerate_regime, weight_diagnostics
-from .vae import VAE, build_vae
+from .vae import DEFAULT_ARCH, VAE, build_vae
 
 DEGENERATE_POLICIES = ("warn", "raise", "ignore")
 DEGENERATE_CHECK_IMAGES = 100  # validation images in the degenerate-regime check
+EPOCH_KEYS = ("epoch", "train_bound", "val_ll", "val_se", "time", "steps", "truncated")
+EPOCH_KEYS += ("tau_mean", "tau_max", "evals", "ess")
+STEP_KEYS = ("step_bound", "step_tau_mean", "step_tau_max")
+CHECK_KEYS = ("check_median_ess", "degenerate")  # one entry per degenerate-regime check
 
 
 def fast_mode() -> bool:
@@ -51,12 +74,22 @@ class DegenerateWeightsError(RuntimeError):
     """ucvae refused to train: the importance weights are degenerate (``degenerate="raise"``)."""
 
 
+def _require(ok: bool, message: str) -> None:
+    """Raise ``ValueError(message)`` unless ``ok``."""
+    if not ok:
+        raise ValueError(message)
+
+
+def _int_at_least(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (saved in its checkpoint).
 
-    ``None`` for num_samples, k, m, eps, encoder, latent_dim, max_steps means "take it from
-    ``UCVAE_DEFAULTS``" (latent_dim: 5 on digits, 50 on (fashion-)mnist as in the IWAE paper).
+    ``None`` for num_samples, k, m, eps, encoder, max_steps means "the ``ObjectiveConfig``
+    default"; for latent_dim, "the dataset's default" (``resolved_latent_dim``).
     """
 
     dataset: str = "digits"
@@ -67,6 +100,7 @@ class TrainConfig:
     eps: float | None = None
     encoder: str | None = None
     max_steps: int | None = None
+    rejuvenate: float | None = None  # ucvae: MH move on the references, scale c × σ_φ(x)
     latent_dim: int | None = None
     hidden: list[int] | None = None
     activation: str = "tanh"
@@ -87,42 +121,291 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None  # torch CPU threads (None: 1 on digits, torch's default else)
     out: str = "runs/train"
-    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Reject bad settings now, with a message that says what to change."""
+        _require(
+            self.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {self.dataset!r}"
+        )
+        _require(
+            self.objective in OBJECTIVES,
+            f"objective must be one of {OBJECTIVES}, got {self.objective!r}",
+        )
+        _require(
+            self.degenerate in DEGENERATE_POLICIES,
+            f"degenerate must be one of {DEGENERATE_POLICIES}, got {self.degenerate!r}",
+        )
+        _require(
+            self.degenerate_ess > 0,
+            f"degenerate_ess must be > 0 particles, got {self.degenerate_ess!r}",
+        )
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("val_samples", 2)):
+            value = getattr(self, name)
+            _require(
+                _int_at_least(value, minimum),
+                f"{name} must be an integer >= {minimum}, got {value!r}",
+            )
+        _require(self.lr > 0, f"lr must be > 0, got {self.lr!r}")
+        _require(
+            self.patience is None or _int_at_least(self.patience, 1),
+            f"patience must be None (no early stopping) or an integer >= 1, got {self.patience!r}",
+        )
+        _require(
+            self.time_limit is None or self.time_limit > 0,
+            f"time_limit must be None (no limit) or > 0 seconds, got {self.time_limit!r}",
+        )
+        _require(
+            self.latent_dim is None or _int_at_least(self.latent_dim, 1),
+            f"latent_dim must be None (the dataset's default) or an integer >= 1, "
+            f"got {self.latent_dim!r}",
+        )
+        _require(
+            self.subset is None
+            or (len(self.subset) == 3 and all(_int_at_least(n, 1) for n in self.subset)),
+            f"subset must be None (all images) or three sizes [train, valid, test], each an "
+            f"integer >= 1, got {self.subset!r}",
+        )
+        self.objective_config()  # raises for a bad num_samples, k, m, eps, encoder or max_steps
 
     def objective_config(self) -> ObjectiveConfig:
-        latent = self.latent_dim
-        if latent is None:
-            latent = UCVAE_DEFAULTS.latent_dim if self.dataset == "digits" else 50
-        return UCVAE_DEFAULTS.with_(
+        """The objective's settings: ``ObjectiveConfig()`` with this run's non-None overrides."""
+        return ObjectiveConfig().with_(
             num_samples=self.num_samples,
             k=self.k,
             m=self.m,
             eps=self.eps,
             encoder=self.encoder,
             max_steps=self.max_steps,
-            latent_dim=latent,
+            rejuvenate=self.rejuvenate,
         )
 
-
-def _history() -> dict:
-    keys = ["epoch", "train_bound", "val_ll", "val_se", "time", "steps", "truncated"]
-    keys += ["tau_mean", "tau_max", "evals", "ess"]
-    return {k: [] for k in keys} | {
-        "step_bound": [],
-        "step_tau_mean": [],
-        "step_tau_max": [],
-        "check_median_ess": [],  # degenerate-regime check: before training, then per epoch
-        "degenerate": [],
-    }
+    def resolved_latent_dim(self) -> int:
+        """``latent_dim``, or the dataset's default in ``vae.DEFAULT_ARCH`` (5 on digits, 50 on
+        (fashion-)mnist as in the IWAE paper)."""
+        if self.latent_dim is not None:
+            return self.latent_dim
+        return DEFAULT_ARCH[self.dataset]["latent_dim"]
 
 
-def check_degenerate(
-    model: VAE, x: torch.Tensor, ocfg: ObjectiveConfig, cfg: TrainConfig, where: str, seed: int
-) -> tuple[float, str | None]:
-    """Median within-set ESS (and PSIS k̂) on x at ucvae's S and ε; a message when degenerate.
+def new_history() -> dict[str, list]:
+    """Empty lists: one entry per epoch (EPOCH_KEYS), per step (STEP_KEYS; τ for ucvae only)
+    and per degenerate-regime check (CHECK_KEYS)."""
+    return {key: [] for key in EPOCH_KEYS + STEP_KEYS + CHECK_KEYS}
 
-    ``cfg.degenerate="raise"`` raises ``DegenerateWeightsError`` instead of returning one.
+
+@torch.no_grad()
+def validate(model: VAE, x: Tensor, num_samples: int, seed: int) -> tuple[float, float]:
+    """Mean IWAE-``num_samples`` bound on x and its standard error."""
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    ll = log_likelihood(model, x, num_samples, generator=g)
+    return ll.mean().item(), (ll.std() / math.sqrt(len(ll))).item()
+
+
+def _cpu_state(model: VAE) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def save_atomically(path: Path, state: dict) -> None:
+    """``torch.save`` to a temporary file, then rename it: ``path`` is never half-written."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+class Callback:
+    """One job in the training loop: override the events it needs; each gets the ``Trainer``."""
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        """Once, before anything else."""
+
+    def on_epoch_start(self, trainer: Trainer) -> None:
+        """Before each epoch's first step (``trainer.epoch`` epochs are finished)."""
+
+    def on_step_end(self, trainer: Trainer) -> None:
+        """After each optimiser step (``trainer.last`` is its ``Step``)."""
+
+    def on_epoch_end(self, trainer: Trainer) -> None:
+        """After each epoch's validation (``trainer.epoch`` now counts this epoch)."""
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        """Once, after the last epoch (not when an error ends training)."""
+
+
+class Trainer:
+    """Adam on one objective, epoch after epoch; the callbacks do everything else.
+
+    Its state, all of which a checkpoint holds (``state_dict``): ``model``, ``opt``, ``gen``
+    (the objective's random numbers), ``data_gen`` (binarisation and shuffling), ``epoch``
+    (finished epochs), ``elapsed`` (seconds spent in steps and validation), ``history`` and
+    ``best`` (epoch, validation bound and CPU weights of the best epoch so far). During an
+    epoch: ``step`` (1, 2, ... of ``num_batches``) and ``last`` (the last ``Step``); after
+    it, ``val_ll`` and ``val_se``. A callback ends training by setting ``stop_reason`` (after
+    this epoch) or ``error`` (raised once every callback has seen this epoch's end, so the
+    checkpoint of this epoch is saved first).
     """
+
+    def __init__(self, cfg: TrainConfig, model: VAE, data: BinaryImages, callbacks: list[Callback]):
+        self.cfg, self.ocfg = cfg, cfg.objective_config()
+        self.model, self.data, self.callbacks = model, data, callbacks
+        self.device = next(model.parameters()).device
+        self.valid = data.valid.to(self.device)
+        self.objective = objective(cfg.objective)
+        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
+        self.data_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        self.num_batches = math.ceil(len(data.train) / cfg.batch_size)
+        self.history = new_history()
+        self.best = {"epoch": -1, "val_ll": -math.inf, "model": None}
+        self.last: Step | None = None
+        self.val_ll = self.val_se = math.nan
+        self.stop_reason: str | None = None
+        self.error: Exception | None = None
+
+    def fire(self, event: str) -> None:
+        """Call every callback's ``event`` method, in list order."""
+        for callback in self.callbacks:
+            getattr(callback, event)(self)
+
+    def fit(self) -> tuple[VAE, dict]:
+        """Train to ``cfg.epochs`` or until a callback stops; returns (best model, history)."""
+        self.fire("on_train_start")
+        while self.epoch < self.cfg.epochs and self.stop_reason is None:
+            self.fire("on_epoch_start")
+            self.run_epoch()
+            self.fire("on_epoch_end")
+            if self.error is not None:
+                raise self.error
+        if self.best["model"] is not None:
+            self.model.load_state_dict(self.best["model"])
+        self.fire("on_train_end")
+        return self.model, self.history
+
+    def run_epoch(self) -> None:
+        """One pass over the shuffled training images, then validation and the best epoch."""
+        start = time.perf_counter()
+        for step, x in enumerate(self.batches(), start=1):
+            self.step, self.last = step, self.train_step(x)
+            self.fire("on_step_end")
+        cfg = self.cfg
+        self.val_ll, self.val_se = validate(self.model, self.valid, cfg.val_samples, cfg.seed)
+        self.elapsed += time.perf_counter() - start
+        self.epoch += 1
+        if self.val_ll > self.best["val_ll"]:
+            self.best = {
+                "epoch": self.epoch,
+                "val_ll": self.val_ll,
+                "model": _cpu_state(self.model),
+            }
+
+    def batches(self) -> Iterator[Tensor]:
+        """This epoch's minibatches: fresh binary images (if dynamic), shuffled by ``data_gen``."""
+        xs = self.data.train_epoch(self.data_gen)
+        order = torch.randperm(len(xs), generator=self.data_gen)
+        for idx in order.split(self.cfg.batch_size):
+            yield xs[idx].to(self.device)
+
+    def train_step(self, x: Tensor) -> Step:
+        """loss = objective(model, x); one Adam step along its negative gradient."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # truncations: counted per epoch
+            step = self.objective(self.model, x, self.ocfg, self.gen)
+        self.opt.zero_grad(set_to_none=True)
+        step.loss.backward()
+        self.opt.step()
+        return step
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly; tensors and plain Python values only."""
+        return {
+            "config": asdict(self.cfg),
+            "model_config": self.model.config(),
+            "model": _cpu_state(self.model),
+            "optimizer": self.opt.state_dict(),
+            "rng_model": self.gen.get_state(),
+            "rng_data": self.data_gen.get_state(),
+            "history": self.history,
+            "epoch": self.epoch - 1,  # index of the last finished epoch (0: the first)
+            "elapsed": self.elapsed,
+            "best_epoch": self.best["epoch"],
+            "best_val": self.best["val_ll"],
+            "best_model": self.best["model"],
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state_dict()``: the next epoch is the one after ``state["epoch"]``."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["rng_model"].cpu())  # generator states are CPU byte tensors
+        self.data_gen.set_state(state["rng_data"].cpu())
+        self.history = new_history() | state["history"]
+        self.epoch, self.elapsed = state["epoch"] + 1, state["elapsed"]
+        self.best = {
+            "epoch": state["best_epoch"],
+            "val_ll": state["best_val"],
+            "model": state["best_model"],
+        }
+
+
+class DivergenceGuard(Callback):
+    """A NaN or infinite loss or bound ends training, naming the epoch and step."""
+
+    def __init__(self, checkpoint: Path):
+        self.checkpoint = checkpoint
+
+    def on_step_end(self, t: Trainer) -> None:
+        loss, bound = t.last.loss.item(), t.last.bound
+        if not (math.isfinite(loss) and math.isfinite(bound)):
+            raise TrainingDivergedError(
+                f"{t.cfg.objective} loss is {loss} (bound {bound}) at epoch {t.epoch + 1}, "
+                f"step {t.step} of {t.num_batches}. The checkpoint of the last finished epoch "
+                f"is kept in {self.checkpoint}; try a lower --lr, then --resume."
+            )
+
+
+class History(Callback):
+    """Records ``trainer.history``: bound (and τ, for ucvae) per step; per epoch, the means
+    over its steps of bound, τ, evaluations and ESS/S, the max τ, the truncated chains, the
+    validation bound ± SE, the elapsed time and the total steps."""
+
+    def on_epoch_start(self, t: Trainer) -> None:
+        self.bounds: list[float] = []
+        self.diagnostics: list[dict] = []
+
+    def on_step_end(self, t: Trainer) -> None:
+        d = t.last.diagnostics
+        self.bounds.append(t.last.bound)
+        self.diagnostics.append(d)
+        t.history["step_bound"].append(t.last.bound)
+        if "tau_mean" in d:
+            t.history["step_tau_mean"].append(d["tau_mean"])
+            t.history["step_tau_max"].append(d["tau_max"])
+
+    def on_epoch_end(self, t: Trainer) -> None:
+        n, ds = len(self.bounds), self.diagnostics
+        ucvae = t.cfg.objective == "ucvae"
+        row = {
+            "epoch": t.epoch,
+            "train_bound": sum(self.bounds) / n,
+            "val_ll": t.val_ll,
+            "val_se": t.val_se,
+            "time": t.elapsed,
+            "steps": t.epoch * n,
+            "truncated": sum(d.get("truncated", 0) for d in ds),
+            "tau_mean": sum(d["tau_mean"] for d in ds) / n if ucvae else math.nan,
+            "tau_max": float(max(d["tau_max"] for d in ds)) if ucvae else math.nan,
+            "evals": sum(d["evals"] for d in ds) / n if ucvae else float(t.ocfg.num_samples),
+            "ess": sum(d.get("ess", math.nan) for d in ds) / n,
+        }
+        for key, value in row.items():
+            t.history[key].append(value)
+
+
+def median_weight_diagnostics(
+    model: VAE, x: Tensor, ocfg: ObjectiveConfig, seed: int
+) -> tuple[float, float]:
+    """Median within-set ESS (20 sets of S) and median PSIS k̂ (500 draws) of q_φ on x, at the
+    objective's S and ε; a generator of its own leaves the training's random numbers alone."""
     g = torch.Generator(device=x.device).manual_seed(seed)
     was_training = model.training
     model.eval()
@@ -130,32 +413,176 @@ def check_degenerate(
         model, x, ocfg.num_samples, ocfg.eps, num_sets=20, num_khat=500, generator=g
     )
     model.train(was_training)
-    med, khat = d["median_ess"], d["median_khat"]
-    msg = degenerate_regime(med, ocfg.num_samples, khat)
-    if msg is None and med < cfg.degenerate_ess:  # a stricter threshold than the library's
-        msg = f"median within-set ESS {med:.2f} of S = {ocfg.num_samples} is below "
-        msg += f"degenerate_ess={cfg.degenerate_ess}"
-    if msg is not None:
-        msg = f"ucvae {where}: {msg}"
-        if cfg.degenerate == "raise":
-            raise DegenerateWeightsError(
-                msg + '. Refusing to train; pass degenerate="warn" or "ignore" to override.'
+    return d["median_ess"], d["median_khat"]
+
+
+class DegenerateCheck(Callback):
+    """ucvae: checks the importance weights before the first epoch and after every epoch.
+
+    Each check appends the median ESS to ``history["check_median_ess"]`` and its verdict
+    (``practical.degenerate_regime`` with ``min_ess``) to ``history["degenerate"]``.
+    ``policy="warn"``: one ``RuntimeWarning``, at the run's first degenerate check (the
+    history remembers it across a resume); ``"raise"``: ``DegenerateWeightsError``.
+    """
+
+    def __init__(self, policy: str, min_ess: float, images: int = DEGENERATE_CHECK_IMAGES):
+        self.policy, self.min_ess, self.images = policy, min_ess, images
+
+    def on_epoch_start(self, t: Trainer) -> None:
+        if t.epoch == 0:  # before training (a resumed run was checked before it stopped)
+            message = self.check(t, "before training")
+            if message is not None and self.policy == "raise":
+                raise self.refusal(message)
+
+    def on_epoch_end(self, t: Trainer) -> None:
+        message = self.check(t, f"after epoch {t.epoch}")
+        if message is not None and self.policy == "raise":
+            t.error = self.refusal(message)  # raised after the checkpoint is saved
+
+    def check(self, t: Trainer, where: str) -> str | None:
+        """Measure, record in the history, warn if this is the first degenerate check."""
+        x = t.valid[: self.images]
+        ess, khat = median_weight_diagnostics(t.model, x, t.ocfg, seed=t.cfg.seed + 3)
+        message = degenerate_regime(ess, t.ocfg.num_samples, khat, min_ess=self.min_ess)
+        t.history["check_median_ess"].append(ess)
+        t.history["degenerate"].append(message is not None)
+        if message is None:
+            return None
+        message = f"ucvae {where}: {message}"
+        if self.policy == "warn" and t.history["degenerate"].count(True) == 1:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        return message
+
+    @staticmethod
+    def refusal(message: str) -> DegenerateWeightsError:
+        return DegenerateWeightsError(
+            message + '. Refusing to train; pass degenerate="warn" or "ignore" to override.'
+        )
+
+
+class TruncationReport(Callback):
+    """A line for each epoch in which coupled chains hit ``max_steps`` (biased gradients)."""
+
+    def on_epoch_end(self, t: Trainer) -> None:
+        truncated = t.history["truncated"][-1]
+        if truncated:
+            tqdm.write(
+                f"WARNING epoch {t.epoch}: {truncated} coupled chains hit max_steps="
+                f"{t.ocfg.max_steps} and were truncated (biased gradient for those points)"
             )
-    return med, msg
 
 
-def _save(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+class Progress(Callback):
+    """A tqdm bar per epoch, one line after each epoch and one when training stops early;
+    ``enabled=False`` prints none of them."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+
+    def on_epoch_start(self, t: Trainer) -> None:
+        desc = f"{t.cfg.objective} epoch {t.epoch + 1}/{t.cfg.epochs}"
+        self.bar = tqdm(total=t.num_batches, desc=desc, disable=not self.enabled, leave=False)
+
+    def on_step_end(self, t: Trainer) -> None:
+        postfix = {"bound": f"{t.last.bound:.2f}"}
+        if "tau_mean" in t.last.diagnostics:
+            postfix["tau"] = f"{t.last.diagnostics['tau_mean']:.2f}"
+        self.bar.set_postfix(postfix, refresh=False)
+        self.bar.update()
+
+    def on_epoch_end(self, t: Trainer) -> None:
+        self.bar.close()
+        if not self.enabled:
+            return
+        h = {key: t.history[key][-1] for key in EPOCH_KEYS}  # this epoch's row
+        extra = ""
+        if t.cfg.objective == "ucvae":
+            extra = f", tau mean {h['tau_mean']:.2f} max {h['tau_max']:.0f}"
+        tqdm.write(
+            f"{t.cfg.objective} epoch {t.epoch}: train bound {h['train_bound']:.3f}, "
+            f"valid IWAE-{t.cfg.val_samples} {h['val_ll']:.3f} ± {h['val_se']:.3f}{extra} "
+            f"({h['time']:.0f}s)"
+        )
+
+    def on_train_end(self, t: Trainer) -> None:
+        if self.enabled and t.stop_reason is not None:
+            tqdm.write(f"stopping after epoch {t.epoch}: {t.stop_reason}")
 
 
-@torch.no_grad()
-def validate(model: VAE, x: torch.Tensor, num_samples: int, seed: int) -> tuple[float, float]:
-    """Mean IWAE-``num_samples`` bound on x and its standard error."""
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    ll = log_likelihood(model, x, num_samples, generator=g)
-    return ll.mean().item(), (ll.std() / math.sqrt(len(ll))).item()
+class Checkpoint(Callback):
+    """Saves ``trainer.state_dict()`` to ``path`` after every epoch; with ``resume``, restores
+    it before training (if the file exists)."""
+
+    def __init__(self, path: Path, resume: bool = False, verbose: bool = True):
+        self.path, self.resume, self.verbose = path, resume, verbose
+
+    def on_train_start(self, t: Trainer) -> None:
+        if self.resume and self.path.exists():
+            t.load_state_dict(torch.load(self.path, map_location=t.device, weights_only=True))
+            if self.verbose:
+                tqdm.write(f"resuming {self.path} after epoch {t.epoch}")
+
+    def on_epoch_end(self, t: Trainer) -> None:
+        save_atomically(self.path, t.state_dict())
+
+
+class EpochFunction(Callback):
+    """Calls ``fn(epoch, model, history)`` after every epoch."""
+
+    def __init__(self, fn: Callable[[int, VAE, dict], None]):
+        self.fn = fn
+
+    def on_epoch_end(self, t: Trainer) -> None:
+        self.fn(t.epoch, t.model, t.history)
+
+
+class EarlyStopping(Callback):
+    """Stops after ``patience`` epochs without a better validation bound, or after the epoch in
+    which the training time passes ``time_limit`` seconds (either may be None: no limit)."""
+
+    def __init__(self, patience: int | None, time_limit: float | None):
+        self.patience, self.time_limit = patience, time_limit
+
+    def on_epoch_end(self, t: Trainer) -> None:
+        if self.patience is not None and t.epoch - t.best["epoch"] >= self.patience:
+            t.stop_reason = "no validation improvement"
+        elif self.time_limit is not None and t.elapsed >= self.time_limit:
+            t.stop_reason = "time limit reached"
+
+
+def default_callbacks(
+    cfg: TrainConfig,
+    checkpoint: Path,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callable[[int, VAE, dict], None] | None = None,
+) -> list[Callback]:
+    """``train``'s callbacks, in the order they run at every event: the guard sees each step
+    first, the history is written before anything reads it, the checkpoint is saved after
+    everything that writes the history."""
+    callbacks: list[Callback] = [DivergenceGuard(checkpoint), History()]
+    if cfg.objective == "ucvae" and cfg.degenerate != "ignore":
+        callbacks.append(DegenerateCheck(cfg.degenerate, cfg.degenerate_ess))
+    callbacks += [TruncationReport(), Progress(progress), Checkpoint(checkpoint, resume, progress)]
+    if callback is not None:
+        callbacks.append(EpochFunction(callback))
+    callbacks.append(EarlyStopping(cfg.patience, cfg.time_limit))
+    return callbacks
+
+
+def build_model(cfg: TrainConfig, data_dim: int) -> VAE:
+    """The VAE of ``cfg`` on ``cfg.device``, initialised after ``torch.manual_seed(cfg.seed)``."""
+    torch.manual_seed(cfg.seed)
+    model = build_vae(
+        cfg.dataset,
+        data_dim,
+        hidden=tuple(cfg.hidden) if cfg.hidden else None,
+        latent_dim=cfg.resolved_latent_dim(),
+        activation=cfg.activation,
+        covariance=cfg.covariance,
+        flow_layers=cfg.flow_layers,
+    )
+    return model.to(cfg.device)
 
 
 def train(
@@ -163,188 +590,22 @@ def train(
     resume: bool = False,
     progress: bool = True,
     data: BinaryImages | None = None,
-    callback=None,
+    callback: Callable[[int, VAE, dict], None] | None = None,
 ) -> tuple[VAE, dict]:
     """Train one VAE; returns (model at its best validation epoch, history).
 
+    ``resume`` continues from ``config.out``/checkpoint.pt if it exists; ``progress=False``
+    prints no bar or per-epoch line; ``data`` skips loading the dataset again;
     ``callback(epoch, model, history)``, if given, runs after every epoch (e.g. to measure
-    gradient variance); ``data`` skips loading the dataset again.
+    gradient variance).
     """
     cfg = config
-    if cfg.objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {cfg.objective!r}")
-    if cfg.degenerate not in DEGENERATE_POLICIES:
-        raise ValueError(f"degenerate must be one of {DEGENERATE_POLICIES}, got {cfg.degenerate!r}")
     threads = cfg.threads or (1 if cfg.dataset == "digits" else None)
     if threads:
         torch.set_num_threads(threads)
-    ocfg = cfg.objective_config()
-    device = torch.device(cfg.device)
     if data is None:
-        data = load_dataset(cfg.dataset, cfg.data_dir, cfg.binarization, cfg.seed)
-        if cfg.subset:
-            data = data.subset(*cfg.subset)
+        data = load_for_config(cfg.dataset, cfg.data_dir, cfg.binarization, cfg.seed, cfg.subset)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "checkpoint.pt"
-
-    torch.manual_seed(cfg.seed)
-    model = build_vae(
-        cfg.dataset,
-        data.dim,
-        hidden=tuple(cfg.hidden) if cfg.hidden else None,
-        latent_dim=ocfg.latent_dim,
-        activation=cfg.activation,
-        covariance=cfg.covariance,
-        flow_layers=cfg.flow_layers,
-    ).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    data_gen = torch.Generator().manual_seed(cfg.seed + 2)
-    history, start, elapsed = _history(), 0, 0.0
-    best = {"epoch": -1, "val_ll": -math.inf, "model": None}
-    if resume and path.exists():
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["rng_model"])
-        data_gen.set_state(ckpt["rng_data"])
-        history, start, elapsed = ckpt["history"], ckpt["epoch"] + 1, ckpt["elapsed"]
-        best = {"epoch": ckpt["best_epoch"], "val_ll": ckpt["best_val"], "model": None}
-        best["model"] = ckpt["best_model"]
-        if progress:
-            tqdm.write(f"resuming {path} after epoch {ckpt['epoch']}")
-
-    fn = objective(cfg.objective)
-    valid = data.valid.to(device)
-    check = cfg.objective == "ucvae" and cfg.degenerate != "ignore"
-    warned = any(history.get("degenerate", []))
-
-    def run_check(where: str) -> None:
-        nonlocal warned
-        med, msg = check_degenerate(
-            model, valid[:DEGENERATE_CHECK_IMAGES], ocfg, cfg, where, cfg.seed + 3
-        )
-        history.setdefault("check_median_ess", []).append(med)
-        history.setdefault("degenerate", []).append(msg is not None)
-        if msg is not None and not warned:
-            warned = True
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
-            if progress:
-                tqdm.write(f"WARNING {msg}")
-
-    if check and start == 0:
-        run_check("before training")
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        xs = data.train_epoch(data_gen)
-        perm = torch.randperm(len(xs), generator=data_gen)
-        batches = list(perm.split(cfg.batch_size))
-        sums = {"bound": 0.0, "tau_mean": 0.0, "evals": 0.0, "ess": 0.0}
-        tau_max, truncated = 0, 0
-        bar = tqdm(
-            batches,
-            desc=f"{cfg.objective} epoch {epoch + 1}/{cfg.epochs}",
-            disable=not progress,
-            leave=False,
-        )
-        for i, idx in enumerate(bar):
-            xb = xs[idx].to(device)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # counted and reported below
-                step = fn(model, xb, ocfg, gen)
-            if not (math.isfinite(step.loss.item()) and math.isfinite(step.bound)):
-                raise TrainingDivergedError(
-                    f"{cfg.objective} loss is {step.loss.item()} (bound {step.bound}) at epoch "
-                    f"{epoch + 1}, step {i + 1} of {len(batches)}. The checkpoint of the last "
-                    f"finished epoch is kept in {path}; try a lower --lr, then --resume."
-                )
-            opt.zero_grad(set_to_none=True)
-            step.loss.backward()
-            opt.step()
-            d = step.diagnostics
-            sums["bound"] += step.bound
-            sums["ess"] += d.get("ess", float("nan"))
-            history["step_bound"].append(step.bound)
-            if "tau_mean" in d:
-                sums["tau_mean"] += d["tau_mean"]
-                sums["evals"] += d["evals"]
-                tau_max = max(tau_max, d["tau_max"])
-                truncated += d["truncated"]
-                history["step_tau_mean"].append(d["tau_mean"])
-                history["step_tau_max"].append(d["tau_max"])
-                bar.set_postfix(bound=f"{step.bound:.2f}", tau=f"{d['tau_mean']:.2f}")
-            else:
-                bar.set_postfix(bound=f"{step.bound:.2f}")
-        n = len(batches)
-        val_ll, val_se = validate(model, valid, cfg.val_samples, cfg.seed)
-        elapsed += time.perf_counter() - t0
-        is_ucvae = cfg.objective == "ucvae"
-        row = {
-            "epoch": epoch + 1,
-            "train_bound": sums["bound"] / n,
-            "val_ll": val_ll,
-            "val_se": val_se,
-            "time": elapsed,
-            "steps": (epoch + 1) * n,
-            "truncated": truncated,
-            "tau_mean": sums["tau_mean"] / n if is_ucvae else float("nan"),
-            "tau_max": float(tau_max) if is_ucvae else float("nan"),
-            "evals": sums["evals"] / n if is_ucvae else float(ocfg.num_samples),
-            "ess": sums["ess"] / n,
-        }
-        for k, v in row.items():
-            history[k].append(v)
-        if truncated:
-            tqdm.write(
-                f"WARNING epoch {epoch + 1}: {truncated} coupled chains hit max_steps="
-                f"{ocfg.max_steps} and were truncated (biased gradient for those points)"
-            )
-        if progress:
-            extra = f", tau mean {row['tau_mean']:.2f} max {tau_max}" if is_ucvae else ""
-            tqdm.write(
-                f"{cfg.objective} epoch {epoch + 1}: train bound {row['train_bound']:.3f}, "
-                f"valid IWAE-{cfg.val_samples} {val_ll:.3f} ± {val_se:.3f}{extra} "
-                f"({elapsed:.0f}s)"
-            )
-        if val_ll > best["val_ll"]:
-            best = {"epoch": epoch + 1, "val_ll": val_ll, "model": _cpu_state(model)}
-        try:  # a refusal by the degenerate-regime check still keeps this epoch's checkpoint
-            if check:
-                run_check(f"after epoch {epoch + 1}")
-        finally:
-            _save(path, _checkpoint(cfg, model, opt, gen, data_gen, history, epoch, elapsed, best))
-        if callback is not None:
-            callback(epoch + 1, model, history)
-        stop_patience = cfg.patience is not None and epoch + 1 - best["epoch"] >= cfg.patience
-        stop_time = cfg.time_limit is not None and elapsed >= cfg.time_limit
-        if stop_patience or stop_time:
-            if progress:
-                why = "no validation improvement" if stop_patience else "time limit reached"
-                tqdm.write(f"stopping after epoch {epoch + 1}: {why}")
-            break
-    if best["model"] is not None:
-        model.load_state_dict(best["model"])
-    return model, history
-
-
-def _cpu_state(model: VAE) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-def _checkpoint(cfg, model, opt, gen, data_gen, history, epoch, elapsed, best) -> dict:
-    """Tensors and plain Python values only: loadable with weights_only=True."""
-    return {
-        "config": asdict(cfg),
-        "model_config": model.config(),
-        "model": _cpu_state(model),
-        "optimizer": opt.state_dict(),
-        "rng_model": gen.get_state(),
-        "rng_data": data_gen.get_state(),
-        "history": history,
-        "epoch": epoch,
-        "elapsed": elapsed,
-        "best_epoch": best["epoch"],
-        "best_val": best["val_ll"],
-        "best_model": best["model"],
-    }
+    callbacks = default_callbacks(cfg, out / "checkpoint.pt", resume, progress, callback)
+    return Trainer(cfg, build_model(cfg, data.dim), data, callbacks).fit()
