@@ -129,7 +129,7 @@ assert z_wide < 4
 
 # %% [markdown]
 # ## Bounded versus unbounded weights, and the defensive proposal
-# The CIS kernel is uniformly ergodic when $\sup_z w(z) < \infty$ (method.md §6). For a Gaussian
+# The CIS kernel is uniformly ergodic when $\sup_z w(z) < \infty$ (Andrieu, Lee & Vihola 2018). For a Gaussian
 # proposal $q = \mathcal N(\mu, c^2\Sigma)$ of the Gaussian posterior, $w = p(x)\,p(z\mid x)/q(z)$:
 # bounded by $p(x)\,c^d$ when $c \ge 1$ and $q$ is centred, **unbounded** when $c < 1$. The
 # defensive mixture $q_\varepsilon = (1-\varepsilon) q + \varepsilon\, p(z)$ bounds them by

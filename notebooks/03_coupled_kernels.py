@@ -168,7 +168,7 @@ assert narrow5.mean() - wide5.mean() > 4 * (narrow5.var() / R + wide5.var() / R)
 
 # %% [markdown]
 # **Take-away.** Meeting is fast when the weights are bounded and the proposal is good; with a
-# too-narrow proposal τ has a polynomial tail (method.md §6) and the cost of the estimator is
+# too-narrow proposal τ has a polynomial tail (notebook 06) and the cost of the estimator is
 # dominated by rare, very long runs.
 #
 # ## Exercises

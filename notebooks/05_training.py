@@ -287,7 +287,7 @@ assert z_u.abs().max() < 4.5  # Bonferroni over 64 coordinates at the 4-SE level
 #   of the same order as IWAE's, so per epoch the two train about equally well here, and per
 #   second IWAE wins. The README's results table has the full-length comparison over seeds.
 # * On MNIST with 50 latents the weights degenerate and τ becomes heavy-tailed
-#   (method.md §6): exactly the regime the diagnostics above are for.
+#   (notebook 06): exactly the regime the diagnostics above are for.
 #
 # ## Exercises
 #

@@ -76,7 +76,7 @@ print(f"IWAE-{S} VAE, d = 5, {EPOCHS} epochs: validation IWAE-100 {hist['val_ll'
 # We run $R$ pairs of chains on each test image with the trained encoder $q_\phi$, and, to see
 # the other regime on the same model, with proposals **2× and 3× wider** than $q_\phi$ (same
 # mean): too-wide proposals put most draws where the posterior is tiny, so one draw dominates
-# each set, just like a 50-latent MNIST encoder does (method.md §6).
+# each set, just like a 50-latent MNIST encoder does (see the README's MNIST study).
 
 
 # %%
@@ -174,7 +174,7 @@ assert k1 < 0.7 < k3, (k1, k3)
 # The trained encoder: ESS well above 1, $\hat k < 0.7$; the proposal three times too wide:
 # ESS near 1 (one particle takes the set), $\hat k > 0.7$, and τ's tail bends towards the law.
 # The same diagnostics on the IWAE paper's MNIST model (50 latents) sit in the degenerate
-# regime (method.md §6: $\hat k > 0.7$ for 99% of test images) and the unbiased gradient there
+# regime ($\hat k > 0.7$ for most test images, `benchmarks/variance_study.py`) and the unbiased gradient there
 # is hundreds of times noisier than IWAE's.
 #
 # ## 3 · Variance per compute: the price of unbiasedness

@@ -1,4 +1,4 @@
-"""Diagnostics that say when the coupled estimator is practical (method.md §6).
+"""Diagnostics that say when the coupled estimator is practical (notebook 06).
 
 * Within-set ESS (``iwae.effective_sample_size``): near 1 means one particle takes all the
   weight, selection is effectively an argmax, and meeting times get a 1/t tail.

@@ -117,7 +117,8 @@ class DefensiveMixture:
     """The defensive proposal q_ε(z) = (1 - ε) q(z) + ε p(z), with p the N(0, I) prior.
 
     With a likelihood bounded by L̄, the importance weights p(x, z) / q_ε(z) are bounded by
-    L̄ / ε, which makes the CIS kernel uniformly ergodic (method.md §6).
+    L̄ / ε, which makes the CIS kernel uniformly ergodic: τ then has geometric tails, although
+    their rate can still be slow (the bound L̄ / ε may be far above p(x)).
     """
 
     def __init__(self, base, eps: float):

@@ -221,7 +221,7 @@ def survival_vs_degenerate(
 
     ``num_samples`` is S for all curves or a dict label -> S (one dashed law per distinct S):
     P(τ > t) = (S+1) / (S+1 + (S−1)(t−1)), what τ follows when one particle takes all the
-    weight (method.md §6). Curves well below it have light tails; curves along it do not.
+    weight (``diagnostics.degenerate_survival``). Curves well below it have light tails; curves along it do not.
     """
     from .diagnostics import degenerate_survival
 
