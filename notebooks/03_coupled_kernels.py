@@ -79,8 +79,9 @@ chains = wd.coupled_chains_widget(model, x, num_samples=5, shift=0.5, scale=1.5,
 display(chains)
 
 # %%
+# m = 20: the pair keeps running up to step 20 even after it meets, so X_τ is drawn too.
 run = T.lag_coupled_chains(
-    model.target(x, shift=0.5, scale=1.5), 5, generator=torch.Generator().manual_seed(5)
+    model.target(x, shift=0.5, scale=1.5), 5, m=20, generator=torch.Generator().manual_seed(5)
 )
 tau = int(run.tau[0])
 post = tuple(v[0] for v in model.posterior(x))

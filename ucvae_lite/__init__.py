@@ -3,6 +3,12 @@
 Ruiz, Titsias, Cemgil & Doucet (UAI 2021): coupled conditional importance sampling chains on
 the IWAE-augmented latent space give unbiased estimates of posterior expectations, hence of
 ∇_θ log p_θ(x), where IWAE's are biased.
+
+Reading order, one gradient step from data to optimiser: ``train`` (``Trainer.train_step``)
+→ ``objectives.ucvae`` → ``coupled.coupled_estimate`` → ``coupled.CoupledChains`` →
+``kernels`` (the CIS step and its coupling: ``init``, ``select``, ``refresh``) and
+``hkm.hkm_weights`` → ``surrogate.log_likelihood_surrogate``. ``machinery`` holds what only
+makes it fast; ``teaching`` records the same chains step by step for the notebooks.
 """
 
 from .coupled import CoupledChains, MeetingTimeoutError, coupled_estimate
