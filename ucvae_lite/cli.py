@@ -17,7 +17,8 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _train_config(args: argparse.Namespace, objective: str):
     """A TrainConfig from the shared training flags; fast mode shortens the run."""
-    from .train import TrainConfig, fast_mode
+    from .runtime import fast_mode
+    from .train import TrainConfig
 
     fast = args.fast or fast_mode()
     epochs = args.epochs if args.epochs is not None else (3 if fast else _EPOCHS[args.dataset])
@@ -55,7 +56,7 @@ def _train_config(args: argparse.Namespace, objective: str):
 
 def _eval_samples(args: argparse.Namespace) -> int:
     from .evaluate import EVAL_SAMPLES, FAST_EVAL_SAMPLES
-    from .train import fast_mode
+    from .runtime import fast_mode
 
     if args.eval_samples is not None:
         return args.eval_samples
@@ -102,7 +103,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _reproduce(args: argparse.Namespace) -> None:
     from .reproduce import reproduce
-    from .train import fast_mode
+    from .runtime import fast_mode
 
     fast = args.fast or fast_mode()
     seeds = args.seeds if args.seeds is not None else ([0] if fast else [0, 1, 2])

@@ -32,15 +32,11 @@ from .data import BinaryImages, load_dataset
 from .evaluate import log_likelihood
 from .objectives import OBJECTIVES, UCVAE_DEFAULTS, ObjectiveConfig, objective
 from .practical import DEGENERATE_ESS, degenerate_regime, weight_diagnostics
+from .runtime import fast_mode  # noqa: F401 (notebooks import it from here)
 from .vae import VAE, build_vae
 
 DEGENERATE_POLICIES = ("warn", "raise", "ignore")
 DEGENERATE_CHECK_IMAGES = 100  # validation images in the degenerate-regime check
-
-
-def fast_mode() -> bool:
-    """True when the environment asks for quick runs (``UCVAE_FAST=1``, as ``make test`` sets)."""
-    return os.environ.get("UCVAE_FAST", "") not in ("", "0")
 
 
 class TrainingDivergedError(RuntimeError):

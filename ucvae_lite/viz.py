@@ -18,6 +18,7 @@ from matplotlib.patches import Ellipse
 from torch import Tensor
 
 from .kernels import CISState
+from .runtime import figures_dir
 
 COLORS = {"x": "tab:blue", "y": "tab:orange", "fresh": "0.55", "exact": "k", "iwae": "tab:red"}
 
@@ -37,9 +38,10 @@ def to_png(fig: Figure, dpi: int = 90) -> bytes:
 
 
 def save(fig: Figure, name: str, folder: Path | None = None, dpi: int = 120) -> Path:
-    """Save ``fig`` as ``figures/<name>.png`` (repository root) and return the path."""
-    from .teaching import figures_dir
+    """Save ``fig`` as ``<name>.png`` in ``folder``, else in ``figures_dir()``; return the path.
 
+    ``figures_dir()`` is the repository's ``figures/`` or ``$UCVAE_FIGURES`` (``runtime``).
+    """
     path = (folder or figures_dir()) / f"{name}.png"
     fig.savefig(path, dpi=dpi)
     return path
