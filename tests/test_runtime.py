@@ -66,3 +66,9 @@ def test_runs_dir_honours_ucvae_runs(monkeypatch, tmp_path):
     monkeypatch.delenv("UCVAE_RUNS")
     monkeypatch.setattr(runtime, "REPO_ROOT", tmp_path / "repo")  # the tree stays untouched
     assert runtime.runs_dir() == tmp_path / "repo" / "runs"
+
+
+def test_the_test_session_sends_figures_and_runs_outside_the_tree():
+    """The root conftest.py points both at a temporary folder: tests rewrite no tracked file."""
+    for path in (runtime.figures_dir(), runtime.runs_dir()):
+        assert not path.resolve().is_relative_to(runtime.REPO_ROOT), path
