@@ -23,7 +23,7 @@ import ucvae_lite.data as data_mod
 import ucvae_lite.evaluate as evaluate_mod
 import ucvae_lite.train as train_mod
 from ucvae_lite.cli import main
-from ucvae_lite.evaluate import CheckpointError, load_model
+from ucvae_lite.evaluate import CHECKPOINT_KEYS, CheckpointError, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,11 +173,15 @@ def test_load_model_raises_checkpoint_error_naming_the_problem(files, tmp_path):
         load_model(tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match="not a torch checkpoint"):
         load_model(files["text.pt"])
+    with pytest.raises(CheckpointError, match=r"no model_config, model\)"):
+        load_model(files["no_keys.pt"])  # a model needs no training config ...
     with pytest.raises(CheckpointError, match="no model_config, model, config"):
-        load_model(files["no_keys.pt"])
+        load_model(files["no_keys.pt"], require=CHECKPOINT_KEYS)  # ... evaluate's data does
     bad = {"model_config": {}, "model": {}, "config": {"dataset": "digits"}}
     torch.save(bad, tmp_path / "config.pt")
     with pytest.raises(CheckpointError, match="binarization"):
+        load_model(tmp_path / "config.pt", require=CHECKPOINT_KEYS)
+    with pytest.raises(CheckpointError, match="do not match its model_config"):
         load_model(tmp_path / "config.pt")
     assert issubclass(CheckpointError, ValueError)
 

@@ -245,9 +245,9 @@ def _train(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     from .data import load_for_config
-    from .evaluate import evaluate, load_model
+    from .evaluate import CHECKPOINT_KEYS, evaluate, load_model
 
-    model, ckpt = load_model(args.checkpoint, args.device, best=not args.last)
+    model, ckpt = load_model(args.checkpoint, args.device, not args.last, CHECKPOINT_KEYS)
     c = ckpt["config"]
     data_dir = args.data_dir or c.get("data_dir")
     data = load_for_config(c["dataset"], data_dir, c["binarization"], c["seed"], c.get("subset"))

@@ -74,7 +74,8 @@ class CheckpointError(ValueError):
     """A path that is not a training checkpoint (missing, not a torch file, wrong contents)."""
 
 
-CHECKPOINT_KEYS = ("model_config", "model", "config")
+MODEL_KEYS = ("model_config", "model")  # what rebuilding the model needs
+CHECKPOINT_KEYS = (*MODEL_KEYS, "config")  # a checkpoint written by train
 CONFIG_KEYS = ("dataset", "binarization", "seed")  # what evaluating needs to reload the data
 # What torch.load(..., weights_only=True) raises on files that are not torch checkpoints:
 # text and random bytes reach the restricted unpickler, which fails in many ways.
@@ -100,12 +101,12 @@ def _reason(e: Exception, limit: int = 90) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, require: tuple[str, ...] = CHECKPOINT_KEYS) -> dict:
     """The dict in a training checkpoint, loaded on the CPU with ``weights_only=True``.
 
     Raises ``CheckpointError`` when the file is missing, is not a torch file (user files are
-    never unpickled beyond torch's restricted loader), or lacks the keys ``CHECKPOINT_KEYS``
-    (or its ``config`` lacks ``CONFIG_KEYS``).
+    never unpickled beyond torch's restricted loader), or lacks the keys in ``require``
+    (with ``"config"`` among them: or its ``config`` lacks ``CONFIG_KEYS``).
     """
     path = Path(path)
     if not path.exists():
@@ -126,11 +127,13 @@ def read_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(
             f"{path} holds a {type(ckpt).__name__}, not a training checkpoint; {_WRITTEN_BY}"
         )
-    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
-    if not missing and isinstance(ckpt["config"], dict):
-        missing = [f"config[{k!r}]" for k in CONFIG_KEYS if k not in ckpt["config"]]
-    elif not missing:
-        missing = ["config dict"]
+    missing = [k for k in require if k not in ckpt]
+    if not missing and "config" in require:
+        config = ckpt["config"]
+        if not isinstance(config, dict):
+            missing = ["config dict"]
+        else:
+            missing = [f"config[{k!r}]" for k in CONFIG_KEYS if k not in config]
     if missing:
         raise CheckpointError(
             f"{path} is a torch file but not a training checkpoint (no {', '.join(missing)}); "
@@ -139,14 +142,21 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def load_model(path: str | Path, device: str = "cpu", best: bool = True) -> tuple[VAE, dict]:
-    """A VAE from a training checkpoint (``torch.load(..., weights_only=True)``).
+def load_model(
+    path: str | Path,
+    device: str = "cpu",
+    best: bool = True,
+    require: tuple[str, ...] = MODEL_KEYS,
+) -> tuple[VAE, dict]:
+    """A VAE from a checkpoint (``torch.load(..., weights_only=True)``), on ``device``.
 
     ``best=True`` loads the weights of the best validation epoch when the checkpoint has them.
+    ``require`` names the keys the checkpoint must hold: the model's by default,
+    ``CHECKPOINT_KEYS`` for a checkpoint written by ``train`` (with its training config).
     Returns (model, checkpoint dict). Raises ``CheckpointError`` (a ``ValueError``) when
-    ``path`` is not a checkpoint written by ``train``, saying why.
+    ``path`` is not such a checkpoint, saying why.
     """
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path, require)
     try:
         config = ckpt["model_config"]
         model = VAE(**{**config, "hidden": tuple(config["hidden"])})
