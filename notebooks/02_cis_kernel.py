@@ -129,8 +129,9 @@ assert z_wide < 4
 
 # %% [markdown]
 # ## Bounded versus unbounded weights, and the defensive proposal
-# The CIS kernel is uniformly ergodic when $\sup_z w(z) < \infty$ (Andrieu, Lee & Vihola 2018). For a Gaussian
-# proposal $q = \mathcal N(\mu, c^2\Sigma)$ of the Gaussian posterior, $w = p(x)\,p(z\mid x)/q(z)$:
+# The CIS kernel is uniformly ergodic when $\sup_z w(z) < \infty$ (Andrieu, Lee & Vihola
+# 2018). For a Gaussian proposal $q = \mathcal N(\mu, c^2\Sigma)$ of the Gaussian posterior,
+# $w = p(x)\,p(z\mid x)/q(z)$:
 # bounded by $p(x)\,c^d$ when $c \ge 1$ and $q$ is centred, **unbounded** when $c < 1$. The
 # defensive mixture $q_\varepsilon = (1-\varepsilon) q + \varepsilon\, p(z)$ bounds them by
 # $\bar L/\varepsilon$ with $\bar L = \sup_z p(x\mid z) = (2\pi\sigma^2)^{-p/2}$.

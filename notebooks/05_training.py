@@ -42,6 +42,7 @@ from ucvae_lite import viz
 from ucvae_lite.data import load_dataset
 from ucvae_lite.evaluate import evaluate, log_likelihood
 from ucvae_lite.objectives import UCVAE_DEFAULTS, decoder_gradient
+from ucvae_lite.runtime import runs_dir
 from ucvae_lite.train import TrainConfig, fast_mode, train
 from ucvae_lite.vae import build_vae
 
@@ -87,9 +88,8 @@ def measure_variance(epoch, model, history):
 
 runs = {}
 for name in ("elbo", "iwae", "ucvae"):
-    cfg = TrainConfig(
-        objective=name, epochs=EPOCHS, seed=0, val_samples=50, out=f"../runs/nb05/{name}"
-    )
+    out = str(runs_dir() / "nb05" / name)  # the repository's runs/ (or $UCVAE_RUNS)
+    cfg = TrainConfig(objective=name, epochs=EPOCHS, seed=0, val_samples=50, out=out)
     model, hist = train(
         cfg, progress=False, data=data, callback=measure_variance if name == "ucvae" else None
     )
@@ -303,7 +303,7 @@ cfg_incl = TrainConfig(
     epochs=EPOCHS,
     seed=0,
     val_samples=50,
-    out="../runs/nb05/ucvae_inclusive",
+    out=str(runs_dir() / "nb05" / "ucvae_inclusive"),
 )
 model_incl, hist_incl = train(cfg_incl, progress=False, data=data)
 res_incl = evaluate(model_incl, data.test, S_EVAL)

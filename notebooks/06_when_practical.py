@@ -174,8 +174,8 @@ assert k1 < 0.7 < k3, (k1, k3)
 # The trained encoder: ESS well above 1, $\hat k < 0.7$; the proposal three times too wide:
 # ESS near 1 (one particle takes the set), $\hat k > 0.7$, and τ's tail bends towards the law.
 # The same diagnostics on the IWAE paper's MNIST model (50 latents) sit in the degenerate
-# regime ($\hat k > 0.7$ for most test images, `benchmarks/variance_study.py`) and the unbiased gradient there
-# is hundreds of times noisier than IWAE's.
+# regime ($\hat k > 0.7$ for most test images, `benchmarks/variance_study.py`) and the
+# unbiased gradient there is hundreds of times noisier than IWAE's.
 #
 # ## 3 · Variance per compute: the price of unbiasedness
 #

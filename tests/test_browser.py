@@ -11,7 +11,12 @@ and checks that
   "Error displaying widget" / "model not found" text and no error outputs;
 * the plot in the slider's cell output changed after the slider moved.
 
-Screenshots of that output before and after go to ``figures/browser_widget_{before,after}.png``.
+Screenshots of that output before and after (``browser_widget*_{before,after}.png``) go to
+pytest's temporary folder, so the test leaves the work tree clean. To regenerate the tracked
+screenshots in ``figures/`` on purpose, name the folder with ``UCVAE_SCREENSHOTS`` (a path
+relative to the repository root, or absolute)::
+
+    UCVAE_SCREENSHOTS=figures .venv/bin/python -m pytest -q tests/test_browser.py
 
 Outside CI the test skips when Chromium or Playwright is missing; with ``CI=true`` it fails
 instead (``.ci/run`` and ``make test`` install Chromium from Debian's packages when root).
@@ -40,7 +45,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = Path(
     os.environ.get("UCVAE_BROWSER_NOTEBOOK", ROOT / "notebooks" / "03_coupled_kernels.ipynb")
 )
-FIGURES = ROOT / "figures"
 CHROMIUM = Path(os.environ.get("UCVAE_CHROMIUM", "/usr/bin/chromium"))
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
@@ -263,10 +267,18 @@ def _images(area) -> list[str]:
     ]
 
 
-def test_widgets_render_and_respond_in_chromium(lab: Lab):
+def _screenshot_dir(tmp_path: Path) -> Path:
+    """``$UCVAE_SCREENSHOTS`` (relative to the repository root) if set, else ``tmp_path``."""
+    named = os.environ.get("UCVAE_SCREENSHOTS", "").strip()
+    folder = ROOT / named if named else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_widgets_render_and_respond_in_chromium(lab: Lab, tmp_path: Path):
     from playwright.sync_api import sync_playwright
 
-    FIGURES.mkdir(exist_ok=True)
+    shots = _screenshot_dir(tmp_path)
     profile = tempfile.mkdtemp(prefix="ucvae-chromium-")  # fresh, empty user-data-dir
     try:
         with sync_playwright() as pw:
@@ -278,14 +290,14 @@ def test_widgets_render_and_respond_in_chromium(lab: Lab):
                 viewport={"width": 1400, "height": 1000},
             )
             try:
-                _exercise_notebook(ctx.new_page(), lab)
+                _exercise_notebook(ctx.new_page(), lab, shots)
             finally:
                 ctx.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def _exercise_notebook(page, lab: Lab) -> None:
+def _exercise_notebook(page, lab: Lab, shots: Path) -> None:
     page.goto(lab.url, wait_until="domcontentloaded")
     try:
         page.wait_for_function(JS_KERNEL_IDLE, timeout=KERNEL_READY_MS)
@@ -321,7 +333,8 @@ def _exercise_notebook(page, lab: Lab) -> None:
     assert n > 0, "no cell output with both a slider and a plot"
     for i in range(n):
         name = "browser_widget" if i == 0 else f"browser_widget{i + 1}"
-        _move_slider_and_check_plot(page, cells.nth(i).locator(".jp-Cell-outputArea"), name)
+        area = cells.nth(i).locator(".jp-Cell-outputArea")
+        _move_slider_and_check_plot(page, area, shots / name)
     _assert_no_widget_errors(notebook)
     assert not page.evaluate(JS_ERRORS), "cells raised after the sliders moved"
 
@@ -332,8 +345,12 @@ def _assert_no_widget_errors(notebook) -> None:
         assert bad not in text, f"{bad!r} shown in the notebook"
 
 
-def _move_slider_and_check_plot(page, area, name: str) -> None:
-    """Move a slider in ``area`` with the keyboard; the plot there must change."""
+def _move_slider_and_check_plot(page, area, shot: Path) -> None:
+    """Move a slider in ``area`` with the keyboard; the plot there must change.
+
+    Screenshots of ``area`` go to ``<shot>_before.png`` and ``<shot>_after.png``.
+    """
+    name = shot.name
     area.scroll_into_view_if_needed()
     area.locator("img").first.wait_for(state="visible")
     sliders = area.locator(".widget-slider")
@@ -343,7 +360,7 @@ def _move_slider_and_check_plot(page, area, name: str) -> None:
     readout = slider.locator(".widget-readout")
     value_before = readout.inner_text()
     imgs_before = _images(area)
-    shot_before = area.screenshot(path=str(FIGURES / f"{name}_before.png"))
+    shot_before = area.screenshot(path=f"{shot}_before.png")
 
     handle = slider.locator(".noUi-handle").first
     handle.focus()
@@ -363,6 +380,6 @@ def _move_slider_and_check_plot(page, area, name: str) -> None:
             break
         page.wait_for_timeout(200)
     page.wait_for_timeout(500)  # let the last redraw paint
-    shot_after = area.screenshot(path=str(FIGURES / f"{name}_after.png"))
+    shot_after = area.screenshot(path=f"{shot}_after.png")
     assert _images(area) != imgs_before, f"{name}: the plot did not change ({value_after!r})"
     assert shot_before != shot_after, f"{name}: the output looks the same after the slider moved"

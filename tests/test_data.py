@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ucvae_lite.data import DatasetNotFoundError, load_dataset, read_idx_images
+from ucvae_lite.data import DatasetNotFoundError, load_dataset, load_for_config, read_idx_images
 
 
 def _is_binary(x: torch.Tensor) -> bool:
@@ -81,3 +81,14 @@ def test_unknown_dataset_and_binarisation():
         load_dataset("cifar")
     with pytest.raises(ValueError, match="binarization"):
         load_dataset("digits", binarization="soft")
+
+
+def test_load_for_config_is_load_dataset_then_subset():
+    """The one loader of train, evaluate and reproduce: same images, cut to (train, valid, test)."""
+    full = load_dataset("digits", binarization="static", seed=3)
+    small = load_for_config("digits", None, "static", 3, [100, 20, 30])
+    assert (len(small.train), len(small.valid), len(small.test)) == (100, 20, 30)
+    assert torch.equal(small.train, full.train[:100]) and torch.equal(small.test, full.test[:30])
+    assert torch.equal(load_for_config("digits", None, "static", 3).train, full.train)
+    with pytest.raises(ValueError, match="subset"):
+        load_for_config("digits", subset=[10, 10])

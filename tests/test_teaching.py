@@ -17,7 +17,8 @@ def test_fast_mode_reads_environment(monkeypatch):
     assert not T.fast_mode()
 
 
-def test_figures_dir_is_repo_root_figures():
+def test_figures_dir_is_repo_root_figures(monkeypatch):
+    monkeypatch.delenv("UCVAE_FIGURES", raising=False)  # conftest.py sets it for the session
     path = T.figures_dir()
     assert path.name == "figures" and (path.parent / "ucvae_lite").is_dir()
 

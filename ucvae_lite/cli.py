@@ -1,10 +1,175 @@
-"""Command line: ``python -m ucvae_lite COMMAND``; ``--help`` on each command lists its flags."""
+"""Command line: ``python -m ucvae_lite COMMAND``; ``--help`` on each command lists its flags.
+
+Bad input (a flag value out of range, a missing dataset or checkpoint, a file that is not a
+checkpoint) is answered with one line on stderr, ``error: <what is wrong and what to change>``,
+and exit status 2, before any data is loaded or any training starts. ``--debug`` shows the
+full traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
+from pathlib import Path
+from typing import NoReturn
+
+
+class UsageError(ValueError):
+    """A command-line value the commands refuse; ``main`` prints it as one ``error:`` line."""
+
+
+def _require(ok: bool, message: str) -> None:
+    """Raise ``UsageError(message)`` unless ``ok``."""
+    if not ok:
+        raise UsageError(message)
+
+
+def _at_least(value: int | None, low: int, flag: str, what: str) -> None:
+    """``value`` (None = the default) must be an integer >= ``low``."""
+    _require(
+        value is None or value >= low,
+        f"{flag} must be at least {low} ({what}), got {value}; pass {flag} {low} or more",
+    )
+
+
+def _check_device(device: str) -> None:
+    """The torch device must exist here (a cheap allocation, before any data is loaded)."""
+    import torch
+
+    try:
+        torch.empty(0, device=torch.device(device))
+    except (RuntimeError, AssertionError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(
+            f"--device {device!r} is not usable here ({reason}); pass --device cpu"
+        ) from e
+
+
+def _check_data_dir(data_dir: str | None, dataset: str | None = None) -> None:
+    """``--data-dir`` must be a directory, and only mnist / fashion-mnist read one."""
+    if data_dir is None:
+        return
+    _require(
+        dataset != "digits",
+        "--data-dir is only read by --dataset mnist or fashion-mnist (digits comes with "
+        "scikit-learn); drop --data-dir or name one of those datasets",
+    )
+    _require(
+        Path(data_dir).is_dir(),
+        f"--data-dir {data_dir} is not a directory; pass the directory that holds the IDX "
+        "files train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]",
+    )
+
+
+def _check_demo(args: argparse.Namespace) -> None:
+    """Flag values of ``demo``."""
+    _at_least(args.num_samples, 2, "--num-samples", "S particles per set")
+    _at_least(args.replicates, 2, "--replicates", "standard errors need two estimates")
+    _at_least(args.k, 0, "--k", "the first chain step averaged")
+    _require(
+        args.m >= args.k,
+        f"--m {args.m} is below --k {args.k}: H_k:m averages chain steps k..m; "
+        f"pass --m {args.k} or more",
+    )
+    _require(math.isfinite(args.shift), f"--shift must be a finite number, got {args.shift}")
+    _require(
+        math.isfinite(args.scale) and args.scale > 0,
+        f"--scale must be a positive width ratio, got {args.scale}; pass e.g. --scale 1.5",
+    )
+
+
+def _check_training(args: argparse.Namespace) -> None:
+    """Flag values shared by ``train`` and ``reproduce``; nothing is loaded or trained yet."""
+    from .objectives import UCVAE_DEFAULTS as D
+
+    _at_least(args.num_samples, 2, "--num-samples", "S samples per data point")
+    _at_least(args.k, 0, "--k", "the first chain step averaged")
+    _at_least(args.m, 0, "--m", "the last chain step averaged")
+    k = D.k if args.k is None else args.k
+    m = D.m if args.m is None else args.m
+    m_flag = f"--m {m}" + (" (the default)" if args.m is None else "")
+    k_flag = f"--k {k}" + (" (the default)" if args.k is None else "")
+    _require(
+        k <= m,
+        f"{k_flag} is larger than {m_flag}: H_k:m averages chain steps k..m; "
+        f"pass --m {k} or more, or a smaller --k",
+    )
+    _require(
+        args.eps is None or 0.0 <= args.eps < 1.0,
+        f"--eps must be in [0, 1) (the weight of N(0, I) in the proposal), got {args.eps}; "
+        "pass e.g. --eps 0.1, or 0 for the plain encoder",
+    )
+    _at_least(args.max_steps, 1, "--max-steps", "the chain step cap")
+    _require(
+        args.max_steps is None or args.max_steps >= m,
+        f"--max-steps {args.max_steps} is below {m_flag}: the chains must run m steps; "
+        f"pass --max-steps {m} or more",
+    )
+    _at_least(args.latent_dim, 1, "--latent-dim", "the latent size")
+    bad_hidden = [h for h in args.hidden or [] if h < 1]
+    _require(
+        not bad_hidden,
+        f"--hidden sizes must be at least 1, got {' '.join(map(str, args.hidden or []))}; "
+        "pass e.g. --hidden 64 64",
+    )
+    _at_least(args.flow_layers, 0, "--flow-layers", "0 = no flow")
+    _require(
+        args.flow_layers == 0 or args.covariance == "diag",
+        "--flow-layers > 0 builds the flow on a diagonal Gaussian; drop --covariance full "
+        "or pass --flow-layers 0",
+    )
+    _at_least(args.epochs, 1, "--epochs", "training epochs")
+    _at_least(args.batch_size, 1, "--batch-size", "images per minibatch")
+    _require(
+        math.isfinite(args.lr) and args.lr > 0,
+        f"--lr must be a positive learning rate, got {args.lr}; pass e.g. --lr 1e-3",
+    )
+    _at_least(args.val_samples, 1, "--val-samples", "S of the validation bound")
+    _at_least(args.patience, 1, "--patience", "epochs without improvement")
+    _require(
+        args.time_limit is None or args.time_limit > 0,
+        f"--time-limit must be a positive number of seconds, got {args.time_limit}",
+    )
+    _at_least(args.eval_samples, 1, "--eval-samples", "S of the test bound")
+    _at_least(args.threads, 1, "--threads", "torch CPU threads")
+    _require(
+        not Path(args.out).exists() or Path(args.out).is_dir(),
+        f"--out {args.out} is a file; pass a directory for checkpoint.pt",
+    )
+    _check_data_dir(args.data_dir, args.dataset)
+    _fast(args)  # a bad UCVAE_FAST is reported now, not after training
+    _check_device(args.device)
+
+
+def _check_reproduce(args: argparse.Namespace) -> None:
+    """Flag values of ``reproduce``."""
+    _check_training(args)
+    seeds = args.seeds or []
+    _require(
+        len(set(seeds)) == len(seeds),
+        f"--seeds repeats a seed ({' '.join(map(str, seeds))}); pass distinct seeds",
+    )
+    _require(
+        not Path(args.figures).exists() or Path(args.figures).is_dir(),
+        f"--figures {args.figures} is a file; pass a directory for the tables and figures",
+    )
+
+
+def _check_evaluate(args: argparse.Namespace) -> None:
+    """Flag values of ``evaluate`` (the checkpoint itself is checked by ``load_model``)."""
+    _at_least(args.eval_samples, 1, "--eval-samples", "S of the test bound")
+    _check_data_dir(args.data_dir)
+    _fast(args)  # a bad UCVAE_FAST is reported now
+    _check_device(args.device)
+
+
+def _fast(args: argparse.Namespace) -> bool:
+    """``--fast`` or the environment's fast mode (``runtime.fast_mode``)."""
+    from .runtime import fast_mode
+
+    return args.fast or fast_mode()
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -17,9 +182,9 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _train_config(args: argparse.Namespace, objective: str):
     """A TrainConfig from the shared training flags; fast mode shortens the run."""
-    from .train import TrainConfig, fast_mode
+    from .train import TrainConfig
 
-    fast = args.fast or fast_mode()
+    fast = _fast(args)
     epochs = args.epochs if args.epochs is not None else (3 if fast else _EPOCHS[args.dataset])
     subset = None
     if fast and args.dataset != "digits":
@@ -55,23 +220,20 @@ def _train_config(args: argparse.Namespace, objective: str):
 
 def _eval_samples(args: argparse.Namespace) -> int:
     from .evaluate import EVAL_SAMPLES, FAST_EVAL_SAMPLES
-    from .train import fast_mode
 
     if args.eval_samples is not None:
         return args.eval_samples
-    return FAST_EVAL_SAMPLES if (args.fast or fast_mode()) else EVAL_SAMPLES
+    return FAST_EVAL_SAMPLES if _fast(args) else EVAL_SAMPLES
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .data import load_dataset
+    from .data import load_for_config
     from .evaluate import evaluate
     from .train import train
 
     cfg = _train_config(args, args.objective)
-    model, hist = train(cfg, resume=args.resume, progress=not args.quiet)
-    data = load_dataset(cfg.dataset, cfg.data_dir, cfg.binarization, cfg.seed)
-    if cfg.subset:
-        data = data.subset(*cfg.subset)
+    data = load_for_config(cfg.dataset, cfg.data_dir, cfg.binarization, cfg.seed, cfg.subset)
+    model, hist = train(cfg, resume=args.resume, progress=not args.quiet, data=data)
     n = _eval_samples(args)
     res = evaluate(model, data.test.to(cfg.device), n, seed=cfg.seed)
     print(
@@ -82,18 +244,17 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .data import load_dataset
-    from .evaluate import evaluate, load_model
+    from .data import load_for_config
+    from .evaluate import CHECKPOINT_KEYS, evaluate, load_model
 
-    model, ckpt = load_model(args.checkpoint, args.device, best=not args.last)
+    model, ckpt = load_model(args.checkpoint, args.device, not args.last, CHECKPOINT_KEYS)
     c = ckpt["config"]
-    data = load_dataset(c["dataset"], args.data_dir or c["data_dir"], c["binarization"], c["seed"])
-    if c.get("subset"):
-        data = data.subset(*c["subset"])
+    data_dir = args.data_dir or c.get("data_dir")
+    data = load_for_config(c["dataset"], data_dir, c["binarization"], c["seed"], c.get("subset"))
     x = (data.test if args.split == "test" else data.valid).to(args.device)
     n = _eval_samples(args)
     res = evaluate(model, x, n, seed=args.seed)
-    which = "last" if args.last else f"best (epoch {ckpt['best_epoch']})"
+    which = "last" if args.last else f"best (epoch {ckpt.get('best_epoch', '?')})"
     print(
         f"{c['objective']} on {c['dataset']} ({which} weights): {args.split} log-likelihood "
         f"(IWAE-{n}, {res['n']} images) {res['ll']:.3f} ± {res['se']:.3f}"
@@ -102,9 +263,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 def _reproduce(args: argparse.Namespace) -> None:
     from .reproduce import reproduce
-    from .train import fast_mode
 
-    fast = args.fast or fast_mode()
+    fast = _fast(args)
     seeds = args.seeds if args.seeds is not None else ([0] if fast else [0, 1, 2])
     if args.out == DEFAULT_OUT:
         args.out = f"runs/reproduce_{args.dataset}"
@@ -284,11 +444,27 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line: ``error: <message> (see PROG --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+DEBUG_HELP = "show the full traceback of an error instead of one line"
+
+
+def _add_debug(p: argparse.ArgumentParser) -> None:
+    """``--debug`` after the command too; SUPPRESS keeps a top-level --debug from being reset."""
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m ucvae_lite",
         description="Unbiased VAE gradients from coupled Markov chains (Ruiz et al., UAI 2021).",
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "demo",
@@ -303,7 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift", type=float, default=0.5, help="proposal mean minus posterior mean")
     p.add_argument("--scale", type=float, default=1.5, help="proposal width / posterior width")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.set_defaults(func=_demo)
+    _add_debug(p)
+    p.set_defaults(func=_demo, check=_check_demo)
 
     p = sub.add_parser(
         "train",
@@ -320,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
         "coupled-chain decoder gradient (default ucvae)",
     )
     _add_training_flags(p)
-    p.set_defaults(func=_train)
+    _add_debug(p)
+    p.set_defaults(func=_train, check=_check_training)
 
     p = sub.add_parser(
         "evaluate",
@@ -350,7 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation samples")
     p.add_argument("--fast", action="store_true", help="fewer samples (also UCVAE_FAST=1)")
-    p.set_defaults(func=_evaluate)
+    _add_debug(p)
+    p.set_defaults(func=_evaluate, check=_check_evaluate)
 
     p = sub.add_parser(
         "reproduce",
@@ -373,11 +552,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="figures",
         help="directory for the tables and figures (default figures)",
     )
-    p.set_defaults(func=_reproduce)
+    _add_debug(p)
+    p.set_defaults(func=_reproduce, check=_check_reproduce)
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns its exit status (0, or 2 after an ``error:`` line on stderr).
+
+    Flag values are checked before anything is loaded. Bad input found later by the library
+    (``ValueError``, including ``CheckpointError``; ``FileNotFoundError``, including
+    ``DatasetNotFoundError``) is also reported as one line, unless ``--debug`` is given.
+    """
     args = build_parser().parse_args(argv)
     args.argv = argv
-    args.func(args)
+    try:
+        args.check(args)
+        args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        if args.debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    return 0

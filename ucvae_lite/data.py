@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import gzip
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -229,12 +230,19 @@ def load_dataset(
 
 def load_for_config(
     dataset: str,
-    data_dir: str | Path | None,
-    binarization: str,
-    seed: int,
-    subset: list[int] | None,
+    data_dir: str | Path | None = None,
+    binarization: str = "dynamic",
+    seed: int = 0,
+    subset: Sequence[int] | None = None,
 ) -> BinaryImages:
-    """The data a training config names: ``load_dataset`` then, if ``subset``, its first
-    [train, valid, test] images (``BinaryImages.subset``)."""
+    """The data a training run names: ``load_dataset``, then the first ``subset`` images.
+
+    ``subset`` is ``(train, valid, test)`` sizes (fast runs) or None for the full splits; the
+    arguments are the fields of the same names in ``train.TrainConfig`` (``dataset``,
+    ``data_dir``, ``binarization``, ``seed``, ``subset``), so training, evaluating a checkpoint
+    and reproducing the results table load exactly the same images.
+    """
+    if subset is not None and len(subset) != 3:
+        raise ValueError(f"subset must be (train, valid, test) sizes, got {list(subset)!r}")
     data = load_dataset(dataset, data_dir, binarization, seed)
     return data.subset(*subset) if subset else data

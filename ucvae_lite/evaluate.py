@@ -11,6 +11,9 @@ drawn in chunks and combined with a running logsumexp, so memory stays bounded.
 from __future__ import annotations
 
 import math
+import pickle
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -67,14 +70,100 @@ def evaluate(
     }
 
 
-def load_model(path: str | Path, device: str = "cpu", best: bool = True) -> tuple[VAE, dict]:
-    """A VAE from a training checkpoint (``torch.load(..., weights_only=True)``).
+class CheckpointError(ValueError):
+    """A path that is not a training checkpoint (missing, not a torch file, wrong contents)."""
+
+
+MODEL_KEYS = ("model_config", "model")  # what rebuilding the model needs
+CHECKPOINT_KEYS = (*MODEL_KEYS, "config")  # a checkpoint written by train
+CONFIG_KEYS = ("dataset", "binarization", "seed")  # what evaluating needs to reload the data
+# What torch.load(..., weights_only=True) raises on files that are not torch checkpoints:
+# text and random bytes reach the restricted unpickler, which fails in many ways.
+_NOT_A_TORCH_FILE = (
+    pickle.UnpicklingError,
+    RuntimeError,
+    EOFError,
+    zipfile.BadZipFile,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+)
+_WRITTEN_BY = "pass a checkpoint.pt written by train or reproduce (e.g. runs/train/checkpoint.pt)"
+
+
+def _reason(e: Exception, limit: int = 90) -> str:
+    """``Type: message``, cut to its first line and ``limit`` characters (torch's run long)."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def read_checkpoint(path: str | Path, require: tuple[str, ...] = CHECKPOINT_KEYS) -> dict:
+    """The dict in a training checkpoint, loaded on the CPU with ``weights_only=True``.
+
+    Raises ``CheckpointError`` when the file is missing, is not a torch file (user files are
+    never unpickled beyond torch's restricted loader), or lacks the keys in ``require``
+    (with ``"config"`` among them: or its ``config`` lacks ``CONFIG_KEYS``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} not found; {_WRITTEN_BY}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; {_WRITTEN_BY}")
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4" on foreign pickles
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except _NOT_A_TORCH_FILE as e:
+        raise CheckpointError(
+            f"{path} is not a torch checkpoint ({_reason(e)}); {_WRITTEN_BY}"
+        ) from e
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {path}: {e.strerror or e}") from e
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(ckpt).__name__}, not a training checkpoint; {_WRITTEN_BY}"
+        )
+    missing = [k for k in require if k not in ckpt]
+    if not missing and "config" in require:
+        config = ckpt["config"]
+        if not isinstance(config, dict):
+            missing = ["config dict"]
+        else:
+            missing = [f"config[{k!r}]" for k in CONFIG_KEYS if k not in config]
+    if missing:
+        raise CheckpointError(
+            f"{path} is a torch file but not a training checkpoint (no {', '.join(missing)}); "
+            + _WRITTEN_BY
+        )
+    return ckpt
+
+
+def load_model(
+    path: str | Path,
+    device: str = "cpu",
+    best: bool = True,
+    require: tuple[str, ...] = MODEL_KEYS,
+) -> tuple[VAE, dict]:
+    """A VAE from a checkpoint (``torch.load(..., weights_only=True)``), on ``device``.
 
     ``best=True`` loads the weights of the best validation epoch when the checkpoint has them.
-    Returns (model, checkpoint dict).
+    ``require`` names the keys the checkpoint must hold: the model's by default,
+    ``CHECKPOINT_KEYS`` for a checkpoint written by ``train`` (with its training config).
+    Returns (model, checkpoint dict). Raises ``CheckpointError`` (a ``ValueError``) when
+    ``path`` is not such a checkpoint, saying why.
     """
-    ckpt = torch.load(Path(path), map_location=device, weights_only=True)
-    model = VAE(**{**ckpt["model_config"], "hidden": tuple(ckpt["model_config"]["hidden"])})
-    state = ckpt["best_model"] if best and ckpt.get("best_model") else ckpt["model"]
-    model.load_state_dict(state)
+    ckpt = read_checkpoint(path, require)
+    try:
+        config = ckpt["model_config"]
+        model = VAE(**{**config, "hidden": tuple(config["hidden"])})
+        state = ckpt["best_model"] if best and ckpt.get("best_model") else ckpt["model"]
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f"{path}: its weights do not match its model_config ({_reason(e)}); {_WRITTEN_BY}"
+        ) from e
     return model.to(device).eval(), ckpt

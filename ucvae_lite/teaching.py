@@ -9,17 +9,16 @@ The functions answer the questions the notebooks ask:
   (``lag_coupled_chains``, ``h_km_terms``)?
 * what do variance and cost look like as functions of (k, m, S) (``variance_cost``)?
 
-Fast mode: ``fast_mode()`` is True when the environment variable ``UCVAE_FAST`` is ``"1"``;
-notebooks then use fewer replicates (CI sets it through ``make test``).
+Fast mode: ``fast_mode()`` (from ``runtime``) is True when the environment variable
+``UCVAE_FAST`` is ``1`` (or true / yes / on); notebooks then use fewer replicates (CI sets it
+through ``make test``).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -29,6 +28,7 @@ from .estimate import Estimate
 from .iwae import iwae_bound, iwae_estimate, normalized_weights
 from .kernels import CISState, Move, cis_step, draw, maximal_coupling
 from .linear_gaussian import LinearGaussian
+from .runtime import fast_mode, figures_dir  # noqa: F401 (notebooks import them from here)
 from .stats import VarianceCost, variance_and_cost, z_score
 from .surrogate import log_likelihood_surrogate
 from .targets import Target
@@ -39,18 +39,6 @@ F = Callable[[Tensor], Tensor]
 def identity(z: Tensor) -> Tensor:
     """f(z) = z: its posterior expectation is E[z | x]."""
     return z
-
-
-def fast_mode() -> bool:
-    """True when ``UCVAE_FAST=1`` (CI, ``make test``): notebooks use small sample sizes."""
-    return os.environ.get("UCVAE_FAST") == "1"
-
-
-def figures_dir() -> Path:
-    """The repository's ``figures/`` folder (created if missing), found from the package."""
-    path = Path(__file__).resolve().parent.parent / "figures"
-    path.mkdir(exist_ok=True)
-    return path
 
 
 def h_values(state: CISState, f: F = identity) -> Tensor:

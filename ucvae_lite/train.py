@@ -51,6 +51,7 @@ from .data import DATASETS, BinaryImages, load_for_config
 from .evaluate import log_likelihood
 from .objectives import OBJECTIVES, ObjectiveConfig, Step, objective
 from .practical import DEGENERATE_ESS, degenerate_regime, weight_diagnostics
+from .runtime import fast_mode  # noqa: F401 (notebooks import it from here)
 from .vae import DEFAULT_ARCH, VAE, build_vae
 
 DEGENERATE_POLICIES = ("warn", "raise", "ignore")
@@ -59,11 +60,6 @@ EPOCH_KEYS = ("epoch", "train_bound", "val_ll", "val_se", "time", "steps", "trun
 EPOCH_KEYS += ("tau_mean", "tau_max", "evals", "ess")
 STEP_KEYS = ("step_bound", "step_tau_mean", "step_tau_max")
 CHECK_KEYS = ("check_median_ess", "degenerate")  # one entry per degenerate-regime check
-
-
-def fast_mode() -> bool:
-    """True when the environment asks for quick runs (``UCVAE_FAST=1``, as ``make test`` sets)."""
-    return os.environ.get("UCVAE_FAST", "") not in ("", "0")
 
 
 class TrainingDivergedError(RuntimeError):

@@ -18,6 +18,7 @@ from matplotlib.patches import Ellipse
 from torch import Tensor
 
 from .kernels import CISState
+from .runtime import figures_dir
 
 COLORS = {"x": "tab:blue", "y": "tab:orange", "fresh": "0.55", "exact": "k", "iwae": "tab:red"}
 
@@ -37,9 +38,10 @@ def to_png(fig: Figure, dpi: int = 90) -> bytes:
 
 
 def save(fig: Figure, name: str, folder: Path | None = None, dpi: int = 120) -> Path:
-    """Save ``fig`` as ``figures/<name>.png`` (repository root) and return the path."""
-    from .teaching import figures_dir
+    """Save ``fig`` as ``<name>.png`` in ``folder``, else in ``figures_dir()``; return the path.
 
+    ``figures_dir()`` is the repository's ``figures/`` or ``$UCVAE_FIGURES`` (``runtime``).
+    """
     path = (folder or figures_dir()) / f"{name}.png"
     fig.savefig(path, dpi=dpi)
     return path
@@ -221,7 +223,8 @@ def survival_vs_degenerate(
 
     ``num_samples`` is S for all curves or a dict label -> S (one dashed law per distinct S):
     P(τ > t) = (S+1) / (S+1 + (S−1)(t−1)), what τ follows when one particle takes all the
-    weight (``diagnostics.degenerate_survival``). Curves well below it have light tails; curves along it do not.
+    weight (``diagnostics.degenerate_survival``). Curves well below it have light tails;
+    curves along it do not.
     """
     from .diagnostics import degenerate_survival
 
