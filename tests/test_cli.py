@@ -104,6 +104,7 @@ BAD_FLAGS = {
     "demo m < k": (["demo", "--k", "2", "--m", "1"], ["--m 1"]),
     "evaluate samples 0": (["evaluate", "x.pt", "--eval-samples", "0"], ["--eval-samples"]),
     "no command": ([], ["command"]),
+    "rejuvenate 0": (["train", "--rejuvenate", "0"], ["--rejuvenate", "positive"]),
 }
 
 
@@ -204,3 +205,29 @@ def test_train_command_loads_the_dataset_once(monkeypatch, tmp_path, capsys):
     assert main(["train", "--quiet", "--out", str(tmp_path / "run")]) == 0
     assert len(calls) == 1 and seen["data"] is not None
     assert "test log-likelihood" in capsys.readouterr().out
+
+
+def test_a_failed_run_is_one_line_with_status_1(monkeypatch, tmp_path, capsys):
+    """A run that fails (here: refused degenerate weights) is one ``error:`` line, exit 1."""
+
+    def refuse(*args, **kwargs):
+        raise train_mod.DegenerateWeightsError("ucvae before training: weights are degenerate")
+
+    monkeypatch.setattr(train_mod, "train", refuse)
+    monkeypatch.chdir(tmp_path)
+    res = run_main(["train", "--epochs", "1", "--out", str(tmp_path / "run")], capsys)
+    lines = res.stderr.splitlines()
+    assert res.returncode == 1 and len(lines) == 1 and "degenerate" in lines[0]
+    assert "Traceback" not in res.stderr
+
+
+def test_rejuvenate_reaches_the_training_config(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake_train(cfg, *args, **kwargs):
+        seen["objective"] = cfg.objective_config()
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(train_mod, "train", fake_train)
+    res = run_main(["train", "--rejuvenate", "0.5", "--out", str(tmp_path / "r")], capsys)
+    assert res.returncode == 2 and seen["objective"].rejuvenate == 0.5

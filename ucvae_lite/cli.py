@@ -107,6 +107,11 @@ def _check_training(args: argparse.Namespace) -> None:
         f"--max-steps {args.max_steps} is below {m_flag}: the chains must run m steps; "
         f"pass --max-steps {m} or more",
     )
+    _require(
+        args.rejuvenate is None or (math.isfinite(args.rejuvenate) and args.rejuvenate > 0),
+        f"--rejuvenate must be a positive scale (a multiple of the encoder's sigma), got "
+        f"{args.rejuvenate}; pass e.g. --rejuvenate 1.0, or leave it out for no MH move",
+    )
     _at_least(args.latent_dim, 1, "--latent-dim", "the latent size")
     bad_hidden = [h for h in args.hidden or [] if h < 1]
     _require(
@@ -198,6 +203,7 @@ def _train_config(args: argparse.Namespace, objective: str):
         eps=args.eps,
         encoder=args.encoder,
         max_steps=args.max_steps,
+        rejuvenate=args.rejuvenate,
         latent_dim=args.latent_dim,
         hidden=args.hidden,
         covariance=args.covariance,
@@ -350,6 +356,15 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="ucvae: chain step cap; chains that have not met are truncated and "
         f"reported (default {D.max_steps})",
+    )
+    g.add_argument(
+        "--rejuvenate",
+        type=float,
+        default=None,
+        metavar="C",
+        help="ucvae: after every index selection, move the chains' references by a coupled "
+        "random-walk Metropolis-Hastings step of scale C x the encoder's sigma (still "
+        "unbiased; costs about 2 more evaluations per chain step; default: off)",
     )
     g = p.add_argument_group("model and optimiser")
     g.add_argument(
@@ -562,17 +577,29 @@ def main(argv: list[str] | None = None) -> int:
 
     Flag values are checked before anything is loaded. Bad input found later by the library
     (``ValueError``, including ``CheckpointError``; ``FileNotFoundError``, including
-    ``DatasetNotFoundError``) is also reported as one line, unless ``--debug`` is given.
+    ``DatasetNotFoundError``) is also reported as one line, unless ``--debug`` is given. A run
+    that fails (a diverged loss, refused degenerate weights, chains that did not meet) is
+    reported the same way with exit status 1.
     """
     args = build_parser().parse_args(argv)
     args.argv = argv
+    from .coupled import MeetingTimeoutError  # here, so that --help needs no torch import
+    from .train import DegenerateWeightsError, TrainingDivergedError
+
     try:
         args.check(args)
         args.func(args)
     except (ValueError, FileNotFoundError) as e:
-        if args.debug:
-            raise
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return _fail(e, 2, args.debug)
+    except (TrainingDivergedError, DegenerateWeightsError, MeetingTimeoutError) as e:
+        return _fail(e, 1, args.debug)  # a run that failed, not bad input
     return 0
+
+
+def _fail(error: Exception, status: int, debug: bool) -> int:
+    """One ``error:`` line on stderr and the exit status (the traceback with --debug)."""
+    if debug:
+        raise error
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"error: {message}", file=sys.stderr)
+    return status
