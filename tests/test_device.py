@@ -123,6 +123,22 @@ def test_vae_objectives_and_evaluation(vae, meta_default):
     model.encoder_scale(x).sum().item()
 
 
+@pytest.fixture(scope="module")
+def tiny_digits():
+    from ucvae_lite.data import load_dataset
+
+    return load_dataset("digits").subset(60, 20, 20)
+
+
+def test_training_loop(tiny_digits, tmp_path, meta_default):
+    from ucvae_lite.train import TrainConfig, train
+
+    cfg = TrainConfig(epochs=2, batch_size=30, val_samples=4, hidden=[8], out=str(tmp_path))
+    train(cfg, progress=False, data=tiny_digits)
+    _, hist = train(cfg.__class__(**{**cfg.__dict__, "epochs": 3}), True, False, tiny_digits)
+    assert hist["epoch"] == [1, 2, 3]
+
+
 def test_practical_and_per_row_gradients(vae, meta_default):
     model, x = vae
     g = torch.Generator().manual_seed(0)

@@ -297,7 +297,7 @@ class Trainer:
     def batches(self) -> Iterator[Tensor]:
         """This epoch's minibatches: fresh binary images (if dynamic), shuffled by ``data_gen``."""
         xs = self.data.train_epoch(self.data_gen)
-        order = torch.randperm(len(xs), generator=self.data_gen)
+        order = torch.randperm(len(xs), generator=self.data_gen, device=self.data_gen.device)
         for idx in order.split(self.cfg.batch_size):
             yield xs[idx].to(self.device)
 
@@ -567,17 +567,19 @@ def default_callbacks(
 
 
 def build_model(cfg: TrainConfig, data_dim: int) -> VAE:
-    """The VAE of ``cfg`` on ``cfg.device``, initialised after ``torch.manual_seed(cfg.seed)``."""
+    """The VAE of ``cfg`` on ``cfg.device``, initialised after ``torch.manual_seed(cfg.seed)``
+    on the CPU (the same initial weights whatever the device), then moved."""
     torch.manual_seed(cfg.seed)
-    model = build_vae(
-        cfg.dataset,
-        data_dim,
-        hidden=tuple(cfg.hidden) if cfg.hidden else None,
-        latent_dim=cfg.resolved_latent_dim(),
-        activation=cfg.activation,
-        covariance=cfg.covariance,
-        flow_layers=cfg.flow_layers,
-    )
+    with torch.device("cpu"):
+        model = build_vae(
+            cfg.dataset,
+            data_dim,
+            hidden=tuple(cfg.hidden) if cfg.hidden else None,
+            latent_dim=cfg.resolved_latent_dim(),
+            activation=cfg.activation,
+            covariance=cfg.covariance,
+            flow_layers=cfg.flow_layers,
+        )
     return model.to(cfg.device)
 
 
