@@ -1,0 +1,15 @@
+"""Checkers for the notebooks' exercises: is the function you wrote right?
+
+Each ``check_*`` function takes the function a learner wrote, runs it against the library on
+fixed seeds and, wherever one exists, against an exact answer, then either prints a short
+confirmation or raises ``AssertionError`` with a hint that says what is wrong and where to
+look. Checkers accept any correct implementation (not only the library's own); the package's
+tests show that each one accepts the library's answer and rejects a typical mistake.
+
+    from ucvae_lite import checks
+    checks.check_maximal_coupling(my_coupling)   # prints "✓ ..." or raises AssertionError
+"""
+
+from ._common import CheckFailed, passed
+
+__all__ = ["CheckFailed", "passed"]
