@@ -87,6 +87,9 @@ class CoupledChains:
     ``initial`` optionally gives X_0 as (particles [B, S, D], log-weights [B, S]): it must be
     a fresh q^S draw (e.g. the sample set of an IWAE forward pass). ``move`` is an optional
     ``kernels.Move`` made after every index selection (``rejuvenation.RandomWalkMH``).
+    ``correction_prob`` p < 1 runs the chains only for a random subset of the data points:
+    after X_0, each pair goes on with probability p, independently (``corrected`` [B] says
+    which; the others stop at t = 0, with τ = 0). ``coupled_estimate`` weights them by 1/p.
     """
 
     def __init__(
@@ -100,10 +103,13 @@ class CoupledChains:
         store: ParticleStore | None = None,
         initial: tuple[Tensor, Tensor] | None = None,
         move: Move | None = None,
+        correction_prob: float = 1.0,
     ):
         check_num_samples(num_samples)
+        check_correction_prob(correction_prob)
         self.target, self.num_samples, self.m, self.max_steps = target, num_samples, m, max_steps
         self.generator, self.initial, self.move = generator, initial, move
+        self.correction_prob = correction_prob
         self.store = store if store is not None else ParticleStore()
 
     def _start(self) -> tuple[CISState, _Running]:
@@ -150,6 +156,14 @@ class CoupledChains:
         self.tau = torch.zeros(B, dtype=torch.long, device=device)
         self.truncated = torch.zeros(B, dtype=torch.bool, device=device)
         yield ChainStep(0, x0, None, torch.zeros(B, dtype=torch.bool, device=device), run.rows)
+        self.corrected = torch.ones(B, dtype=torch.bool, device=device)
+        if self.correction_prob < 1.0:  # thinning: only some pairs go on (Z ~ Bernoulli(p))
+            u = torch.rand(B, generator=gen, dtype=x0.log_weights.dtype, device=device)
+            self.corrected = u < self.correction_prob
+            index = self.corrected.nonzero().flatten()
+            if not index.numel():
+                return
+            run, x0 = run.select(index), CISState(*(v[index] for v in x0))
         state = kernels.init(run.target, x0, run.store, gen, run.move)  # (X_1, Y_0)
         t = 1
         while True:
@@ -168,6 +182,15 @@ class CoupledChains:
             if not run.rows.numel():
                 return
             state = kernels.refresh(run.target, ref_x, ref_y, self.num_samples - 1, run.store, gen)
+
+
+def check_correction_prob(p: float) -> None:
+    """ValueError unless 0 < p ≤ 1."""
+    if not isinstance(p, int | float) or isinstance(p, bool) or not 0.0 < p <= 1.0:
+        raise ValueError(
+            f"correction_prob must be in (0, 1] (the probability that a data point's bias "
+            f"correction is computed), got {p!r}; 1 computes it for every data point"
+        )
 
 
 def _check_args(num_samples: int, k: int, m: int, max_steps: int, on_timeout: str) -> None:
@@ -196,6 +219,7 @@ def coupled_estimate(
     initial: tuple[Tensor, Tensor] | None = None,
     keep_log_weights: bool = False,
     move: Move | None = None,
+    correction_prob: float = 1.0,
 ) -> Estimate:
     """Unbiased estimate H_{k:m} of E_{p(z|x_b)}[f(z)] for every data point b, for all f at once.
 
@@ -214,6 +238,11 @@ def coupled_estimate(
         gradient surrogate can reuse them. The chains themselves only use detached weights.
     move : an optional ``kernels.Move`` made on the references after every index selection,
         e.g. ``rejuvenation.RandomWalkMH(scale)``. Still unbiased; its evaluations are counted.
+    correction_prob : p in (0, 1], the thinned bias correction. Write H = h(X_0) + C, with
+        h(X_0) IWAE's estimate and C = H_{k:m} − h(X_0) the correction. With Z ~ Bernoulli(p)
+        independently per data point, H^p = h(X_0) + (Z/p)·C has E[H^p] = E[H] (still
+        unbiased) and Var(H^p) = Var(H) + (1/p − 1) E[C²]; the chains run only where Z = 1,
+        so a data point costs S + Z·(the chains' evaluations). ``corrected`` says where Z = 1.
 
     Returns an ``Estimate``: ``tau`` (τ ≥ 2), ``num_evals`` (log-weight evaluations per data
     point: S for X_0, S for (X_1, Y_0), S − 1 per further step that needs new particles, plus
@@ -222,15 +251,34 @@ def coupled_estimate(
     _check_args(num_samples, k, m, max_steps, on_timeout)
     store = ParticleStore(keep_log_weights)
     chains = CoupledChains(
-        target, num_samples, m, max_steps, generator, store=store, initial=initial, move=move
+        target,
+        num_samples,
+        m,
+        max_steps,
+        generator,
+        store=store,
+        initial=initial,
+        move=move,
+        correction_prob=correction_prob,
     )
+    scale = 1.0 / correction_prob  # Z/p for the pairs that run past X_0 (all, when p = 1)
+    x0 = None
     for step in chains:  # credit h(X_t) and h(Y_{t−1}) with their weights in H_{k:m}
+        if step.t == 0:
+            x0 = step.x
         if step.t < k:
             continue
         a, b = hkm_weights(step.t, k, m, unmet=~step.met, dtype=step.x.log_weights.dtype)
+        if step.t > 0:
+            a, b = scale * a, scale * b
         store.credit(step.x.ids, a[:, None] * normalized_weights(step.x.log_weights))
         if step.y is not None:
             store.credit(step.y.ids, b[:, None] * normalized_weights(step.y.log_weights))
+    if correction_prob < 1.0:  # h(X_0) + (Z/p)(H − h(X_0)): X_0's own term becomes
+        z_over_p = chains.corrected.to(x0.log_weights.dtype) * scale  # (1 − Z/p) + (Z/p)·a_0
+        a0 = hkm_weights(0, k, m, unmet=~chains.corrected, dtype=x0.log_weights.dtype)[0]
+        own = 1.0 - z_over_p + (z_over_p - 1.0) * a0  # minus the a_0 credited above
+        store.credit(x0.ids, own[:, None] * normalized_weights(x0.log_weights))
     B = chains.tau.shape[0]
     if bool(chains.truncated.any()) and on_timeout == "raise":
         raise MeetingTimeoutError(
@@ -254,4 +302,6 @@ def coupled_estimate(
         m=m,
         flat_log_weights=stored.log_weights,
         flat_has_graph=stored.has_graph,
+        corrected=chains.corrected,
+        correction_prob=correction_prob,
     )

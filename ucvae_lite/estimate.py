@@ -42,6 +42,9 @@ class Estimate:
         particle's log-weight exactly as the target returned it (autograd graph included where
         ``flat_has_graph``), so a gradient surrogate can reuse it without evaluating again.
     flat_has_graph : [M] bool or None: which entries of ``flat_log_weights`` carry a graph.
+    corrected : [B] bool or None. With ``coupled_estimate(..., correction_prob=p)``, where the
+        bias correction was computed (Z = 1); elsewhere the estimate is h(X_0) and τ = 0.
+    correction_prob : the p of the thinned correction (1: every data point corrected).
     """
 
     flat_particles: Tensor
@@ -57,6 +60,8 @@ class Estimate:
     m: int = 0
     flat_log_weights: Tensor | None = None
     flat_has_graph: Tensor | None = None
+    corrected: Tensor | None = None
+    correction_prob: float = 1.0
     _padded: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
 
     @property
