@@ -52,6 +52,13 @@ class LinearGaussian:
         log_sigma = torch.tensor(math.log(sigma), **f64)
         return cls(W.to(device), b.to(device), log_sigma.to(device))
 
+    def select(self, index: Tensor) -> LinearGaussian:
+        """The model for rows ``index``: itself when the parameters are shared, else their rows."""
+        if self.W.dim() == 2:
+            return self
+        log_sigma = self.log_sigma[index] if self.log_sigma.dim() else self.log_sigma
+        return LinearGaussian(self.W[index], self.b[index], log_sigma)
+
     @property
     def sigma(self) -> Tensor:
         return self.log_sigma.exp()

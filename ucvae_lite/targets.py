@@ -65,7 +65,10 @@ class ImportanceTarget:
         return self.proposal.log_prob(z)
 
     def select(self, index: Tensor) -> ImportanceTarget:
-        return ImportanceTarget(self.model, self.x[index], self.proposal.select(index))
+        """The same problem for rows ``index`` (a model with per-row parameters, such as a
+        batched ``LinearGaussian``, is restricted by its own ``select``)."""
+        model = self.model.select(index) if hasattr(self.model, "select") else self.model
+        return ImportanceTarget(model, self.x[index], self.proposal.select(index))
 
 
 class RowView:

@@ -1,0 +1,150 @@
+"""SUMO: unbiased estimates of log p(x) by Russian roulette over IWAE bounds (Luo et al. 2020).
+
+With an i.i.d. stream z_1, z_2, … ~ q(z | x) and w_j = p(x, z_j) / q(z_j | x), the IWAE bounds
+
+    L_k = log (1/k) Σ_{j≤k} w_j
+
+increase in expectation to log p(x) (E L_k ↑ log p(x), the gap shrinking like O(1/k)). Write
+log p(x) = E L_m + Σ_{k≥m} E Δ_k with Δ_k = L_{k+1} − L_k: a telescoping series. Russian roulette
+keeps a random number K ≥ 1 of its terms, independent of the z's, and reweights each kept term
+by the probability that it is kept:
+
+    SUMO = L_m + Σ_{j=1}^{K} Δ_{m+j−1} / P(K ≥ j),        E[SUMO] = log p(x),
+
+because E[Σ_j 1{K ≥ j} Δ_{m+j−1} / P(K ≥ j)] = Σ_j E[Δ_{m+j−1}] (swap sum and expectation:
+the terms must be summable). Divide by P(K ≥ j), never multiply: multiplying gives
+Σ_j P(K ≥ j)² E Δ, which is biased. The tail used here (the SUMO paper's): P(K ≥ j) = 1/j for
+j ≤ c (the cut-off), then (1/c)·ρ^{j−c}: E[K] = H_c + ρ/(c(1 − ρ)) (≈ 5.1 for c = 80, ρ = 0.9).
+A draw costs m + K log-weight evaluations. Its variance is finite only if E[Δ_k²] decays
+faster than P(K ≥ k): with E Δ_k² = O(1/k²) the 1/k part is borderline and the geometric tail
+(reached with probability 1/c) can make it very large; measure it (``benchmarks``).
+
+Training with SUMO: θ follows ∇_θ SUMO (an unbiased gradient of log p_θ(x)); the encoder φ
+minimises the estimator's second moment E[SUMO²] (its variance, since E[SUMO] does not depend
+on φ), by reparameterisation (``objectives.sumo``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .iwae import check_log_weights
+from .targets import Target, selectable
+
+
+@dataclass(frozen=True)
+class Roulette:
+    """The distribution of K: P(K ≥ j) = 1/j for j ≤ ``cutoff``, then (1/c)·``ratio``^{j−c};
+    ``min_terms`` m is the first bound kept whole (L_m)."""
+
+    min_terms: int = 1
+    cutoff: int = 80
+    ratio: float = 0.9
+
+    def __post_init__(self):
+        for name in ("min_terms", "cutoff"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"SUMO's {name} must be an integer >= 1, got {value!r}")
+        if not 0.0 < self.ratio < 1.0:
+            raise ValueError(f"SUMO's geometric tail ratio must be in (0, 1), got {self.ratio}")
+
+    def survival(self, j: Tensor) -> Tensor:
+        """P(K ≥ j) for integers j ≥ 1."""
+        j = j.double()
+        c = self.cutoff
+        return torch.where(j <= c, 1.0 / j, (1.0 / c) * self.ratio ** (j - c))
+
+    def expected_k(self) -> float:
+        """E[K] = Σ_{j≥1} P(K ≥ j) = H_c + ρ / (c (1 − ρ))."""
+        c, r = self.cutoff, self.ratio
+        return sum(1.0 / j for j in range(1, c + 1)) + r / (c * (1.0 - r))
+
+    def sample(self, n: int, generator=None, device=None) -> Tensor:
+        """n draws of K, [n] (long): K = max{j : P(K ≥ j) ≥ u}, u ~ U(0, 1]."""
+        u = 1.0 - torch.rand(n, generator=generator, dtype=torch.float64, device=device)
+        c = self.cutoff
+        head = torch.floor(1.0 / u)  # u ≥ 1/c: the largest j with 1/j ≥ u
+        tail = c + torch.floor(torch.log(u * c) / math.log(self.ratio))
+        return torch.where(u >= 1.0 / c, head, tail).long().clamp_min(1)
+
+
+def sumo_from_log_weights(log_w: Tensor, k: Tensor, roulette: Roulette) -> Tensor:
+    """SUMO per row from log-weights [B, N] of the first m + K_b draws of each row (entries past
+    m + K_b are ignored and may hold anything finite) and K [B]. Differentiable in log_w."""
+    B, N = log_w.shape
+    m = roulette.min_terms
+    counts = torch.arange(1, N + 1, device=log_w.device, dtype=log_w.dtype)
+    bounds = torch.logcumsumexp(log_w, -1) - counts.log()  # L_1 .. L_N
+    j = torch.arange(1, N - m + 1, device=log_w.device)  # term j: Δ_{m+j−1} = L_{m+j} − L_{m+j−1}
+    deltas = bounds[:, m:] - bounds[:, m - 1 : N - 1]
+    weights = 1.0 / roulette.survival(j).to(log_w.dtype)
+    kept = j[None, :] <= k[:, None]
+    return bounds[:, m - 1] + torch.where(kept, deltas * weights, 0.0).sum(-1)
+
+
+def log_weights_in_rounds(
+    needed: Tensor, first: tuple[Tensor, ...], draw: Callable[[Tensor, int], tuple[Tensor, ...]]
+) -> tuple[tuple[Tensor, ...], Tensor]:
+    """Log-weights of the first ``needed[b]`` draws of each row, evaluated in rounds.
+
+    ``first`` holds the first round for every row (tensors [B, n_0]: one or several, e.g. with
+    and without the decoder's graph). Each later round doubles the draws made so far, for the
+    rows that still need more: ``draw(rows, n)`` returns the same tensors [len(rows), n] for n
+    fresh draws of the batch rows ``rows``. No row gets more than twice the draws it needs.
+    Returns the tensors padded to [B, N] with zeros, and the draws made per row [B].
+    """
+    B, device = needed.shape[0], needed.device
+    done = first[0].shape[1]
+    full = [f for f in first]
+    made = torch.full((B,), done, dtype=torch.long, device=device)
+    rows = (needed > done).nonzero().flatten()
+    while rows.numel():
+        parts = draw(rows, done)
+        full = [torch.cat([f, f.new_zeros(B, done)], 1) for f in full]
+        for f, part in zip(full, parts, strict=True):
+            f[rows, done:] = part
+        made[rows] += done
+        done *= 2
+        rows = rows[needed[rows] > done]
+    return tuple(full), made
+
+
+def sumo_log_marginal(
+    target: Target,
+    generator: torch.Generator | None = None,
+    *,
+    min_terms: int = 1,
+    cutoff: int = 80,
+    ratio: float = 0.9,
+    return_cost: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """[B] unbiased estimates of log p(x_b), one SUMO draw per data point of ``target``.
+
+    ``min_terms`` m ≥ 1, ``cutoff`` c ≥ 1 and ``ratio`` ρ in (0, 1) set the roulette (module
+    docstring). ``return_cost=True`` also returns the log-weight evaluations made per data
+    point [B] (at least m + K, less than twice that: draws are made in doubling rounds).
+    """
+    roulette = Roulette(min_terms, cutoff, ratio)
+    first = roulette.min_terms + 1  # every row needs m + K ≥ m + 1 draws
+
+    def weigh(tgt: Target, n: int) -> Tensor:
+        z = tgt.sample(n, generator)
+        log_w = tgt.log_weight(z)
+        check_log_weights(log_w.detach(), z)
+        return log_w
+
+    log_w0 = weigh(target, first)
+    B, device = log_w0.shape[0], log_w0.device
+    rows_target = selectable(target, B, device)
+    k = roulette.sample(B, generator, device)
+    (log_w,), made = log_weights_in_rounds(
+        roulette.min_terms + k, (log_w0,), lambda rows, n: (weigh(rows_target.select(rows), n),)
+    )
+    est = sumo_from_log_weights(log_w, k, roulette)
+    return (est, made) if return_cost else est
