@@ -105,6 +105,11 @@ BAD_FLAGS = {
     "evaluate samples 0": (["evaluate", "x.pt", "--eval-samples", "0"], ["--eval-samples"]),
     "no command": ([], ["command"]),
     "rejuvenate 0": (["train", "--rejuvenate", "0"], ["--rejuvenate", "positive"]),
+    "correction prob 0": (["train", "--correction-prob", "0"], ["--correction-prob", "(0, 1]"]),
+    "correction prob 2": (["reproduce", "--correction-prob", "2"], ["--correction-prob"]),
+    "sumo cutoff 0": (["train", "--sumo-cutoff", "0"], ["--sumo-cutoff"]),
+    "sumo min terms 0": (["train", "--sumo-min-terms", "0"], ["--sumo-min-terms"]),
+    "bad clock": (["train", "--clock", "sundial"], ["--clock"]),
 }
 
 

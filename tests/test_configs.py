@@ -42,7 +42,10 @@ def test_objective_config_accepts_the_edge_cases():
     "changes,message",
     [
         ({"dataset": "cifar"}, r"dataset must be one of"),
-        ({"objective": "vae"}, r"objective must be one of \('elbo', 'iwae', 'ucvae'\)"),
+        (
+            {"objective": "vae"},
+            r"objective must be one of \('elbo', 'iwae', 'ucvae', 'sumo', 'msc'\)",
+        ),
         ({"degenerate": "maybe"}, r"degenerate must be one of \('warn', 'raise', 'ignore'\)"),
         ({"degenerate_ess": 0.0}, r"degenerate_ess must be > 0"),
         ({"epochs": 0}, r"epochs must be an integer >= 1, got 0"),

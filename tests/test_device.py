@@ -19,6 +19,8 @@ from ucvae_lite import evaluate as E
 from ucvae_lite import objectives as O
 from ucvae_lite import practical as P
 from ucvae_lite import teaching as T
+from ucvae_lite.msc import MSCMemory
+from ucvae_lite.sumo import sumo_log_marginal
 from ucvae_lite.surrogate import per_row_gradients
 from ucvae_lite.vae import VAE
 
@@ -75,6 +77,7 @@ def test_linear_gaussian_and_estimators(lg, meta_default):
     est = u.coupled_estimate(target, 2, max_steps=2, on_timeout="truncate", generator=g)
     assert est.particles.device.type == "cpu"
     u.iwae_estimate(target, 4, g).mean().sum().item()
+    sumo_log_marginal(target, g, cutoff=5).sum().item()
     u.sample_extended_target(
         target, 3, lambda gen: model.posterior(x.repeat_interleave(20, 0))[0], g
     )
@@ -113,10 +116,13 @@ def vae(request):
 def test_vae_objectives_and_evaluation(vae, meta_default):
     model, x = vae
     g = torch.Generator().manual_seed(0)
-    for name in O.OBJECTIVES:
+    for name in ("elbo", "iwae", "ucvae", "sumo"):
         O.objective(name)(model, x, O.ObjectiveConfig(num_samples=3), g).loss.backward()
-    cfg = O.ObjectiveConfig(num_samples=3, encoder="inclusive", eps=0.1)
+    cfg = O.ObjectiveConfig(num_samples=3, encoder="inclusive", eps=0.1, correction_prob=0.5)
     O.ucvae(model, x, cfg, g).loss.backward()
+    memory = MSCMemory.empty(x.shape[0], model.latent_dim, "toy", device=x.device)
+    context = O.StepContext(torch.arange(x.shape[0], device=x.device), memory)
+    O.msc(model, x, cfg, g, context).loss.backward()
     O.decoder_gradient(model, x, "ucvae", O.ObjectiveConfig(num_samples=3), g)
     res = E.evaluate(model, x, 7, batch_size=4, max_rows=10)
     assert math.isfinite(res["ll"])

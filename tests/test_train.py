@@ -43,7 +43,7 @@ def _same(xs: list, ys: list) -> bool:
     return all(x == y or (x != x and y != y) for x, y in zip(xs, ys, strict=True))
 
 
-@pytest.mark.parametrize("objective", ["ucvae", "iwae"])
+@pytest.mark.parametrize("objective", ["ucvae", "iwae", "msc", "sumo"])
 def test_resume_continues_bit_for_bit(tmp_path, data, objective, capsys):
     """3 epochs in one go == 2 epochs, stop, resume to 3, bit for bit: the checkpoint holds the
     model, optimiser, both generators, history and best model (ucvae's degenerate-regime check
@@ -63,7 +63,7 @@ def test_resume_continues_bit_for_bit(tmp_path, data, objective, capsys):
         assert torch.equal(v, b["model"][k]), k
     assert torch.equal(a["rng_model"], b["rng_model"]) and a["best_epoch"] == b["best_epoch"]
     assert hist.keys() == hist_full.keys()
-    for k in hist_full.keys() - {"time"}:  # NaN (τ of iwae) counts as equal to NaN
+    for k in hist_full.keys() - {"time", "train_time"}:  # NaN (τ of iwae) equals NaN
         assert _same(hist[k], hist_full[k]), k
     assert len(hist["time"]) == 3 and hist["time"][2] > hist["time"][1]  # elapsed carried on
     if objective == "ucvae":
@@ -74,9 +74,9 @@ def test_nan_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, data, monkey
     real = train_mod.objective("elbo")
     calls = {"n": 0}
 
-    def flaky(model, x, cfg, generator):
+    def flaky(model, x, cfg, generator, context=None):
         calls["n"] += 1
-        step = real(model, x, cfg, generator)
+        step = real(model, x, cfg, generator, context)
         if calls["n"] == 9:  # epoch 2, step 3 (6 steps per epoch)
             step.loss = step.loss * float("nan")
         return step
@@ -240,3 +240,24 @@ def test_cli_help_explains_every_flag(capsys):
         text = capsys.readouterr().out
         assert "--resume" in text or cmd == "evaluate"
         assert text.count("--") > 5
+
+
+def test_msc_keeps_its_chains_in_the_checkpoint_and_refuses_other_data(tmp_path, data):
+    cfg = _cfg(tmp_path, epochs=1, objective="msc")
+    train(cfg, progress=False, data=data)
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    memory = ckpt["memory"]
+    assert memory["reference"].shape[0] == len(data.train) and bool((memory["visits"] == 1).all())
+    other = data.subset(200, 50, 50)
+    with pytest.raises(ValueError, match="same --dataset"):
+        train(_cfg(tmp_path, epochs=2, objective="msc"), True, False, other)
+    with pytest.raises(ValueError, match="objective"):
+        train(_cfg(tmp_path, epochs=2, objective="iwae"), True, False, data)
+
+
+def test_time_limit_counts_optimisation_steps_on_the_chosen_clock(tmp_path, data):
+    _, hist = train(_cfg(tmp_path, epochs=5, objective="elbo", time_limit=1e-9, clock="process"),
+                    progress=False, data=data)  # fmt: skip
+    assert hist["epoch"] == [1] and 0 < hist["train_time"][0] <= hist["time"][0]
+    with pytest.raises(ValueError, match="clock"):
+        _cfg(tmp_path, clock="sundial")

@@ -108,6 +108,13 @@ def _check_training(args: argparse.Namespace) -> None:
         f"pass --max-steps {m} or more",
     )
     _require(
+        args.correction_prob is None or 0.0 < args.correction_prob <= 1.0,
+        f"--correction-prob must be in (0, 1] (the probability of computing a data point's "
+        f"bias correction), got {args.correction_prob}; pass e.g. --correction-prob 0.25",
+    )
+    _at_least(args.sumo_cutoff, 1, "--sumo-cutoff", "where the roulette's tail turns geometric")
+    _at_least(args.sumo_min_terms, 1, "--sumo-min-terms", "the IWAE bound kept whole")
+    _require(
         args.rejuvenate is None or (math.isfinite(args.rejuvenate) and args.rejuvenate > 0),
         f"--rejuvenate must be a positive scale (a multiple of the encoder's sigma), got "
         f"{args.rejuvenate}; pass e.g. --rejuvenate 1.0, or leave it out for no MH move",
@@ -204,6 +211,10 @@ def _train_config(args: argparse.Namespace, objective: str):
         encoder=args.encoder,
         max_steps=args.max_steps,
         rejuvenate=args.rejuvenate,
+        correction_prob=args.correction_prob,
+        sumo_cutoff=args.sumo_cutoff,
+        sumo_min_terms=args.sumo_min_terms,
+        clock=args.clock,
         latent_dim=args.latent_dim,
         hidden=args.hidden,
         covariance=args.covariance,
@@ -358,6 +369,26 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         f"reported (default {D.max_steps})",
     )
     g.add_argument(
+        "--correction-prob",
+        type=float,
+        default=None,
+        metavar="P",
+        help="ucvae: compute each data point's bias correction with probability P and weight "
+        "it 1/P (still unbiased, cheaper, noisier; default 1: always)",
+    )
+    g.add_argument(
+        "--sumo-cutoff",
+        type=int,
+        default=None,
+        help="sumo: P(K >= j) = 1/j up to this j, then a geometric tail (default 80)",
+    )
+    g.add_argument(
+        "--sumo-min-terms",
+        type=int,
+        default=None,
+        help="sumo: the IWAE bound L_m kept whole before the roulette (default 1)",
+    )
+    g.add_argument(
         "--rejuvenate",
         type=float,
         default=None,
@@ -425,7 +456,15 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         "--time-limit",
         type=float,
         default=None,
-        help="stop after the epoch in which training time passes this many seconds",
+        help="stop after the epoch in which the time spent in optimisation steps passes "
+        "this many seconds (see --clock)",
+    )
+    g.add_argument(
+        "--clock",
+        choices=["wall", "process"],
+        default="wall",
+        help="how training time is measured: wall-clock seconds, or this process's CPU "
+        "seconds (robust to other programs on the machine; default wall)",
     )
     g = p.add_argument_group("run")
     g.add_argument(
@@ -506,10 +545,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--objective",
-        choices=["elbo", "iwae", "ucvae"],
+        choices=["elbo", "iwae", "ucvae", "sumo", "msc"],
         default="ucvae",
-        help="elbo: S-sample VAE bound; iwae: IWAE-S bound; ucvae: unbiased "
-        "coupled-chain decoder gradient (default ucvae)",
+        help="elbo: S-sample VAE bound; iwae: IWAE-S bound; ucvae: unbiased coupled-chain "
+        "decoder gradient; sumo: unbiased log p(x) by Russian roulette; msc: Markovian score "
+        "climbing, one persistent CIS chain per example (biased) (default ucvae)",
     )
     _add_training_flags(p)
     _add_debug(p)

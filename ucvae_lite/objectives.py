@@ -1,4 +1,5 @@
-"""Training objectives for a VAE: ELBO, IWAE and the unbiased coupled-chain gradient (ucvae).
+"""Training objectives for a VAE: ELBO, IWAE, the unbiased coupled-chain gradient (ucvae) and
+its peers, SUMO (unbiased) and Markovian score climbing (biased).
 
 Each returns a ``Step``: a scalar ``loss`` to *minimise* (its gradient is the update), the
 value of the bound being tracked, and diagnostics. Per data point, averaged over the batch:
@@ -14,8 +15,16 @@ value of the bound being tracked, and diagnostics. Per data point, averaged over
   (``surrogate``). φ (encoder) follows either the IWAE bound (``encoder="iwae"``, θ held
   fixed in it) or the inclusive KL, ∇_φ KL(p‖q_φ) = −E_p[∇_φ log q_φ(z|x)], estimated
   unbiasedly by the same particles and coefficients (``encoder="inclusive"``).
+  ``correction_prob=p`` thins the bias correction (``coupled``): still unbiased, cheaper.
+* ``sumo``:  θ climbs SUMO, an unbiased estimate of log p_θ(x) by Russian roulette over IWAE
+  bounds (Luo et al. 2020, ``sumo``); φ minimises its second moment.
+* ``msc``:   θ follows one CIS step of a persistent chain per training example (Naesseth,
+  Lindsten & Blei 2020, ``msc``): biased at any finite time, consistent as the chains age.
 
-The chains select indices and meet on *detached* log-weights, and start from the encoder's
+Reweighted wake-sleep needs no objective of its own: its θ-gradient is IWAE's and its encoder
+step is the inclusive KL (``encoder="inclusive"``).
+
+The ucvae chains select indices and meet on *detached* log-weights, and start from the encoder's
 own IWAE sample set (X_0 is a fresh q^S draw either way). They do not run under
 ``torch.no_grad()``: their large evaluations deliberately keep θ's autograd graph, so that the
 surrogate reuses them instead of evaluating the decoder again (``machinery``). A ucvae step
@@ -30,16 +39,19 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-from .coupled import coupled_estimate
+from .coupled import check_correction_prob, coupled_estimate
 from .estimate import Estimate
-from .iwae import effective_sample_size, iwae_bound
+from .iwae import effective_sample_size, iwae_bound, normalized_weights
+from .kernels import CISState
 from .machinery import GraphForLargeBatches
+from .msc import MSCMemory, advance, particle_sets
 from .rejuvenation import RandomWalkMH
+from .sumo import Roulette, log_weights_in_rounds, sumo_from_log_weights
 from .surrogate import log_likelihood_surrogate, particle_log_joint
 from .targets import ImportanceTarget
 from .vae import VAE
 
-OBJECTIVES = ("elbo", "iwae", "ucvae")
+OBJECTIVES = ("elbo", "iwae", "ucvae", "sumo", "msc")
 ENCODER_OBJECTIVES = ("iwae", "inclusive")
 ON_TIMEOUT = ("truncate", "raise")  # what ucvae does with chains unmet after max_steps
 
@@ -48,8 +60,9 @@ ON_TIMEOUT = ("truncate", "raise")  # what ucvae does with chains unmet after ma
 class ObjectiveConfig:
     """Settings of the objectives; ``num_samples`` is S for all three (matched comparisons).
 
-    k, m, eps, encoder, max_steps, on_timeout and rejuvenate only affect ``ucvae``: the
-    estimate averages the
+    k, m, eps, max_steps, on_timeout, rejuvenate and correction_prob only affect ``ucvae``,
+    ``sumo_*`` only ``sumo``; ``encoder`` is how ucvae and msc train φ. The ucvae estimate
+    averages the
     coupled chains' steps k..m (H_{k:m}), so 0 ≤ k ≤ m, and a chain pair still unmet after
     ``max_steps`` ≥ m steps is truncated (``on_timeout="truncate"``, counted in the step's
     diagnostics) or raises (``"raise"``). The field defaults are the studied ucvae defaults
@@ -64,6 +77,10 @@ class ObjectiveConfig:
     max_steps: int = 1000  # coupled-chain step cap; unmet chains are truncated AND reported
     on_timeout: str = "truncate"  # "truncate" (flagged, counted) or "raise"
     rejuvenate: float | None = None  # MH move on the references, scale c × σ_φ(x) (off: None)
+    correction_prob: float = 1.0  # ucvae: thinned bias correction, kept with probability p
+    sumo_min_terms: int = 1  # sumo: m, the IWAE bound L_m kept whole
+    sumo_cutoff: int = 80  # sumo: P(K ≥ j) = 1/j up to this j, then geometric
+    sumo_ratio: float = 0.9  # sumo: the geometric tail's ratio
 
     def __post_init__(self):
         _require(
@@ -92,6 +109,12 @@ class ObjectiveConfig:
             self.rejuvenate is None or self.rejuvenate > 0,
             f"rejuvenate must be a scale > 0 (or None for no MH move), got {self.rejuvenate}",
         )
+        check_correction_prob(self.correction_prob)
+        self.roulette()  # SUMO's settings: a ValueError saying what to change
+
+    def roulette(self) -> Roulette:
+        """SUMO's distribution of the number of terms (``sumo.Roulette``)."""
+        return Roulette(self.sumo_min_terms, self.sumo_cutoff, self.sumo_ratio)
 
     def with_(self, **changes) -> ObjectiveConfig:
         """A copy with some fields changed (None values are ignored)."""
@@ -125,6 +148,15 @@ UCVAE_DEFAULTS = ObjectiveConfig()
 
 
 @dataclass
+class StepContext:
+    """What an objective may need besides the batch: the training examples' indices [B] and
+    the objective's persistent state (``msc``'s chains). The training loop provides it."""
+
+    index: Tensor
+    memory: MSCMemory | None = None
+
+
+@dataclass
 class Step:
     """One objective evaluation: ``loss`` to minimise, the tracked ``bound`` (a float, per
     data point), ``diagnostics`` (floats) and, for ucvae, the ``estimate``."""
@@ -139,7 +171,9 @@ def _log_weights(model: VAE, x: Tensor, q, z: Tensor, detach_decoder: bool = Fal
     return model.log_joint(x, z, detach_decoder) - q.log_prob(z)
 
 
-def elbo(model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None) -> Step:
+def elbo(
+    model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None, context=None
+) -> Step:
     """−(1/S) Σ_s log w(z_s), reparameterised: the S-sample ELBO of a VAE."""
     q = model.proposal(x)
     log_w = _log_weights(model, x, q, q.sample(cfg.num_samples, generator))
@@ -147,7 +181,9 @@ def elbo(model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator
     return Step(-value, value.item(), {"ess": _ess(log_w)})
 
 
-def iwae(model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None) -> Step:
+def iwae(
+    model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None, context=None
+) -> Step:
     """−log (1/S) Σ_s w(z_s), reparameterised: the IWAE bound, for θ and φ together."""
     q = model.proposal(x)
     log_w = _log_weights(model, x, q, q.sample(cfg.num_samples, generator))
@@ -160,7 +196,9 @@ def _ess(log_w: Tensor) -> float:
     return (effective_sample_size(log_w.detach()) / log_w.shape[-1]).mean().item()
 
 
-def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None) -> Step:
+def ucvae(
+    model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None, context=None
+) -> Step:
     """Unbiased θ-gradient from coupled CIS chains (k, m, S of ``cfg``); φ by ``cfg.encoder``.
 
     The loss's θ-gradient is −(1/B) Σ_b H_{k:m}[∇_θ log p_θ(x_b, ·)]; its value is not a bound
@@ -192,6 +230,7 @@ def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generato
         initial=(z0, log_w0),
         keep_log_weights=True,
         move=move,
+        correction_prob=cfg.correction_prob,
     )
     log_joint = particle_log_joint(model, x)
     theta_loss = -log_likelihood_surrogate(est, log_joint, "mean", reuse_log_weights=True)
@@ -206,7 +245,7 @@ def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generato
             RuntimeWarning,
             stacklevel=2,
         )
-    met = est.tau[~est.truncated].double()
+    met = est.tau[est.corrected & ~est.truncated].double()  # pairs that ran and met
     chain_evals = int(est.num_evals.sum())
     live = est.flat_coef != 0
     diagnostics = {
@@ -221,26 +260,110 @@ def ucvae(model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generato
         + chain_evals
         + int((live & ~est.flat_has_graph).sum()),
         "truncated": truncated,
+        "corrected": est.corrected.double().mean().item(),
     }
     return Step(theta_loss + enc_loss, est.bound.mean().item(), diagnostics, est)
 
 
+def sumo(
+    model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None, context=None
+) -> Step:
+    """SUMO (``sumo``): θ climbs an unbiased estimate of log p_θ(x); φ minimises its second
+    moment E[SUMO²] (the estimator's variance), by reparameterisation.
+
+    The same draws give both: log-weights with θ's graph (z and q held fixed) for
+    −(1/B) Σ_b SUMO_b, and with φ's graph (θ held fixed) for (1/B) Σ_b SUMO_b². Draws are made
+    in doubling rounds (``sumo.log_weights_in_rounds``); the tracked ``bound`` is the mean
+    SUMO estimate (an unbiased estimate of log p(x), not a bound).
+    """
+    roulette = cfg.roulette()
+    q = model.proposal(x, cfg.eps)
+    q_fixed = q.detach()
+
+    def weigh(rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        z = q.select(rows).sample(n, generator)  # reparameterised
+        xr = x[rows]
+        with_theta = model.log_joint(xr, z.detach()) - q_fixed.select(rows).log_prob(z.detach())
+        with_phi = model.log_joint(xr, z, detach_decoder=True) - q.select(rows).log_prob(z)
+        return with_theta, with_phi
+
+    B = x.shape[0]
+    k = roulette.sample(B, generator, x.device)
+    everyone = torch.arange(B, device=x.device)
+    first = weigh(everyone, roulette.min_terms + 1)
+    (lw_theta, lw_phi), made = log_weights_in_rounds(roulette.min_terms + k, first, weigh)
+    est_theta = sumo_from_log_weights(lw_theta, k, roulette)
+    est_phi = sumo_from_log_weights(lw_phi, k, roulette)
+    loss = -est_theta.mean() + est_phi.pow(2).mean()
+    diagnostics = {
+        "evals": made.double().mean().item(),
+        "k_mean": k.double().mean().item(),
+        "k_max": int(k.max()),
+        "sumo_sd": est_theta.detach().std().item() if B > 1 else float("nan"),
+        "decoder_evals": 2 * int(made.sum()),  # θ's and φ's passes over the same draws
+    }
+    return Step(loss, est_theta.detach().mean().item(), diagnostics)
+
+
+def msc(
+    model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None, context=None
+) -> Step:
+    """Markovian score climbing (``msc``): one CIS step of each example's persistent chain;
+    θ follows h(X) = Σ_j w̄_j ∇_θ log p_θ(x, z_j), which is BIASED (consistent only as the
+    chains age); φ by ``cfg.encoder`` (the IWAE bound on the step's fresh draws, θ held fixed,
+    or the inclusive KL −Σ_j w̄_j log q_φ(z_j | x)). Needs ``context`` with the examples'
+    indices and an ``msc.MSCMemory`` (``train`` provides both). Costs S evaluations, as IWAE.
+    """
+    if context is None or context.memory is None:
+        raise ValueError(
+            "msc keeps one chain per training example: it needs context=StepContext(index, "
+            "memory) with the batch's example indices and an msc.MSCMemory (train() provides "
+            "them)"
+        )
+    S = cfg.num_samples
+    q = model.proposal(x, cfg.eps)
+    q_fixed = q.detach()
+    fresh = q.sample(S, generator)  # reparameterised: the encoder's IWAE bound uses it
+    enc_loss = x.new_zeros(())
+    if cfg.encoder == "iwae":
+        enc_loss = -iwae_bound(_log_weights(model, x, q, fresh, detach_decoder=True)).mean()
+    z = particle_sets(context.memory, context.index, fresh)
+    log_w = model.log_joint(x, z) - q_fixed.log_prob(z)  # θ's graph; references re-weighted
+    w = normalized_weights(log_w.detach())
+    theta_loss = -(w * log_w).sum(-1).mean()  # θ-gradient: −(1/B) Σ_b Σ_j w̄_j ∇_θ log p
+    if cfg.encoder == "inclusive":
+        enc_loss = -(w * q.log_prob(z)).sum(-1).mean()
+    advance(context.memory, context.index, CISState(z, log_w.detach()), generator)
+    diagnostics = {
+        "ess": _ess(log_w),
+        "evals": float(S),
+        "age_mean": context.memory.visits[context.index].double().mean().item(),
+    }
+    return Step(theta_loss + enc_loss, iwae_bound(log_w.detach()).mean().item(), diagnostics)
+
+
 def objective(name: str):
     """The objective function called ``name`` (one of OBJECTIVES)."""
-    fns = {"elbo": elbo, "iwae": iwae, "ucvae": ucvae}
+    fns = {"elbo": elbo, "iwae": iwae, "ucvae": ucvae, "sumo": sumo, "msc": msc}
     if name not in fns:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {name!r}")
     return fns[name]
 
 
 def decoder_gradient(
-    model: VAE, x: Tensor, name: str, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None
+    model: VAE,
+    x: Tensor,
+    name: str,
+    cfg: ObjectiveConfig = DEFAULT_CONFIG,
+    generator=None,
+    context: StepContext | None = None,
 ) -> Tensor:
     """The flattened θ (decoder) gradient of ``name``'s loss on x: one gradient sample.
 
-    Its expectation is −∇_θ (1/B) Σ_b log p_θ(x_b) for ucvae; the bound's gradient otherwise.
+    Its expectation is −∇_θ (1/B) Σ_b log p_θ(x_b) for ucvae and sumo; the bound's gradient
+    for elbo and iwae; for msc, a biased estimate of it (the bias shrinks as the chains age).
     """
-    step = objective(name)(model, x, cfg, generator)
+    step = objective(name)(model, x, cfg, generator, context)
     params = list(model.decoder.parameters())
     grads = torch.autograd.grad(step.loss, params)
     return torch.cat([g.reshape(-1) for g in grads])

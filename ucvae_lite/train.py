@@ -49,15 +49,20 @@ from tqdm.auto import tqdm
 
 from .data import DATASETS, BinaryImages, load_for_config
 from .evaluate import log_likelihood
-from .objectives import OBJECTIVES, ObjectiveConfig, Step, objective
+from .msc import MSCMemory
+from .objectives import OBJECTIVES, ObjectiveConfig, Step, StepContext, objective
 from .practical import DEGENERATE_ESS, degenerate_regime, weight_diagnostics
 from .runtime import fast_mode  # noqa: F401 (notebooks import it from here)
 from .vae import DEFAULT_ARCH, VAE, build_vae
 
 DEGENERATE_POLICIES = ("warn", "raise", "ignore")
+# How optimisation steps are timed (``TrainConfig.clock``, ``time_limit``): wall-clock seconds,
+# or this process's CPU seconds (with one thread, about the same on an idle machine, and
+# robust to other processes sharing the machine).
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 DEGENERATE_CHECK_IMAGES = 100  # validation images in the degenerate-regime check
 EPOCH_KEYS = ("epoch", "train_bound", "val_ll", "val_se", "time", "steps", "truncated")
-EPOCH_KEYS += ("tau_mean", "tau_max", "evals", "ess")
+EPOCH_KEYS += ("tau_mean", "tau_max", "evals", "ess", "train_time")
 STEP_KEYS = ("step_bound", "step_tau_mean", "step_tau_max")
 CHECK_KEYS = ("check_median_ess", "degenerate")  # one entry per degenerate-regime check
 
@@ -84,8 +89,9 @@ def _int_at_least(value, minimum: int) -> bool:
 class TrainConfig:
     """Everything that defines a training run (saved in its checkpoint).
 
-    ``None`` for num_samples, k, m, eps, encoder, max_steps means "the ``ObjectiveConfig``
-    default"; for latent_dim, "the dataset's default" (``resolved_latent_dim``).
+    ``None`` for num_samples, k, m, eps, encoder, max_steps, rejuvenate, correction_prob and
+    the sumo settings means "the ``ObjectiveConfig`` default"; for latent_dim, "the dataset's
+    default" (``resolved_latent_dim``).
     """
 
     dataset: str = "digits"
@@ -97,6 +103,9 @@ class TrainConfig:
     encoder: str | None = None
     max_steps: int | None = None
     rejuvenate: float | None = None  # ucvae: MH move on the references, scale c × σ_φ(x)
+    correction_prob: float | None = None  # ucvae: thinned bias correction probability
+    sumo_cutoff: int | None = None  # sumo: where the roulette's tail turns geometric
+    sumo_min_terms: int | None = None  # sumo: the IWAE bound kept whole
     latent_dim: int | None = None
     hidden: list[int] | None = None
     activation: str = "tanh"
@@ -110,7 +119,8 @@ class TrainConfig:
     seed: int = 0
     val_samples: int = 100
     patience: int | None = None  # early stopping: epochs without validation improvement
-    time_limit: float | None = None  # seconds; stop after the epoch that passes it
+    time_limit: float | None = None  # seconds of optimisation steps; stop after that epoch
+    clock: str = "wall"  # how steps are timed: "wall" (perf_counter) or "process" (CPU time)
     binarization: str = "dynamic"
     data_dir: str | None = None
     subset: list[int] | None = None  # [train, valid, test] sizes for quick runs
@@ -151,6 +161,11 @@ class TrainConfig:
             f"time_limit must be None (no limit) or > 0 seconds, got {self.time_limit!r}",
         )
         _require(
+            self.clock in CLOCKS,
+            f"clock must be one of {tuple(CLOCKS)} (how training time is measured), "
+            f"got {self.clock!r}",
+        )
+        _require(
             self.latent_dim is None or _int_at_least(self.latent_dim, 1),
             f"latent_dim must be None (the dataset's default) or an integer >= 1, "
             f"got {self.latent_dim!r}",
@@ -173,6 +188,9 @@ class TrainConfig:
             encoder=self.encoder,
             max_steps=self.max_steps,
             rejuvenate=self.rejuvenate,
+            correction_prob=self.correction_prob,
+            sumo_cutoff=self.sumo_cutoff,
+            sumo_min_terms=self.sumo_min_terms,
         )
 
     def resolved_latent_dim(self) -> int:
@@ -249,7 +267,12 @@ class Trainer:
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 2)
-        self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        self.epoch, self.step, self.elapsed, self.train_time = 0, 0, 0.0, 0.0
+        self.clock = CLOCKS[cfg.clock]
+        self.memory = None  # msc: one persistent chain per training example
+        if cfg.objective == "msc":
+            latent = model.latent_dim
+            self.memory = MSCMemory.empty(len(data.train), latent, cfg.dataset, self.device)
         self.num_batches = math.ceil(len(data.train) / cfg.batch_size)
         self.history = new_history()
         self.best = {"epoch": -1, "val_ll": -math.inf, "model": None}
@@ -280,8 +303,10 @@ class Trainer:
     def run_epoch(self) -> None:
         """One pass over the shuffled training images, then validation and the best epoch."""
         start = time.perf_counter()
-        for step, x in enumerate(self.batches(), start=1):
-            self.step, self.last = step, self.train_step(x)
+        for step, (index, x) in enumerate(self.batches(), start=1):
+            tick = self.clock()
+            self.step, self.last = step, self.train_step(index, x)
+            self.train_time += self.clock() - tick
             self.fire("on_step_end")
         cfg = self.cfg
         self.val_ll, self.val_se = validate(self.model, self.valid, cfg.val_samples, cfg.seed)
@@ -294,18 +319,20 @@ class Trainer:
                 "model": _cpu_state(self.model),
             }
 
-    def batches(self) -> Iterator[Tensor]:
-        """This epoch's minibatches: fresh binary images (if dynamic), shuffled by ``data_gen``."""
+    def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """This epoch's minibatches as (example indices, images): fresh binary images (if
+        dynamic), shuffled by ``data_gen``."""
         xs = self.data.train_epoch(self.data_gen)
         order = torch.randperm(len(xs), generator=self.data_gen, device=self.data_gen.device)
         for idx in order.split(self.cfg.batch_size):
-            yield xs[idx].to(self.device)
+            yield idx.to(self.device), xs[idx].to(self.device)
 
-    def train_step(self, x: Tensor) -> Step:
+    def train_step(self, index: Tensor, x: Tensor) -> Step:
         """loss = objective(model, x); one Adam step along its negative gradient."""
+        context = StepContext(index, self.memory)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # truncations: counted per epoch
-            step = self.objective(self.model, x, self.ocfg, self.gen)
+            step = self.objective(self.model, x, self.ocfg, self.gen, context)
         self.opt.zero_grad(set_to_none=True)
         step.loss.backward()
         self.opt.step()
@@ -323,19 +350,36 @@ class Trainer:
             "history": self.history,
             "epoch": self.epoch - 1,  # index of the last finished epoch (0: the first)
             "elapsed": self.elapsed,
+            "train_time": self.train_time,
+            "memory": self.memory.state_dict() if self.memory is not None else None,
             "best_epoch": self.best["epoch"],
             "best_val": self.best["val_ll"],
             "best_model": self.best["model"],
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state_dict()``: the next epoch is the one after ``state["epoch"]``."""
+        """Continue from ``state_dict()``: the next epoch is the one after ``state["epoch"]``.
+
+        The checkpoint must come from the same objective and data (ValueError otherwise)."""
+        saved = state["config"]
+        for key in ("objective", "dataset", "subset"):
+            if saved.get(key) != getattr(self.cfg, key):
+                raise ValueError(
+                    f"cannot resume: the checkpoint was trained with {key}="
+                    f"{saved.get(key)!r}, this run has {key}={getattr(self.cfg, key)!r}; pass "
+                    f"the same {key}, or start a fresh run (another --out, without --resume)"
+                )
+        if self.memory is not None:
+            if state.get("memory") is None:
+                raise ValueError("cannot resume msc: the checkpoint holds no MSC chains")
+            self.memory.load_state_dict(state["memory"])
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.gen.set_state(state["rng_model"].cpu())  # generator states are CPU byte tensors
         self.data_gen.set_state(state["rng_data"].cpu())
         self.history = new_history() | state["history"]
         self.epoch, self.elapsed = state["epoch"] + 1, state["elapsed"]
+        self.train_time = state.get("train_time", state["elapsed"])
         self.best = {
             "epoch": state["best_epoch"],
             "val_ll": state["best_val"],
@@ -357,6 +401,12 @@ class DivergenceGuard(Callback):
                 f"step {t.step} of {t.num_batches}. The checkpoint of the last finished epoch "
                 f"is kept in {self.checkpoint}; try a lower --lr, then --resume."
             )
+
+
+def _finite_mean(values) -> float:
+    """The mean of the finite values (a thinned ucvae step may run no chain: τ is NaN)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 class History(Callback):
@@ -388,9 +438,10 @@ class History(Callback):
             "time": t.elapsed,
             "steps": t.epoch * n,
             "truncated": sum(d.get("truncated", 0) for d in ds),
-            "tau_mean": sum(d["tau_mean"] for d in ds) / n if ucvae else math.nan,
+            "tau_mean": _finite_mean(d["tau_mean"] for d in ds) if ucvae else math.nan,
             "tau_max": float(max(d["tau_max"] for d in ds)) if ucvae else math.nan,
-            "evals": sum(d["evals"] for d in ds) / n if ucvae else float(t.ocfg.num_samples),
+            "evals": sum(d.get("evals", t.ocfg.num_samples) for d in ds) / n,
+            "train_time": t.train_time,
             "ess": sum(d.get("ess", math.nan) for d in ds) / n,
         }
         for key, value in row.items():
@@ -542,7 +593,7 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, t: Trainer) -> None:
         if self.patience is not None and t.epoch - t.best["epoch"] >= self.patience:
             t.stop_reason = "no validation improvement"
-        elif self.time_limit is not None and t.elapsed >= self.time_limit:
+        elif self.time_limit is not None and t.train_time >= self.time_limit:
             t.stop_reason = "time limit reached"
 
 
