@@ -34,8 +34,16 @@ particle; ``rows`` says which data point of the batch each particle belongs to."
 
 
 def particle_log_joint(model, x: Tensor) -> LogJoint:
-    """The ``LogJoint`` of a model with ``log_joint(x [B, P], z [B, n, D]) -> [B, n]`` on data x."""
-    return lambda rows, z: model.log_joint(x[rows], z[:, None, :])[:, 0]
+    """The ``LogJoint`` of a model with ``log_joint(x [B, P], z [B, n, D]) -> [B, n]`` on data x.
+
+    A model with one set of parameters per data point (a batched ``LinearGaussian``,
+    ``landscape.RowCopies``) has ``select(rows)``: each particle then uses its row's own θ."""
+
+    def log_joint(rows: Tensor, z: Tensor) -> Tensor:
+        own = model.select(rows) if hasattr(model, "select") else model
+        return own.log_joint(x[rows], z[:, None, :])[:, 0]
+
+    return log_joint
 
 
 def log_likelihood_surrogate(

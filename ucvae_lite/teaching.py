@@ -30,7 +30,7 @@ from .kernels import CISState, Move, cis_step, draw, maximal_coupling
 from .linear_gaussian import LinearGaussian
 from .runtime import fast_mode, figures_dir  # noqa: F401 (notebooks import them from here)
 from .stats import VarianceCost, variance_and_cost, z_score
-from .surrogate import log_likelihood_surrogate
+from .surrogate import log_likelihood_surrogate, particle_log_joint
 from .targets import Target
 
 F = Callable[[Tensor], Tensor]
@@ -85,13 +85,8 @@ def per_replicate_gradients(model: LinearGaussian, x: Tensor, estimate: Estimate
         p.detach().expand(r, *p.shape).clone().requires_grad_(True)
         for p in (model.W, model.b, model.log_sigma)
     ]
-    xr = x.expand(r, -1)
-
-    def log_joint(rows: Tensor, z: Tensor) -> Tensor:  # replicate rows[i] has its own θ copy
-        own = LinearGaussian(*(p[rows] for p in per))
-        return own.log_joint(xr[rows], z[:, None, :])[:, 0]
-
-    log_likelihood_surrogate(estimate, log_joint).backward()
+    copies = LinearGaussian(*per)  # replicate r has its own θ copy (``select`` picks rows)
+    log_likelihood_surrogate(estimate, particle_log_joint(copies, x.expand(r, -1))).backward()
     return torch.cat([p.grad.reshape(r, -1) for p in per], 1)
 
 

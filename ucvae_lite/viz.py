@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import torch
 from matplotlib.axes import Axes
@@ -45,6 +46,27 @@ def save(fig: Figure, name: str, folder: Path | None = None, dpi: int = 120) -> 
     path = (folder or figures_dir()) / f"{name}.png"
     fig.savefig(path, dpi=dpi)
     return path
+
+
+def mse_against_compute(
+    ax: Axes, budgets: list, compute: tuple[float, float] = (1e2, 1e7), title: str = ""
+) -> Axes:
+    """MSE(C) = |b̄|² + c (tr Σ_data + tr Σ_est) / C of each ``landscape.ErrorBudget`` against
+    the budget C (log-log): solid for unbiased methods, dashed for biased ones (their curves
+    flatten at |b̄|²). Ten distinct colours."""
+    c = np.geomspace(*compute, 200)
+    colors = matplotlib.colormaps["tab10"].colors
+    for i, b in enumerate(budgets):
+        mse = b.mse(c)
+        ax.loglog(
+            c, mse, ls="-" if b.unbiased else "--", lw=1.3, label=b.name, color=colors[i % 10]
+        )
+    ax.set_xlabel("compute C (log-weight evaluations)")
+    ax.set_ylabel("MSE of the averaged gradient")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2)
+    return ax
 
 
 def gaussian_ellipse(ax: Axes, mean: Tensor, cov: Tensor, nsig: float = 2.0, **kwargs) -> Ellipse:
