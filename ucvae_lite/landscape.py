@@ -366,3 +366,22 @@ def measure(
         ]
         out.append(error_budget(method.name, samples, reference, reference_var, method.unbiased))
     return out
+
+
+def budget_table(
+    budgets: Sequence[ErrorBudget], compute: Sequence[float] = (1e3, 1e4, 1e5, 1e6)
+) -> str:
+    """A markdown table: cost, |b̄|² ± SE, tr Σ_est, tr Σ_data and MSE at a few budgets."""
+    head = (
+        "| method | evals c | abs bias² ± SE | tr Σ_est | tr Σ_data | "
+        + " | ".join(f"MSE at C = {c:.0e}" for c in compute)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (5 + len(compute))]
+    for b in budgets:
+        mses = " | ".join(f"{b.mse(c):.3g}" for c in compute)
+        lines.append(
+            f"| {b.name} | {b.cost:.1f} | {b.bias2:.3g} ± {b.bias2_se:.2g} | {b.var_est:.3g} | "
+            f"{b.var_data:.3g} | {mses} |"
+        )
+    return "\n".join(lines)

@@ -15,9 +15,11 @@ because E[Σ_j 1{K ≥ j} Δ_{m+j−1} / P(K ≥ j)] = Σ_j E[Δ_{m+j−1}] (swa
 the terms must be summable). Divide by P(K ≥ j), never multiply: multiplying gives
 Σ_j P(K ≥ j)² E Δ, which is biased. The tail used here (the SUMO paper's): P(K ≥ j) = 1/j for
 j ≤ c (the cut-off), then (1/c)·ρ^{j−c}: E[K] = H_c + ρ/(c(1 − ρ)) (≈ 5.1 for c = 80, ρ = 0.9).
-A draw costs m + K log-weight evaluations. Its variance is finite only if E[Δ_k²] decays
-faster than P(K ≥ k): with E Δ_k² = O(1/k²) the 1/k part is borderline and the geometric tail
-(reached with probability 1/c) can make it very large; measure it (``benchmarks``).
+A draw costs m + K log-weight evaluations. Its variance is Σ_k E[Δ_k²]/P(K ≥ k) plus cross
+terms: finite only if E[Δ_k²] falls faster than P(K ≥ k). With E[Δ_k²] = O(1/k²) the 1/k part
+is borderline and past the cut-off 1/P(K ≥ k) grows exponentially, so the variance is
+infinite: most draws are close to log p(x), and now and then one is enormous (notebook 07;
+``benchmarks/gradient_error.py`` measures what it does to a gradient). The mean is right.
 
 Training with SUMO: θ follows ∇_θ SUMO (an unbiased gradient of log p_θ(x)); the encoder φ
 minimises the estimator's second moment E[SUMO²] (its variance, since E[SUMO] does not depend

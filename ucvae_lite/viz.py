@@ -69,6 +69,23 @@ def mse_against_compute(
     return ax
 
 
+def bias_by_age(ax: Axes, ages: list[int], budgets: list, iwae=None) -> Axes:
+    """Squared bias |b̄|² ± 2 SE of MSC's gradient against its chain's age (log-log where
+    positive), with IWAE's at the same S as a dashed line (``landscape.ErrorBudget``s)."""
+    bias = np.array([b.bias2 for b in budgets])
+    se = np.array([b.bias2_se for b in budgets])
+    ax.errorbar(ages, bias, yerr=2 * se, fmt="o-", color=COLORS["x"], capsize=3, label="MSC")
+    if iwae is not None:
+        ax.axhline(iwae.bias2, color=COLORS["iwae"], ls="--", lw=1, label=iwae.name)
+    ax.axhline(0.0, color="0.6", lw=0.7)
+    ax.set_xscale("log")
+    ax.set_xlabel("chain age (visits at a fixed θ)")
+    ax.set_ylabel("squared bias |b̄|² (± 2 SE)")
+    ax.set_title("Markovian score climbing: bias against chain age", fontsize=10)
+    ax.legend(fontsize=8)
+    return ax
+
+
 def gaussian_ellipse(ax: Axes, mean: Tensor, cov: Tensor, nsig: float = 2.0, **kwargs) -> Ellipse:
     """Draw the nsig-standard-deviation ellipse of N(mean, cov) in 2-D."""
     vals, vecs = np.linalg.eigh(np.asarray(cov, dtype=float))

@@ -11,5 +11,13 @@ tests show that each one accepts the library's answer and rejects a typical mist
 """
 
 from ._common import CheckFailed, passed
+from .landscape import check_crossover, check_expected_k, check_sumo, check_thinned
 
-__all__ = ["CheckFailed", "passed"]
+__all__ = [
+    "CheckFailed",
+    "check_crossover",
+    "check_expected_k",
+    "check_sumo",
+    "check_thinned",
+    "passed",
+]

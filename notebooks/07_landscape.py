@@ -1,0 +1,379 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · The landscape: IWAE, Markovian score climbing, coupled chains, SUMO
+#
+# Four ways to estimate $\nabla_\theta \log p_\theta(x)$, measured on the same model at the same
+# budget:
+#
+# | method | what it computes | bias | cost per data point |
+# |---|---|---|---|
+# | IWAE-$S$ | $h(X_0)$, one sample set from $q^S$ | $O(1/S)$, never zero | $S$ |
+# | Markovian score climbing (MSC) | $h(X_t)$ of **one** CIS chain per data point, one step per visit | shrinks as the chain ages | $S$ |
+# | coupled chains ($H_{k:m}$, notebook 04) | **two** CIS chains run to their meeting | zero | random, $\approx 2\text{–}4\,S$ |
+# | SUMO | Russian roulette over IWAE bounds | zero | random, $m + K$ |
+#
+# Here $h(X) = \sum_j \bar w_j \nabla_\theta \log p_\theta(x, z_j)$ is the Rao-Blackwellised
+# value of a particle set (notebook 02).
+#
+# **Learning objectives.** After this notebook you can
+# 1. derive why SUMO is unbiased, and why its kept terms are *divided* by the probability of
+#    keeping them;
+# 2. measure bias and variance of a gradient estimator against an exact answer, and combine
+#    them with the minibatch noise into the error of an averaged gradient at a given compute;
+# 3. compute the **crossover budget** past which an unbiased estimator beats a biased one, and
+#    say when it matters for SGD;
+# 4. explain why a single persistent chain (MSC) is biased while two coupled chains are not;
+# 5. thin the bias correction of $H_{k:m}$ without losing unbiasedness, and choose how much.
+#
+# **Prerequisites.** Notebooks 01 (IWAE), 02 (the CIS kernel) and 04 (the estimator).
+#
+# **Time.** About 75 minutes: 30 of reading (≈ 3,000 words with formulas), 35 for the four
+# exercises, 10 for the widget. Running every cell takes about 20 s in fast mode and 2 minutes
+# in full mode on 2 CPU cores.
+#
+# **Fast and full mode.** `UCVAE_FAST=1` (what CI and `make main` use, and what is stored)
+# measures 6 data points with 400 estimates each; `UCVAE_FAST=0` measures 16 with 2,000. The
+# conclusions asserted below hold in both; the printed numbers say which run they come from.
+
+# %%
+# %matplotlib inline
+import math
+from pathlib import Path
+
+import torch
+from IPython.display import Markdown, display
+
+import ucvae_lite as u
+from ucvae_lite import checks, viz
+from ucvae_lite import landscape as L
+from ucvae_lite.runtime import fast_mode
+from ucvae_lite.stats import z_score
+from ucvae_lite.sumo import sumo_log_marginal
+from ucvae_lite.teaching import exact_gradient
+from ucvae_lite.widgets_landscape import budget_widget
+
+FAST = fast_mode()
+POINTS, R = (6, 400) if FAST else (16, 2000)
+print(f"{'fast' if FAST else 'full'} mode: {POINTS} data points × {R} estimates per method")
+
+model = u.LinearGaussian.example(latent_dim=2, obs_dim=4, sigma=0.7, seed=0)
+xs = model.sample_data(POINTS, torch.Generator().manual_seed(1))
+
+
+def proposal(x, replicates):
+    """The posterior shifted by 0.5 and 1.5× wider: a decent but imperfect encoder."""
+    return model.proposal(x.expand(replicates, -1), shift=0.5, scale=1.5)
+
+
+# %% [markdown]
+# ## 1. SUMO: Russian roulette over IWAE bounds
+# Draw $z_1, z_2, \dots \sim q$ i.i.d. and let $L_k = \log \frac1k \sum_{j\le k} w_j$ be the
+# IWAE bound of the first $k$ draws. In expectation the bounds increase to $\log p(x)$, so
+#
+# $$\log p(x) = E L_m + \sum_{k \ge m} E\,\Delta_k, \qquad \Delta_k = L_{k+1} - L_k .$$
+#
+# An infinite sum cannot be computed, but it can be *estimated without bias*: draw an integer
+# $K \ge 1$ independent of the $z$'s, keep the first $K$ terms, and divide each kept term by the
+# probability that it is kept:
+#
+# $$\text{SUMO} = L_m + \sum_{j=1}^{K} \frac{\Delta_{m+j-1}}{P(K \ge j)} .$$
+#
+# **Why it is unbiased.** Write the sum as $\sum_{j\ge1} \mathbf 1\{K \ge j\}\,\Delta_{m+j-1} /
+# P(K\ge j)$. $K$ is independent of the $\Delta$'s, so $E[\mathbf 1\{K\ge j\}\,\Delta]=P(K\ge j)\,
+# E\Delta$, and each term's expectation is exactly $E\Delta_{m+j-1}$; summing (the terms must be
+# summable, to swap sum and expectation) gives $E[\text{SUMO}] = E L_m + \sum_k E\Delta_k =
+# \log p(x)$. Multiplying by $P(K \ge j)$ instead would give $\sum_j P(K\ge j)^2 E\Delta$:
+# biased.
+#
+# **The roulette.** Luo et al. (2020) take $P(K \ge j) = 1/j$ up to a cut-off $c$, then a
+# geometric tail $(1/c)\,\rho^{j-c}$. A draw costs $m + K$ evaluations, $E[K] = \sum_{j\ge1}
+# P(K\ge j)$. The price is variance: a rarely kept term is multiplied by a large $1/P(K\ge j)$.
+
+# %% [markdown]
+# **Exercise 1 (3 points).** Write `sumo(log_w, k, min_terms, cutoff, ratio)`: the SUMO estimate
+# of every row, from the log-weights `log_w` [B, N] of each row's first draws and the drawn
+# numbers of terms `k` [B] (entries of a row past $m + K_b$ are ignored). Hints:
+# `torch.logcumsumexp` gives all $L_k$ at once; build $1/P(K \ge j)$ for $j = 1..N-m$ and mask
+# the terms with $j > K_b$.
+
+
+# %% nbgrader={"grade": false, "grade_id": "ex1_sumo", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
+def sumo(log_w, k, min_terms, cutoff, ratio):
+    ### BEGIN SOLUTION
+    B, N = log_w.shape
+    m = min_terms
+    bounds = torch.logcumsumexp(log_w, -1) - torch.arange(1, N + 1, dtype=log_w.dtype).log()
+    j = torch.arange(1, N - m + 1, dtype=log_w.dtype)
+    survival = torch.where(j <= cutoff, 1.0 / j, (1.0 / cutoff) * ratio ** (j - cutoff))
+    deltas = bounds[:, m:] - bounds[:, m - 1 : N - 1]
+    kept = j[None, :] <= k[:, None]
+    return bounds[:, m - 1] + torch.where(kept, deltas / survival, 0.0).sum(-1)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex1_sumo_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+checks.check_sumo(sumo)
+### BEGIN HIDDEN TESTS
+checks.check_sumo(sumo, seed=11)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Exercise 2 (1 point).** What is $E[K]$ for the roulette used here ($c = 80$, $\rho = 0.9$)?
+# Derive it by hand (a harmonic sum plus a geometric series), then assign it.
+
+# %% nbgrader={"grade": false, "grade_id": "ex2_expected_k", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
+### BEGIN SOLUTION
+expected_k = sum(1 / j for j in range(1, 81)) + (1 / 80) * 0.9 / (1 - 0.9)
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ex2_expected_k_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+checks.check_expected_k(expected_k)
+
+# %% [markdown]
+# **A numerical check.** The library's `sumo_log_marginal` draws in doubling rounds (so no row
+# pays for the longest one). Its mean over many draws must match the exact $\log p(x)$ of the
+# linear-Gaussian model; the IWAE bound at the same cost, and the "multiplied" variant, must not.
+
+# %%
+n = 4_000 if FAST else 40_000
+target = model.target(xs[:1].expand(n, -1), shift=0.5, scale=1.5)
+g = torch.Generator().manual_seed(2)
+est, made = sumo_log_marginal(target, g, return_cost=True)
+exact_log_px = model.log_marginal(xs[:1]).item()
+S_same = max(2, round(made.double().mean().item()))
+iwae_same = u.iwae_bound(target.log_weight(target.sample(S_same, g)))
+z_sumo, z_iwae = z_score(est, exact_log_px).item(), z_score(iwae_same, exact_log_px).item()
+print(f"exact log p(x) = {exact_log_px:.4f}")
+print(
+    f"SUMO:  {est.mean():.4f} ± {est.std() / math.sqrt(n):.4f} (z = {z_sumo:+.2f}), "
+    f"{made.double().mean():.1f} evaluations per draw, sd of one draw {est.std():.2f}"
+)
+print(
+    f"IWAE-{S_same}: {iwae_same.mean():.4f} ± {iwae_same.std() / math.sqrt(n):.4f} (z = {z_iwae:+.1f})"
+)
+assert abs(z_sumo) < 4 and abs(z_iwae) > 4
+
+# %% [markdown]
+# The price shows in the standard deviation of one draw: now and then a draw is enormous,
+# because a term kept with a tiny probability is divided by it. With a geometric tail the
+# variance is in fact **infinite**: $E[\Delta_k^2]$ falls only polynomially in $k$ while
+# $1/P(K \ge k)$ grows exponentially past the cut-off, so $\sum_k E[\Delta_k^2]/P(K\ge k)$
+# diverges, and the printed standard deviation does not settle as draws are added (rerun with
+# another seed). The mean is still right: unbiasedness needs only a finite mean, which is what
+# the z-test above checks. Section 3 shows what this does to a gradient.
+
+# %% [markdown]
+# ## 2. One chain or two: Markovian score climbing
+# MSC (Naesseth, Lindsten & Blei 2020) keeps, for every training example, the reference of one
+# CIS chain between visits. A visit re-weights the stored reference under the current model,
+# adds $S-1$ fresh draws and follows $h(X_t)$, then selects the next reference (notebook 02's
+# chain, one step per visit). It costs what IWAE-$S$ costs. At a fixed $\theta$ the chain's law
+# tends to the extended target, so the bias of $h(X_t)$ shrinks with the chain's **age** $t$;
+# but it is never exactly zero after finitely many visits, and in training $\theta$ moves
+# between visits, so the chain chases a moving target. The coupled estimator removes exactly
+# this bias: it runs *two* such chains at every step until they meet, and corrects $h(X_0)$ by
+# the telescoping sum of notebook 04.
+#
+# **Predict, then check.** At age 1 an MSC chain's particle set is a fresh $q^S$ draw. Whose
+# bias will MSC-10 at age 1 match, and how many visits until it is within noise of zero?
+
+# %%
+methods = [
+    L.Method("IWAE-5", "iwae", 5, unbiased=False),
+    L.Method("IWAE-10", "iwae", 10, unbiased=False),
+    L.Method("IWAE-50", "iwae", 50, unbiased=False),
+    L.Method("ucvae", "ucvae", 10, 1, 2),
+    L.Method("SUMO", "sumo"),
+] + [L.Method(f"MSC age {a}", "msc", 10, age=a, unbiased=False) for a in (1, 3, 10, 30)]
+reference = torch.stack([exact_gradient(model, xs[i : i + 1]) for i in range(POINTS)])
+budgets = L.measure(methods, model, xs, proposal, R, reference, seed=3)
+display(Markdown(L.budget_table(budgets)))
+
+# %%
+fig = viz.new_figure(size=(5.2, 3.4))
+viz.bias_by_age(fig.axes[0], [1, 3, 10, 30], [b for b in budgets if b.name.startswith("MSC")],
+                budgets[1])  # fmt: skip
+viz.save(fig, "07_msc_age")
+display(fig)
+by_name = {b.name: b for b in budgets}
+assert by_name["MSC age 1"].bias2 > 4 * by_name["MSC age 1"].bias2_se  # young: biased
+assert abs(by_name["MSC age 30"].bias2) < by_name["MSC age 1"].bias2 / 10  # old: much less
+for name in ("ucvae", "SUMO"):  # unbiased: consistent with zero
+    assert abs(by_name[name].bias2) < 4 * by_name[name].bias2_se + 1e-12, name
+for name in ("IWAE-5", "IWAE-10"):  # biased, and detectably so
+    assert by_name[name].bias2 > 4 * by_name[name].bias2_se, name
+
+# %% [markdown]
+# At age 1 MSC *is* IWAE-10 (the same particle set, the same estimate): its bias matches
+# IWAE-10's. A few visits later it is much smaller, and an old chain's bias is within the
+# noise of this measurement. Bias that shrinks with age is why MSC is *consistent*; bias that
+# is not zero at any finite age is why it is not *unbiased*.
+
+# %% [markdown]
+# ## 3. Bias and noise at equal compute
+# SGD averages gradients over many steps. Average $n$ independent minibatch gradients at a
+# fixed $\theta$, batch $B$, an estimator with bias $\bar b$ (averaged over data points), mean
+# within-image variance $\operatorname{tr}\Sigma_\text{est}$ and cost $c$ evaluations per data
+# point; the minibatch itself adds the between-image variance $\operatorname{tr}\Sigma_\text{data}$
+# of the exact per-image gradients. A budget of $C = nBc$ evaluations gives
+#
+# $$\mathrm{MSE}(C) = |\bar b|^2 + \frac{c\,\big(\operatorname{tr}\Sigma_\text{data} +
+#   \operatorname{tr}\Sigma_\text{est}\big)}{C}.$$
+#
+# The noise term falls like $1/C$; the bias term does not fall at all. An unbiased method $u$
+# beats a biased one $i$ once $C > C^* = \dfrac{c_u V_u - c_i V_i}{|\bar b_i|^2}$, with $V =
+# \operatorname{tr}\Sigma_\text{data} + \operatorname{tr}\Sigma_\text{est}$. Two things decide
+# $C^*$: how large the bias is, and how much of the noise is the minibatch's own (which every
+# method pays, each at its own cost).
+#
+# **Predict, then check.** ucvae costs about 3× IWAE-10 per data point and its own variance is
+# higher. Past roughly how many evaluations will it win — a hundred, ten thousand, a million?
+
+# %% [markdown]
+# **Exercise 3 (2 points).** Write `crossover(unbiased, biased)` returning $C^*$ for two
+# `landscape.ErrorBudget`s (fields `bias2`, `var_est`, `var_data`, `cost`). Take the unbiased
+# method's bias as zero.
+
+
+# %% nbgrader={"grade": false, "grade_id": "ex3_crossover", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
+def crossover(unbiased, biased):
+    ### BEGIN SOLUTION
+    noise_u = unbiased.cost * (unbiased.var_data + unbiased.var_est)
+    noise_i = biased.cost * (biased.var_data + biased.var_est)
+    return (noise_u - noise_i) / biased.bias2
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex3_crossover_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+checks.check_crossover(crossover)
+
+# %%
+fig = viz.new_figure(size=(6.0, 4.0))
+viz.mse_against_compute(fig.axes[0], budgets, title=f"exact model, {POINTS} data points")
+viz.save(fig, "07_mse_against_compute")
+display(fig)
+for biased in ("IWAE-5", "IWAE-10", "IWAE-50"):
+    c_star = by_name["ucvae"].crossover(by_name[biased])
+    print(f"ucvae beats {biased} in MSE past C* = {c_star:,.0f} evaluations")
+assert math.isfinite(by_name["ucvae"].crossover(by_name["IWAE-10"]))
+
+# %% [markdown]
+# On this model IWAE's bias is large (the encoder is shifted half a posterior standard deviation
+# and 1.5× too wide), so the unbiased estimator wins after a modest budget, and an old MSC chain,
+# cheap *and* nearly unbiased, does best of all at a fixed θ. SUMO is unbiased too, but its
+# variance is so large that it needs a far bigger budget. The widget below lets you move the
+# budget and scale the minibatch noise: with much minibatch noise, cost decides (the cheapest
+# method wins at small budgets); with little, the estimators' own variance and bias decide.
+
+# %%
+widget = budget_widget(budgets, log10_budget=4.0)
+display(widget)
+
+# %% [markdown]
+# ## 4. Thinning the correction
+# Write $H = h(X_0) + C$, where $h(X_0)$ is IWAE's estimate and $C = H_{k:m} - h(X_0)$ the bias
+# correction. With $Z \sim \text{Bernoulli}(p)$ independent of everything else,
+#
+# $$H^p = h(X_0) + \frac{Z}{p}\,C, \qquad E[H^p] = E[h(X_0)] + \frac{E Z}{p} E[C] = E[H],$$
+#
+# unbiased for every $p \in (0, 1]$, and the chains run only where $Z = 1$: a data point costs
+# $S + pc$, $c$ being the chains' evaluations beyond $X_0$. The variance grows to
+# $\operatorname{Var}(H) + (1/p - 1)\,E[C^2]$. Per unit of gradient precision the work is
+# $(S + pc)(A + E/p)$ with $E = E|C|^2$ and $A$ the variance that does not scale with $1/p$
+# (minibatch noise included); setting its derivative to zero gives
+# $p^* = \min\big(1, \sqrt{S E / (c A)}\big)$: thin hard when the correction is small next to
+# the noise SGD has anyway. `u.coupled_estimate(..., correction_prob=p)` does it.
+
+# %% [markdown]
+# **Exercise 4 (2 points).** Write `thinned(h0, h, z, p)`: $H^p$ row by row, from the IWAE
+# parts `h0` [B, P], the full estimates `h` [B, P] and the coin flips `z` [B] (0 or 1).
+
+
+# %% nbgrader={"grade": false, "grade_id": "ex4_thinned", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
+def thinned(h0, h, z, p):
+    ### BEGIN SOLUTION
+    return h0 + (z / p)[:, None] * (h - h0)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex4_thinned_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+checks.check_thinned(thinned)
+
+# %%
+p_star = L.measure([L.Method("ucvae", "ucvae", 10, 1, 2)], model, xs, proposal, R, reference,
+                   seed=4)[0].optimal_correction_prob(10)  # fmt: skip
+thin = L.measure([L.Method("ucvae p=0.3", "ucvae", 10, 1, 2, correction_prob=0.3)], model, xs,
+                 proposal, R, reference, seed=5)[0]  # fmt: skip
+print(f"estimated p* on this model: {p_star:.2f}")
+print(
+    f"at p = 0.3: cost {thin.cost:.1f} evaluations (ucvae: {by_name['ucvae'].cost:.1f}), "
+    f"within-image variance {thin.var_est:.3g} (ucvae: {by_name['ucvae'].var_est:.3g}), "
+    f"bias² {thin.bias2:.2g} ± {thin.bias2_se:.2g}"
+)
+assert thin.cost < by_name["ucvae"].cost and abs(thin.bias2) < 4 * thin.bias2_se + 1e-12
+
+# %% [markdown]
+# On this model the correction is large next to the minibatch noise (IWAE's bias is large), so
+# $p^*$ comes out near 1: thinning saves compute only by adding more variance than it saves.
+# On the digits VAE the balance is different (next section).
+
+# %% [markdown]
+# ## 5. What this says about training
+# The same measurement on a digits VAE (`python benchmarks/gradient_error.py`; the reference
+# per-image gradient there is the mean of many unbiased estimates), if its results are in
+# `figures/`:
+
+# %%
+results = Path(viz.__file__).resolve().parents[1] / "figures"
+for name in ("gradient_error.md", "gradient_error_quick.md"):
+    if (results / name).exists():
+        display(Markdown((results / name).read_text()))
+        break
+else:
+    print("run `python benchmarks/gradient_error.py --quick` to see the digits numbers here")
+
+# %% [markdown]
+# Read the digits rows with this notebook's formula in mind: on a trained model the minibatch
+# noise $\operatorname{tr}\Sigma_\text{data}$ is much larger than any estimator's own variance,
+# so cost dominates the noise term and IWAE's small bias only matters past a large budget. The
+# README's results table trains every method with ten seeds, at equal steps and at equal
+# seconds, and says which wins where.
+#
+# ## Summary
+# * SUMO is unbiased for $\log p(x)$ because each kept difference of IWAE bounds is divided by
+#   its probability of being kept; its variance can be very large.
+# * MSC is IWAE at age 1 and nearly unbiased once its chain is old, at IWAE's cost: biased but
+#   consistent. Two coupled chains remove the remaining bias at a random extra cost.
+# * The error of an averaged gradient is $|\bar b|^2 + c\,V/C$: bias does not average away,
+#   noise does. Past $C^*$ the unbiased estimator wins; whether training ever gets there
+#   depends on the bias, the minibatch noise and the costs.
+# * Thinning the correction keeps the estimator unbiased; $p^* = \min(1, \sqrt{SE/(cA)})$.
+#
+# ## References
+# * Burda, Grosse & Salakhutdinov (2016). Importance weighted autoencoders. ICLR.
+# * Luo, Beatson, Norouzi, Zhu, Duvenaud, Adams & Chen (2020). SUMO: Unbiased estimation of log
+#   marginal probability for latent variable models. ICLR.
+# * Naesseth, Lindsten & Blei (2020). Markovian score climbing: variational inference with
+#   KL(p‖q). NeurIPS.
+# * Jacob, O'Leary & Atchadé (2020). Unbiased Markov chain Monte Carlo methods with couplings.
+#   JRSS B.
+# * Ruiz, Titsias, Cemgil & Doucet (2021). Unbiased gradient estimation for variational
+#   auto-encoders using coupled Markov chains. UAI.
+# * Rhee & Glynn (2015). Unbiased estimation with square root convergence for SDE models.
+#   Operations Research. (Randomised truncation of telescoping sums.)
+# * Bornschein & Bengio (2015). Reweighted wake-sleep. ICLR. (IWAE's θ-gradient with the
+#   inclusive-KL encoder step: `encoder="inclusive"` here.)

@@ -1,0 +1,100 @@
+"""Notebook 07's checkers accept correct answers and reject typical mistakes; its widget."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from ucvae_lite import checks  # noqa: E402
+from ucvae_lite.landscape import ErrorBudget  # noqa: E402
+from ucvae_lite.sumo import Roulette, sumo_from_log_weights  # noqa: E402
+from ucvae_lite.widgets_landscape import budget_widget, winner  # noqa: E402
+
+
+def library_sumo(log_w, k, m, cutoff, ratio):
+    return sumo_from_log_weights(log_w, k, Roulette(m, cutoff, ratio))
+
+
+def loop_sumo(log_w, k, m, cutoff, ratio):
+    """A second correct implementation, written differently (loops)."""
+    out = []
+    for row, kb in zip(log_w, k.tolist(), strict=True):
+
+        def bound(n, row=row):
+            return torch.logsumexp(row[:n], 0) - torch.log(torch.tensor(float(n), dtype=row.dtype))
+
+        total = bound(m)
+        for j in range(1, kb + 1):
+            surv = 1 / j if j <= cutoff else (1 / cutoff) * ratio ** (j - cutoff)
+            total = total + (bound(m + j) - bound(m + j - 1)) / surv
+        out.append(total)
+    return torch.stack(out)
+
+
+def multiplied_sumo(log_w, k, m, cutoff, ratio):
+    r = Roulette(m, cutoff, ratio)
+    N = log_w.shape[1]
+    bounds = torch.logcumsumexp(log_w, -1) - torch.arange(1, N + 1, dtype=log_w.dtype).log()
+    j = torch.arange(1, N - m + 1)
+    kept = j[None] <= k[:, None]
+    return bounds[:, m - 1] + torch.where(
+        kept, (bounds[:, m:] - bounds[:, m - 1 : N - 1]) * r.survival(j), 0.0
+    ).sum(-1)
+
+
+def test_check_sumo():
+    checks.check_sumo(library_sumo)
+    checks.check_sumo(loop_sumo)
+    with pytest.raises(AssertionError, match="divide"):
+        checks.check_sumo(multiplied_sumo)
+    with pytest.raises(AssertionError, match="not written yet"):
+        checks.check_sumo(lambda *a: (_ for _ in ()).throw(NotImplementedError()))
+
+
+def test_check_crossover():
+    checks.check_crossover(lambda u, i: u.crossover(i))
+    checks.check_crossover(
+        lambda u, i: (
+            (u.cost * (u.var_data + u.var_est) - i.cost * (i.var_data + i.var_est)) / i.bias2
+        )
+    )
+    forgot = lambda u, i: (u.cost * u.var_est - i.cost * i.var_est) / i.bias2  # noqa: E731
+    with pytest.raises(AssertionError, match="minibatch noise"):
+        checks.check_crossover(forgot)
+    with pytest.raises(AssertionError, match="C\\* should be"):
+        checks.check_crossover(lambda u, i: (u.cost * u.var_est) / i.bias2)
+
+
+def test_check_thinned():
+    checks.check_thinned(lambda h0, h, z, p: h0 + (z / p)[:, None] * (h - h0))
+    with pytest.raises(AssertionError, match="divided by p"):
+        checks.check_thinned(lambda h0, h, z, p: h0 + z[:, None] * (h - h0))
+    with pytest.raises(AssertionError, match="correction"):
+        checks.check_thinned(lambda h0, h, z, p: (z / p)[:, None] * h)
+
+
+def test_check_expected_k():
+    checks.check_expected_k(Roulette().expected_k())
+    with pytest.raises(AssertionError, match="harmonic"):
+        checks.check_expected_k(5.0)
+
+
+def _budgets():
+    return [
+        ErrorBudget("IWAE-10", 0.03, 0.005, 13.6, 260.0, 10.0, False),
+        ErrorBudget("IWAE-50", 0.0013, 0.002, 3.1, 260.0, 50.0, False),
+        ErrorBudget("ucvae", -0.001, 0.002, 15.9, 260.0, 29.8, True),
+    ]
+
+
+def test_budget_widget_answers():
+    w = budget_widget(_budgets(), log10_budget=3.0)
+    assert w.winner == "IWAE-10" and bytes(w.image.value).startswith(b"\x89PNG")
+    before = bytes(w.image.value)
+    w.budget.value = 7.0
+    assert w.winner == "ucvae" and "ucvae" in w.summary.value and bytes(w.image.value) != before
+    assert winner(_budgets(), 1e7) == "ucvae" and winner(_budgets(), 1e3) == "IWAE-10"
+    w.data_noise.value = 0.01  # little minibatch noise: the estimators' own noise decides
+    assert w.winner == winner(_budgets(), 1e7, 0.01)
