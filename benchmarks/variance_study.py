@@ -47,6 +47,7 @@ from ucvae_lite.train import TrainConfig, train
 ROOT = Path(__file__).resolve().parents[1]
 REJUVENATION_SCALES = (0.1, 1.0)  # random-walk scales, in units of the encoder's σ_φ(x)
 FLOW_LAYERS = 4  # the "flow" encoder family: 4 conditional affine coupling layers (flows.py)
+LEVERS = ("latent_dim", "encoder_family", "encoder_objective", "S", "k_m", "rejuvenation")
 
 
 @dataclass(frozen=True)
@@ -306,7 +307,14 @@ def figures(rows: list[dict], taus: list[torch.Tensor], suffix: str, out: Path) 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="digits, a subset of levers (~5 min)")
-    p.add_argument("--datasets", nargs="+", default=None, help="digits and/or mnist")
+    p.add_argument("--datasets", nargs="+", default=None, help="digits, mnist and/or fashion-mnist")
+    p.add_argument(
+        "--levers",
+        nargs="+",
+        default=None,
+        choices=LEVERS,
+        help="only these levers (default all): e.g. latent_dim, to choose a latent size",
+    )
     p.add_argument("--images", type=int, default=None, help="test images per setting")
     p.add_argument("--replicates", type=int, default=None, help="gradient samples per image")
     p.add_argument("--epochs", type=int, default=None, help="training epochs per model")
@@ -331,7 +339,11 @@ def main(argv=None) -> None:
         plan.images = a.images
     if a.replicates:
         plan.replicates = a.replicates
+    if a.levers:
+        plan.settings = [s for s in plan.settings if s.lever in a.levers]
     tag = "" if datasets == ["digits"] else "_" + "_".join(datasets)
+    if a.levers:
+        tag += "_" + "_".join(a.levers)
     suffix = tag + ("_quick" if a.quick else "")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

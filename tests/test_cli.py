@@ -110,6 +110,7 @@ BAD_FLAGS = {
     "sumo cutoff 0": (["train", "--sumo-cutoff", "0"], ["--sumo-cutoff"]),
     "sumo min terms 0": (["train", "--sumo-min-terms", "0"], ["--sumo-min-terms"]),
     "bad clock": (["train", "--clock", "sundial"], ["--clock"]),
+    "subset 0": (["train", "--subset", "10", "0", "5"], ["--subset"]),
 }
 
 

@@ -120,6 +120,10 @@ def _check_training(args: argparse.Namespace) -> None:
         f"{args.rejuvenate}; pass e.g. --rejuvenate 1.0, or leave it out for no MH move",
     )
     _at_least(args.latent_dim, 1, "--latent-dim", "the latent size")
+    _require(
+        args.subset is None or min(args.subset) >= 1,
+        f"--subset sizes must be at least 1, got {args.subset}; pass e.g. --subset 10000 2000 2000",
+    )
     bad_hidden = [h for h in args.hidden or [] if h < 1]
     _require(
         not bad_hidden,
@@ -210,8 +214,8 @@ def _train_config(args: argparse.Namespace, objective: str):
 
     fast = _fast(args)
     epochs = args.epochs if args.epochs is not None else (3 if fast else _EPOCHS[args.dataset])
-    subset = None
-    if fast and args.dataset != "digits":
+    subset = args.subset
+    if subset is None and fast and args.dataset != "digits":
         subset = [2000, 500, 500]
     return TrainConfig(
         dataset=args.dataset,
@@ -344,6 +348,15 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="directory with IDX files (train-images-idx3-ubyte[.gz], "
         "t10k-images-idx3-ubyte[.gz]) for mnist / fashion-mnist",
+    )
+    g.add_argument(
+        "--subset",
+        type=int,
+        nargs=3,
+        default=None,
+        metavar=("TRAIN", "VALID", "TEST"),
+        help="use only the first TRAIN / VALID / TEST images of the splits (shorter runs; "
+        "default: all, or 2000 500 500 in fast mode on mnist / fashion-mnist)",
     )
     g.add_argument(
         "--binarization",
