@@ -340,7 +340,7 @@ def main(argv=None) -> None:
     if a.replicates:
         plan.replicates = a.replicates
     if a.levers:
-        plan.settings = [s for s in plan.settings if s.lever in a.levers]
+        plan.settings = list(dict.fromkeys(s for s in plan.settings if s.lever in a.levers))
     tag = "" if datasets == ["digits"] else "_" + "_".join(datasets)
     if a.levers:
         tag += "_" + "_".join(a.levers)
