@@ -119,7 +119,7 @@ assert not bool(est.truncated.any())
 # get at a fixed compute budget. Try the widget, then read the table.
 
 # %%
-variance = wd.variance_widget(replicas, num_samples=5, k=0, m=0, seed=0)
+variance = wd.variance_widget(model, x, num_samples=5, k=0, m=0, seed=0)
 display(variance)
 
 # %%
