@@ -11,5 +11,32 @@ tests show that each one accepts the library's answer and rejects a typical mist
 """
 
 from ._common import CheckFailed, passed
+from .lab import (
+    ANSWERS,
+    check_cis_step,
+    check_coupled_step,
+    check_crossover,
+    check_gap_prediction,
+    check_grad_b,
+    check_hkm,
+    check_iwae_bound,
+    check_iwae_gradient,
+    check_maximal_coupling,
+    check_value,
+)
 
-__all__ = ["CheckFailed", "passed"]
+__all__ = [
+    "ANSWERS",
+    "CheckFailed",
+    "check_cis_step",
+    "check_coupled_step",
+    "check_crossover",
+    "check_gap_prediction",
+    "check_grad_b",
+    "check_hkm",
+    "check_iwae_bound",
+    "check_iwae_gradient",
+    "check_maximal_coupling",
+    "check_value",
+    "passed",
+]
