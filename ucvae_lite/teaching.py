@@ -29,7 +29,7 @@ from .iwae import iwae_bound, iwae_estimate, normalized_weights, sample_extended
 from .kernels import CISState, Move, cis_step, draw, maximal_coupling
 from .linear_gaussian import LinearGaussian
 from .runtime import fast_mode, figures_dir  # noqa: F401 (notebooks import them from here)
-from .stats import VarianceCost, variance_and_cost, z_score
+from .stats import VarianceCost, variance_and_cost, z_score, z_threshold  # noqa: F401
 from .surrogate import log_likelihood_surrogate
 from .targets import Target
 

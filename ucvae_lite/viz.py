@@ -263,7 +263,8 @@ def toy_model(
     ax.scatter(z[:, 0], z[:, 1], s=5, alpha=0.5, color="k", label="posterior draws")
     if proposal_draws is not None:
         q = np.asarray(proposal_draws, dtype=float)
-        ax.scatter(q[:, 0], q[:, 1], s=5, alpha=0.4, color=COLORS["x"], label="draws of 1st q")
+        label = f"draws of the {next(iter(proposals))}"
+        ax.scatter(q[:, 0], q[:, 1], s=5, alpha=0.4, color=COLORS["x"], label=label)
     gaussian_ellipse(ax, posterior[0], posterior[1], color="k", lw=1.5, label="posterior (2σ)")
     for i, (name, (mean, cov)) in enumerate(proposals.items()):
         gaussian_ellipse(ax, mean, cov, color=f"C{i}", ls="--", label=name)
@@ -277,21 +278,38 @@ def toy_model(
     return ax
 
 
-def iwae_panels(axes: list[Axes], curve, highlight: int | None = None) -> list[Axes]:
-    """Three panels from a ``teaching.IWAECurve``: (a) the bound L_S against log p(x); (b) the
-    gap times S against its large-S limit V/2 (the delta method); (c) IWAE's gradient bias
-    against S, with the noise floor below which a measured bias is not resolved.
-    ``highlight``: an S to mark in every panel."""
+def iwae_panels(
+    axes: list[Axes], curve, highlight: int | None = None, panels: str = "abc"
+) -> list[Axes]:
+    """Panels from a ``teaching.IWAECurve``, one axes each, chosen by ``panels``: (a) the bound
+    L_S against log p(x); (b) the gap times S against its large-S limit V/2 (the delta method);
+    (c) IWAE's gradient bias against S, with the noise floor below which a measured bias is not
+    resolved. ``highlight``: an S to mark in every panel."""
     S = np.asarray(curve.num_samples, dtype=float)
     gap, se = np.asarray(curve.gap), np.asarray(curve.gap_se)
-    ax = axes[0]
+    slots = dict(zip(panels, axes, strict=True))
+    if "a" in slots:
+        _iwae_bound_panel(slots["a"], curve, S, se)
+    if "b" in slots:
+        _iwae_gap_panel(slots["b"], curve, S, gap, se)
+    if "c" in slots:
+        _iwae_gradient_panel(slots["c"], curve, S)
+    if highlight is not None:
+        for a in axes:
+            a.axvline(highlight, color="tab:green", lw=1, alpha=0.6)
+    return axes
+
+
+def _iwae_bound_panel(ax: Axes, curve, S: np.ndarray, se: np.ndarray) -> None:
     estimate_with_band(ax, S, np.asarray(curve.bound), se, "IWAE bound L_S", exact=curve.log_px)
     ax.set_xscale("log")
     ax.set_xlabel("S")
     ax.set_ylabel("nats")
     ax.set_title("(a) L_S rises towards log p(x)", fontsize=9)
     ax.legend(fontsize=7)
-    ax = axes[1]
+
+
+def _iwae_gap_panel(ax: Axes, curve, S: np.ndarray, gap: np.ndarray, se: np.ndarray) -> None:
     estimate_with_band(ax, S, S * gap, S * se, "S × (log p(x) − L_S)", color="C1")
     ax.axhline(curve.variance / 2, color="k", ls="--", lw=1, label="V / 2 (exact V)")
     ax.set_xscale("log")
@@ -299,7 +317,9 @@ def iwae_panels(axes: list[Axes], curve, highlight: int | None = None) -> list[A
     ax.set_ylabel("S × gap (nats)")
     ax.set_title("(b) gap ≈ V / (2S) for large S", fontsize=9)
     ax.legend(fontsize=7)
-    ax = axes[2]
+
+
+def _iwae_gradient_panel(ax: Axes, curve, S: np.ndarray) -> None:
     keep = ~np.isnan(np.asarray(curve.grad_bias))
     Sg = S[keep]
     ax.plot(Sg, np.asarray(curve.grad_bias)[keep], "o-", ms=3, label="‖E[IWAE grad] − exact‖")
@@ -313,18 +333,16 @@ def iwae_panels(axes: list[Axes], curve, highlight: int | None = None) -> list[A
     ax.set_ylabel("gradient bias (norm)")
     ax.set_title("(c) IWAE's θ-gradient is biased", fontsize=9)
     ax.legend(fontsize=7)
-    if highlight is not None:
-        for a in axes:
-            a.axvline(highlight, color="tab:green", lw=1, alpha=0.6)
-    return axes
 
 
 def bias_curves(
     ax: Axes, x, curves: dict[str, tuple[Tensor, Tensor]], xlabel: str, ylabel: str
 ) -> Axes:
-    """|bias| ± 2 SE against x for several estimators, on a log scale (floored at 1e-4)."""
+    """|bias| ± 2 SE against x for several estimators, on a log scale (floored at 1e-4).
+
+    ``x``: the common x values, or a dict giving each curve its own."""
     for name, (bias, se) in curves.items():
-        estimate_with_band(ax, x, bias, se, name)
+        estimate_with_band(ax, x[name] if isinstance(x, dict) else x, bias, se, name)
     ax.set_yscale("log")
     ax.set_ylim(bottom=1e-4)
     ax.set_xlabel(xlabel)
@@ -430,3 +448,23 @@ def widget_figure(
     left = 0.55 / (size[0] * ncols) * 1.6
     fig.subplots_adjust(left=left, right=0.98, bottom=0.2, top=0.88, wspace=wspace)
     return fig
+
+
+def show(fig: Figure, name: str) -> None:
+    """Save ``fig`` as ``<name>.png`` (``save``) and display it in the notebook."""
+    from IPython.display import display
+
+    save(fig, name)
+    display(fig)
+
+
+def coupled_chains_panels(
+    fig_axes: list[Axes], run, posterior: tuple[Tensor, Tensor], limits=None
+) -> list[Axes]:
+    """X_t and Y_{t−1} of a recorded chain pair (row 0) at t = 1, 2, …, one axes each."""
+    tau = int(run.tau[0])
+    for t, ax in enumerate(fig_axes, start=1):
+        coupled_chains_step(ax, run.xs[t], run.ys[t - 1], t, t >= tau, posterior, limits)
+        if t > 1:
+            ax.get_legend().remove()
+    return fig_axes

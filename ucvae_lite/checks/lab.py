@@ -547,8 +547,9 @@ ANSWERS: dict[str, Answer] = {
     "02_holding_time": Answer(
         (9 + 1.5**20) / 9,
         0.1 * (9 + 1.5**20) / 9,
-        "P(move) ≈ Σ_fresh w / (w_ref + Σ_fresh w) ≈ (S − 1) / (c^d + S − 1) with w/p(x) ≈ 1 for "
-        "a fresh draw on average; the expected wait is 1 / P(move).",
+        "From a reference at the mode, P(move) = E[Σ_fresh / (c^d + Σ_fresh)] with Σ_fresh the "
+        "fresh weights in units of p(x), mean S − 1; x/(a + x) is concave, so by Jensen "
+        "P(move) ≤ (S − 1)/(c^d + S − 1), and the expected wait 1/P(move) is at least the inverse.",
         ((9 / (9 + 1.5**20), "that is P(move); the expected number of steps is its inverse"),),
     ),
     "03_expected_tau_S4": Answer(
