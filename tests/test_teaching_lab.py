@@ -126,3 +126,13 @@ def test_find_seed():
     assert T.find_seed(lambda s: s % 7 == 3) == 3
     with pytest.raises(ValueError, match="no seed"):
         T.find_seed(lambda s: False, tries=5)
+
+
+def test_survival_test():
+    from ucvae_lite.diagnostics import degenerate_survival
+
+    t = torch.tensor([2.0, 5.0])
+    law = degenerate_survival(t, 4)
+    emp, z = T.survival_test(torch.tensor([2, 3, 3, 6, 9]), t, law)
+    torch.testing.assert_close(emp, torch.tensor([0.8, 0.4], dtype=torch.float64))
+    assert torch.isfinite(T.survival_test(torch.full((5,), 2), t, law)[1]).all()  # all met

@@ -617,3 +617,13 @@ def find_seed(condition: Callable[[int], bool], start: int = 0, tries: int = 100
         if condition(seed):
             return seed
     raise ValueError(f"no seed in {start}..{start + tries - 1} satisfies the condition")
+
+
+def survival_test(tau: Tensor, t: Tensor, law: Tensor) -> tuple[Tensor, Tensor]:
+    """Empirical P(τ > t) at each t [K] of meeting times ``tau`` [n], and its z-scores against
+    the probabilities ``law`` [K], with the binomial standard error √(law (1 − law) / n) of the
+    null hypothesis (so that an empirical frequency of exactly 0 or 1 is still tested)."""
+    tau = tau.double().flatten()
+    emp = (tau[None, :] > t.double()[:, None]).double().mean(1)
+    law = law.double()
+    return emp, (emp - law) / (law * (1 - law) / tau.numel()).sqrt()
