@@ -407,14 +407,14 @@ def mse_vs_budget(
         ls = "-" if unbiased else "--"
         ax.plot(C, mse, ls, color=f"C{i}", label=eb.name)
         ax.fill_between(C, np.maximum(mse - 2 * se, 1e-12), mse + 2 * se, color=f"C{i}", alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     for name, (c_star, se) in (crossovers or {}).items():
         ax.axvspan(max(c_star - 2 * se, C[0]), c_star + 2 * se, color="0.5", alpha=0.25, lw=0)
         ax.annotate(
-            f"C* {name}", (c_star, ax.get_ylim()[0]), (2, 4), textcoords="offset points",
-            rotation=90, fontsize=7, va="bottom",
+            f"C* {name}".strip(), (c_star, 0.03), xycoords=("data", "axes fraction"),
+            xytext=(3, 0), textcoords="offset points", rotation=90, fontsize=7, va="bottom",
         )  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.set_xlabel("budget C (log-weight evaluations)")
     ax.set_ylabel("MSE = |bias|² + c·V / C")
     ax.legend(fontsize=7)
