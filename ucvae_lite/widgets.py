@@ -93,7 +93,7 @@ def coupling_widget(num_slots: int = 5, n: int = 2000, seed: int = 0) -> W.VBox:
         res = teaching.coupling_draws(p, q, n=n, seed=box.draw_seed)
         fig = viz.new_figure(size=(6.0, 3.4))
         viz.categorical_coupling(fig.axes[0], res.p, res.q, res.draw)
-        image.value = viz.to_png(fig)
+        image.value = viz.to_png(viz.plain_log_ticks(fig))
         summary.value = (
             f"overlap α = Σ min(p, q) = <b>{res.alpha:.3f}</b>; in {res.n} joint draws "
             f"i = j in <b>{res.frac_equal:.3f}</b> of them (maximal: no coupling does better)."
@@ -140,8 +140,8 @@ def iwae_widget(
     num_samples: int = 10,
     shift: float = 0.5,
     scale: float = 1.5,
-    replicates: int = 1000,
-    bound_replicates: int = 4000,
+    replicates: int = 600,
+    bound_replicates: int = 3000,
     seed: int = 0,
 ) -> W.VBox:
     """IWAE against S: the bound L_S and the bias of IWAE's θ-gradient, against exact values.
@@ -175,7 +175,7 @@ def iwae_widget(
         i = curve.num_samples.index(S.value)
         fig = viz.widget_figure(ncols=3, size=(3.2, 3.0))
         viz.iwae_panels(fig.axes, curve, highlight=S.value)
-        image.value = viz.to_png(fig)
+        image.value = viz.to_png(viz.plain_log_ticks(fig))
         grad = (
             "S = 1 has no self-normalised gradient"
             if S.value < 2
@@ -254,7 +254,7 @@ def cis_chain_widget(
         ax.set_ylabel("h(X_t), first coordinate")
         ax.set_title("Σ w̄ z₁ along this chain", fontsize=9)
         ax.legend(fontsize=7)
-        image.value = viz.to_png(fig)
+        image.value = viz.to_png(viz.plain_log_ticks(fig))
         w = teaching.normalized_weights(rec.states[t].log_weights[0])
         moved = sum(int(i[0]) != 0 for i in rec.indices[:t])
         what = (
@@ -337,7 +337,7 @@ def coupled_chains_widget(
         viz.coupled_chains_step(fig.axes[0], run.xs[t], run.ys[t - 1], t, met, post, box.limits)
         diagrams.selection_bars(fig.axes[1], wx, wy, ix, iy)
         fig.axes[1].set_title(f"selection for step {t} → {t + 1}", fontsize=9)
-        image.value = viz.to_png(fig)
+        image.value = viz.to_png(viz.plain_log_ticks(fig))
         alpha = torch.minimum(wx, wy).sum().item()
         meet = f"τ = {tau}" if tau <= run.steps else f"not met within {run.steps} steps"
         if met:
@@ -449,7 +449,7 @@ def variance_widget(
         crossings = {"": c_star} if c_star and c_star[0] > 0 else None
         viz.mse_vs_budget(fig.axes[2], budgets, [(coupled, True), (iwae, False)], crossings)
         fig.axes[2].set_title("MSE of the average at budget C", fontsize=9)
-        image.value = viz.to_png(fig)
+        image.value = viz.to_png(viz.plain_log_ticks(fig))
         if c_star is None:
             verdict = "IWAE's bias is not resolved here (|bias|² < 4 SE): no crossover to report."
         elif c_star[0] <= 0:
