@@ -25,10 +25,10 @@
 # **Prerequisites.** Python and PyTorch basics; Gaussian densities; what a VAE's encoder and
 # decoder are; expectations and Monte Carlo averages.
 #
-# **Study time: about 15 minutes** (≈ 900 words of text at 150 words a minute, one code exercise,
-# one prediction; the cells run in seconds). How the times in these notebooks are estimated:
-# words ÷ 150 a minute, plus 8–10 minutes per code exercise, 3–5 per derivation exercise, 2–3
-# per widget, plus the run time.
+# **Study time: about 15 minutes.** Estimated, not measured on learners: ≈ 1,100 words at 150
+# words a minute (7 min), one short code exercise (5 min), one prediction; the cells run in about
+# 6 s, fast or full. Every notebook's time is estimated the same way: words ÷ 150 a minute, plus
+# 3–10 minutes per exercise by its size, 1 per prediction, 2 per widget, plus the run time.
 #
 # **Fast or full.** `UCVAE_FAST=1` (set in the shell before starting Jupyter, as CI does) uses
 # fewer replicates; the stored outputs are that fast run. Unset it, or set `UCVAE_FAST=0`, for
@@ -65,6 +65,7 @@
 # %%
 # %matplotlib inline
 import torch
+from IPython.display import display
 
 import ucvae_lite as u
 from ucvae_lite import checks, viz
@@ -156,7 +157,8 @@ viz.toy_model(
     q_wide.sample(300, g)[0],
 )
 fig.axes[0].set_title("posterior p(z | x) and two proposals (2σ ellipses)", fontsize=9)
-viz.show(fig, "00_toy_model")
+viz.save(fig, "00_toy_model")
+display(fig)
 
 # %% [markdown]
 # A Gaussian $q$ **wider** than the posterior has heavier tails, so $p(z\mid x)/q(z)$ falls off
@@ -173,15 +175,16 @@ viz.show(fig, "00_toy_model")
 # | notebook | question | you write | time |
 # |---|---|---|---|
 # | `00_overview` | what is the problem, what is exact? | ∇_b log p(x, z) | 15 min |
-# | `01_iwae_augmentation` | why is IWAE biased, by how much? | IWAE's bound, gradient | 25 min |
+# | `01_iwae_augmentation` | why is IWAE biased, by how much? | IWAE's bound (+ gradient) | 20 min |
 # | `02_cis_kernel` | how does one chain forget IWAE's bias? | one CIS step | 25 min |
-# | `03_coupled_kernels` | how do two chains meet, how fast? | coupling, coupled step | 30 min |
-# | `04_estimator` | why is $H_{k:m}$ unbiased; when does it pay? | $H_{k:m}$, C* | 30 min |
+# | `03_coupled_kernels` | how do two chains meet, how fast? | coupling, coupled step | 40 min |
+# | `04_estimator` | why is $H_{k:m}$ unbiased; when does it pay? | $H_{k:m}$ (+ C*) | 25 min |
 # | `05_training` | does it train real VAEs? | homework | |
 # | `06_when_practical` | when are the weights healthy? $\hat k$, the 1/t law | homework | |
 # | `07_landscape` (coming) | MSC, coupled chains, SUMO, IWAE at equal budget | homework | |
 #
-# **The lab** is 00–04 (about two hours); 05–07 are homework. Each notebook opens with its
+# **The lab** is 00–04: about two hours without the exercises marked *optional* (they add about
+# 30 minutes: homework, or for the quick); 05–07 are homework. Each notebook opens with its
 # objectives and ends with a summary and references. **Exercises** are cells to fill in: the
 # model answer is collapsed (click to expand it only after trying), and the cell after it runs a
 # checker from `ucvae_lite.checks` that prints ✓ or says what is wrong. **Widgets** need a

@@ -25,8 +25,10 @@
 #
 # **Prerequisites.** Notebook 00; Jensen's inequality; a second-order Taylor expansion.
 #
-# **Study time: about 25 minutes** (≈ 1,300 words at 150 a minute, two code exercises, one
-# derivation exercise, one widget; the cells run in about ten seconds).
+# **Study time: about 20 minutes, 35 with the optional exercises.** Estimated: ≈ 1,200 words at
+# 150 a minute (8 min), the bound exercise (5 min), two predictions and a widget (4 min); the
+# optional gap (5 min) and gradient (10 min) exercises; the cells run in about 15 s (fast) or
+# 35 s (full).
 #
 # **Fast or full.** Stored outputs: `UCVAE_FAST=1` (fewer replicates). `UCVAE_FAST=0` for the
 # full run; every asserted conclusion holds in both.
@@ -36,6 +38,7 @@
 import math
 
 import torch
+from IPython.display import display
 
 import ucvae_lite as u
 from ucvae_lite import checks, diagrams, viz
@@ -112,7 +115,8 @@ for S, gap, se in zip(sizes, curve.gap, curve.gap_se, strict=True):
     print(f"S = {S:3d}: log p(x) − L_S = {gap:.4f} ± {se:.4f};  V/(2S) = {V / (2 * S):.4f}")
 fig = viz.new_figure(ncols=2, size=(4.2, 3.3))
 viz.iwae_panels(fig.axes, curve, panels="ab")
-viz.show(fig, "01_iwae_bound")
+viz.save(fig, "01_iwae_bound")
+display(fig)
 
 # The bound is strictly below log p(x), tightens with S, and S × gap → V/2 (not V: the 1/2 of
 # the expansion is resolved).
@@ -127,10 +131,10 @@ assert abs(200 * gap[200] - V) > 4 * 200 * se[200], "power: V/S is rejected"
 # The gap halves when $S$ doubles, and $S\times$gap settles on $V/2$ (the dashed line) once $S$
 # is large; at small $S$ the $O(S^{-2})$ terms still show.
 #
-# **Exercise 2 (2 points, derivation).** For the proposal `model.target(x, shift=0.0, scale=2.0)`
-# estimate $V = \mathrm{Var}_q[w/p(x)]$ from $10^5$ proposal draws (`target.sample(n, g)` gives
-# [1, n, 2]; `target.log_weight(z)`; `log_px` is exact), and predict the gap
-# $\log p(x) - \mathcal L_{100}$. Assign it to `answer_ex2`.
+# **Exercise 2 (2 points, derivation, optional).** For the proposal
+# `model.target(x, shift=0.0, scale=2.0)` estimate $V = \mathrm{Var}_q[w/p(x)]$ from $10^5$
+# proposal draws (`target.sample(n, g)` gives [1, n, 2]; `target.log_weight(z)`; `log_px` is
+# exact), and predict the gap $\log p(x) - \mathcal L_{100}$. Assign it to `answer_ex2`.
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex2_gap", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 ### BEGIN SOLUTION
@@ -164,7 +168,8 @@ checks.check_gap_prediction(answer_ex2, model, x, shift=0.0, scale=2.0, num_samp
 # unbiased. (ii) IWAE computes the same $h$ under $q^S$ instead. How far apart are the two laws
 # of the set? Using the marginal,
 #
-# $$\mathrm{KL}\big(q^S \,\|\, \bar\pi(z_{1:S})\big) = \mathbb E_{q^S}\log\frac{q^S}{q^S\,\hat p/p(x)}
+# $$\mathrm{KL}\big(q^S \,\|\, \bar\pi(z_{1:S})\big)
+#   = \mathbb E_{q^S}\log\frac{q^S}{q^S\,\hat p/p(x)}
 #   = \log p(x) - \mathcal L_S:$$
 #
 # IWAE's gap *is* the KL divergence from $q^S$ to the extended target's marginal on the set. It
@@ -185,13 +190,14 @@ diagrams.extended_target(
     (post_mean[0], post_cov[0]),
     (q_one.loc[0], q_one.scale[0] @ q_one.scale[0].T),
 )
-viz.show(fig, "01_extended_target")
+viz.save(fig, "01_extended_target")
+display(fig)
 
 # %% [markdown]
 # **Numerical checks against exact answers** ($R$ draws of $\bar\pi$, $S = 5$):
 # 1. *marginal*: slot 1 holds the posterior draw with probability $1/S$, so its mean is exactly
-#    $\frac1S\mu_{\text{post}} + (1-\frac1S)\mu_q$; and reweighting $q^S$ draws by $\hat p/p(x)$ must
-#    give the same mean (that is the marginal formula);
+#    $\frac1S\mu_{\text{post}} + (1-\frac1S)\mu_q$; and reweighting $q^S$ draws by
+#    $\hat p/p(x)$ must give the same mean (that is the marginal formula);
 # 2. *conditional*: $\mathbb E[\mathbf 1\{s = j\} - \bar w_j] = 0$ for every slot $j$;
 # 3. *consequence*: $h$ is unbiased under $\bar\pi$ and biased under $q^S$ (IWAE).
 
@@ -223,16 +229,17 @@ assert iwae.abs().max() > T.z_threshold(2), "IWAE's self-normalised mean must be
 # and
 #
 # $$\nabla_\theta \mathcal L_S = \mathbb E_{q^S}\Big[\sum_s \bar w_s\, \nabla_\theta \log
-#   p_\theta(x, z_s)\Big] = \mathbb E_{q^S}[h] \quad\text{with } f = \nabla_\theta \log p_\theta(x, \cdot).$$
+#   p_\theta(x, z_s)\Big] = \mathbb E_{q^S}[h]
+#   \quad\text{with } f = \nabla_\theta \log p_\theta(x, \cdot).$$
 #
 # By Fisher's identity and consequence (i), $\mathbb E_{\bar\pi}[h]$ is the exact gradient;
 # IWAE takes $\mathbb E_{q^S}[h]$. Their difference is IWAE's gradient bias.
 #
-# **Exercise 3 (3 points).** Write `iwae_gradient(model, x, z, log_q)`: for proposal draws z
-# [1, S, 2] with log-densities `log_q` [1, S] (constants), return $\nabla_\theta \log \hat p$ as
-# one flat tensor [13] ($W$, then $b$, then $\log\sigma$). Build fresh leaf copies of the
-# parameters with `requires_grad_(True)`, a model `u.LinearGaussian(W, b, log_sigma)` from them,
-# log-weights `model.log_joint(x, z) − log_q`, the bound, and `torch.autograd.grad`.
+# **Exercise 3 (3 points, optional).** Write `iwae_gradient(model, x, z, log_q)`: for proposal draws
+# z [1, S, 2] with log-densities `log_q` [1, S] (constants), return $\nabla_\theta \log \hat p$ as
+# one flat tensor [13] ($W$, then $b$, then $\log\sigma$). Build fresh leaf copies of the parameters
+# with `requires_grad_(True)`, a model `u.LinearGaussian(W, b, log_sigma)` from them, log-weights
+# `model.log_joint(x, z) − log_q`, the bound, and `torch.autograd.grad`.
 
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex3_iwae_gradient", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
@@ -266,11 +273,12 @@ for S, b, floor, zmax in zip(
     grads.num_samples, grads.grad_bias, grads.grad_floor, grads.grad_max_z, strict=True
 ):
     print(
-        f"S = {S:3d}: ‖E[IWAE grad] − exact‖ = {b:.3f} (noise floor {floor:.3f}), max |z| {zmax:.1f}"
+        f"S = {S:3d}: ‖E[IWAE grad] − exact‖ = {b:.3f} (noise floor {floor:.3f}), |z| ≤ {zmax:.1f}"
     )
 fig = viz.new_figure(size=(4.4, 3.4))
 viz.iwae_panels(fig.axes, grads, panels="c")
-viz.show(fig, "01_iwae_gradient_bias")
+viz.save(fig, "01_iwae_gradient_bias")
+display(fig)
 
 bias = dict(zip(grads.num_samples, grads.grad_bias, strict=True))
 max_z = dict(zip(grads.num_samples, grads.grad_max_z, strict=True))
@@ -296,8 +304,9 @@ wd.iwae_widget(model, x, num_samples=10, shift=SHIFT, scale=SCALE)
 # * The extended target $\bar\pi(s, z_{1:S})$ has marginal $q^S\,\hat p/p(x)$ and conditional
 #   $\bar\pi(s\mid z_{1:S}) = \bar w_s$, so $h = \sum_j \bar w_j f(z_j)$ is exactly unbiased under
 #   $\bar\pi$.
-# * IWAE's gradient is $\mathbb E_{q^S}[h]$ with $f = \nabla_\theta\log p_\theta(x,\cdot)$: biased at
-#   every finite $S$, by about $1/S$. Notebook 02 builds a Markov chain that samples $\bar\pi$.
+# * IWAE's gradient is $\mathbb E_{q^S}[h]$ with $f = \nabla_\theta\log p_\theta(x,\cdot)$:
+#   biased at every finite $S$, by about $1/S$. Notebook 02 builds a Markov chain that samples
+#   $\bar\pi$.
 #
 # ## References
 # * Y. Burda, R. Grosse, R. Salakhutdinov (2016). Importance weighted autoencoders. ICLR.

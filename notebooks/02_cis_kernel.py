@@ -27,8 +27,9 @@
 #
 # **Prerequisites.** Notebook 01 (the extended target $\bar\pi$, its conditional $\bar w_s$).
 #
-# **Study time: about 25 minutes** (≈ 1,200 words, one code exercise, two short derivation
-# exercises, one widget; the cells run in about ten seconds).
+# **Study time: about 25 minutes, 30 with the optional derivations.** Estimated: ≈ 1,250 words
+# at 150 a minute (8 min), the CIS step (10 min), two predictions and a widget (4 min); the two
+# optional derivations (5 min); the cells run in about 9 s (fast) or 21 s (full).
 #
 # **Fast or full.** Stored outputs: `UCVAE_FAST=1`. `UCVAE_FAST=0` for the full run; every
 # asserted conclusion holds in both.
@@ -38,6 +39,7 @@
 import math
 
 import torch
+from IPython.display import display
 
 import ucvae_lite as u
 from ucvae_lite import checks, viz
@@ -166,7 +168,8 @@ viz.bias_curves(fig.axes[1], evals, curves, "log-weight evaluations S + t(S − 
 fig.axes[1].set_xscale("log")
 fig.axes[0].set_title("the chain forgets IWAE's bias", fontsize=9)
 fig.axes[1].set_title("the same, per evaluation", fontsize=9)
-viz.show(fig, "02_cis_convergence")
+viz.save(fig, "02_cis_convergence")
+display(fig)
 
 for S, h in by_S.items():
     z0, zT = T.z_score(h[0], exact).abs().max(), T.z_score(h[-1], exact).abs().max()
@@ -212,7 +215,8 @@ sup = {"wide (×1.5), centred": 2 * math.log(1.5),
 fig = viz.new_figure(size=(4.6, 3.4))
 viz.max_weight_vs_n(fig.axes[0], sizes, max_lw, sup)
 fig.axes[0].set_title("unbounded weights keep growing", fontsize=9)
-viz.show(fig, "02_weights")
+viz.save(fig, "02_weights")
+display(fig)
 assert max_lw["narrow (×0.5)"][-1] - max_lw["narrow (×0.5)"][1] > 1.0, "unbounded: keeps growing"
 for name, bound in sup.items():
     assert max(max_lw[name]) <= bound + 1e-9, f"{name}: above its supremum"
@@ -264,7 +268,8 @@ viz.move_probability_vs_dim(fig.axes[0], dims, rows, eps_bound)
 fig.axes[0].plot(dims, jensen, "k:", lw=1, label="(S−1)/(S−1+c^d)")
 fig.axes[0].legend(fontsize=7)
 fig.axes[0].set_title(f"bounded weights (q {c}× wide), S = {S_dim}", fontsize=9)
-viz.show(fig, "02_bounded_weights")
+viz.save(fig, "02_bounded_weights")
+display(fig)
 
 # %% [markdown]
 # The worst reference holds the chain longer and longer as $d$ grows, although the weights are
@@ -272,8 +277,8 @@ viz.show(fig, "02_bounded_weights")
 # "bounded weights" is a guarantee of *geometric* convergence, not of *fast* convergence.
 # Notebook 03 shows what sticky references do to coupled chains.
 #
-# **Exercise 2 (1 point, derivation).** For a centred proposal 1.5× as wide as the posterior in
-# $d = 20$ dimensions, what is $\sup_z w(z)/p(x)$? Assign it to `answer_ex2`.
+# **Exercise 2 (1 point, derivation, optional).** For a centred proposal 1.5× as wide as the
+# posterior in $d = 20$ dimensions, what is $\sup_z w(z)/p(x)$? Assign it to `answer_ex2`.
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex2_sup_weight", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 ### BEGIN SOLUTION
@@ -284,8 +289,8 @@ answer_ex2 = 1.5**20
 checks.check_value("02_sup_weight", answer_ex2)
 
 # %% [markdown]
-# **Exercise 3 (1 point, derivation).** With $S = 10$, at least how many steps on average does a
-# chain wait at that worst reference before it moves (the Jensen bound above)? Assign it to
+# **Exercise 3 (1 point, derivation, optional).** With $S = 10$, at least how many steps on average
+# does a chain wait at that worst reference before it moves (the Jensen bound above)? Assign it to
 # `answer_ex3`.
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex3_holding_time", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]

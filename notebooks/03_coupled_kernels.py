@@ -27,8 +27,9 @@
 # **Prerequisites.** Notebook 02 (the CIS step); total variation distance
 # $\mathrm{TV}(p, q) = \frac12\sum_s |p_s - q_s|$; the geometric distribution.
 #
-# **Study time: about 30 minutes** (≈ 1,500 words, two code exercises, two derivation exercises,
-# two widgets; the cells run in about ten seconds).
+# **Study time: about 40 minutes.** Estimated: ≈ 1,500 words at 150 a minute (10 min), two code
+# exercises (20 min), two short derivations (5 min), a prediction and two widgets (5 min); the
+# cells run in about 11 s (fast) or 15 s (full).
 #
 # **Fast or full.** Stored outputs: `UCVAE_FAST=1`. `UCVAE_FAST=0` for the full run; every
 # asserted conclusion holds in both.
@@ -38,6 +39,7 @@
 import math
 
 import torch
+from IPython.display import display
 
 import ucvae_lite as u
 from ucvae_lite import checks, viz
@@ -88,7 +90,8 @@ assert abs(res.alpha - (1 - tv)) < 1e-12
 assert abs(res.frac_equal - res.alpha) < 4 * se, "P(i = j) must equal α"
 fig = viz.new_figure(size=(5.6, 3.4))
 viz.categorical_coupling(fig.axes[0], res.p, res.q, res.draw)
-viz.show(fig, "03_maximal_coupling")
+viz.save(fig, "03_maximal_coupling")
+display(fig)
 
 # %% [markdown]
 # **Exercise 1 (3 points).** Write `maximal_coupling(p, q, generator)`: for probabilities
@@ -157,7 +160,8 @@ tau = int(run.tau[0])
 post = tuple(v[0] for v in model.posterior(x))
 fig = viz.new_figure(ncols=tau, size=(3.2, 3.2))
 viz.coupled_chains_panels(fig.axes, run, post, (-0.8, 2.2, -0.8, 2.5))
-viz.show(fig, "03_coupled_chains")
+viz.save(fig, "03_coupled_chains")
+display(fig)
 assert torch.equal(run.xs[tau].particles, run.ys[tau - 1].particles), "met: identical sets"
 
 # %% [markdown]
@@ -312,7 +316,8 @@ fig = viz.new_figure(ncols=2, size=(4.6, 3.6))
 viz.survival_vs_degenerate(fig.axes[0], taus, S, f"P(τ > t) at S = {S}: bounded ≠ fast")
 viz.tau_histogram(fig.axes[1], taus_by_S, max_t=20)
 fig.axes[1].set_title("×1.5 wide, shifted: τ against S", fontsize=9)
-viz.show(fig, "03_meeting_times")
+viz.save(fig, "03_meeting_times")
+display(fig)
 
 
 def tail(name, t):
