@@ -178,16 +178,28 @@ def student_copies(tmp_path_factory) -> Path:
 
 
 def _names(source: str, ctx) -> set[str]:
-    """Names a cell's code defines (ctx = ast.Store) or reads (ast.Load); magics ignored."""
+    """Names a cell reads (ctx = ast.Load, anywhere) or defines at its top level (ast.Store:
+    assignments, loops, imports, def and class, not the locals of a function); magics ignored."""
     code = "\n".join(ln for ln in source.splitlines() if not ln.lstrip().startswith(("%", "!")))
-    found = set()
-    for node in ast.walk(ast.parse(code)):
-        if isinstance(node, ast.Name) and isinstance(node.ctx, ctx):
-            found.add(node.id)
-        elif ctx is ast.Store and isinstance(node, ast.FunctionDef | ast.ClassDef):
+    tree = ast.parse(code)
+    if ctx is ast.Load:
+        return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ctx)}
+    found: set[str] = set()
+    scopes = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.comprehension)
+
+    def visit(node) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
             found.add(node.name)
-        elif ctx is ast.Store and isinstance(node, ast.Import | ast.ImportFrom):
+            return  # its body is another scope
+        if isinstance(node, ast.Import | ast.ImportFrom):
             found.update((a.asname or a.name).split(".")[0] for a in node.names)
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            found.add(node.id)
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, scopes) or isinstance(child, ast.FunctionDef | ast.ClassDef):
+                visit(child)
+
+    visit(tree)
     return found
 
 
@@ -205,12 +217,13 @@ def check_convention(nb, name: str) -> None:
             continue
         if student.is_test(c):
             continue
-        used = _names(c.source, ast.Load) & (from_solutions - defined_outside)
+        own = _names(c.source, ast.Store)  # a name the cell defines itself is its own
+        used = (_names(c.source, ast.Load) - own) & (from_solutions - defined_outside)
         assert not used, (
             f"{name}: a cell that is not an exercise uses {sorted(used)}, defined only in a "
             f"solution; use the library's version instead:\n{c.source[:200]}"
         )
-        defined_outside |= _names(c.source, ast.Store)
+        defined_outside |= own
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
