@@ -164,7 +164,8 @@ curves = {f"S = {S}": ((h[..., 0].mean(1) - exact[0]).abs(), h[..., 0].std(1) / 
 evals = {f"S = {S}": S + t * (S - 1) for S in by_S}
 fig = viz.new_figure(ncols=2, size=(4.2, 3.3))
 viz.bias_curves(fig.axes[0], t, curves, "step t", "|E h(X_t) − E[z₁ | x]|")
-viz.bias_curves(fig.axes[1], evals, curves, "log-weight evaluations S + t(S − 1)", "")
+viz.bias_curves(fig.axes[1], evals, curves, "log-weight evaluations S + t(S − 1)",
+                "|E h(X_t) − E[z₁ | x]|")  # fmt: skip
 fig.axes[1].set_xscale("log")
 fig.axes[0].set_title("the chain forgets IWAE's bias", fontsize=9)
 fig.axes[1].set_title("the same, per evaluation", fontsize=9)
