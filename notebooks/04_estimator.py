@@ -343,9 +343,9 @@ def crossover(unbiased, biased):
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex3_crossover_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-checks.check_crossover(crossover)
+checks.check_budget_crossover(crossover)
 ### BEGIN HIDDEN TESTS
-checks.check_crossover(crossover, seed=2)
+checks.check_budget_crossover(crossover, seed=2)
 ### END HIDDEN TESTS
 
 # %% [markdown]

@@ -308,9 +308,9 @@ def test_crossover():
     def crossover(unbiased, biased):
         return (unbiased.cost * unbiased.variance - biased.cost * biased.variance) / biased.bias2
 
-    checks.check_crossover(crossover)
-    fails(checks.check_crossover, lambda a, b: (a.variance - b.variance) / b.bias2, "cost")
-    fails(checks.check_crossover, lambda a, b: crossover(a, b) ** 0.5, "solve for C")
+    checks.check_budget_crossover(crossover)
+    fails(checks.check_budget_crossover, lambda a, b: (a.variance - b.variance) / b.bias2, "cost")
+    fails(checks.check_budget_crossover, lambda a, b: crossover(a, b) ** 0.5, "solve for C")
     assert isinstance(ErrorBudget("x", 0, 0, 1, 0, 1), ErrorBudget)
 
 

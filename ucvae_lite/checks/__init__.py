@@ -13,9 +13,9 @@ tests show that each one accepts the library's answer and rejects a typical mist
 from ._common import CheckFailed, passed
 from .lab import (
     ANSWERS,
+    check_budget_crossover,
     check_cis_step,
     check_coupled_step,
-    check_crossover,
     check_gap_prediction,
     check_grad_b,
     check_hkm,
@@ -28,9 +28,9 @@ from .lab import (
 __all__ = [
     "ANSWERS",
     "CheckFailed",
+    "check_budget_crossover",
     "check_cis_step",
     "check_coupled_step",
-    "check_crossover",
     "check_gap_prediction",
     "check_grad_b",
     "check_hkm",

@@ -10,7 +10,7 @@ library and against exact answers):
 * 03  ``check_maximal_coupling``: a draw (i, j) from the maximal coupling of two categoricals.
 * 03  ``check_coupled_step``: one coupled CIS step (coupled selection + common fresh draws).
 * 04  ``check_hkm``: H_{k:m} from the recorded values h(X_t), h(Y_{t−1}) of one chain pair.
-* 04  ``check_crossover``: the budget above which an unbiased estimator wins in MSE.
+* 04  ``check_budget_crossover``: the budget above which an unbiased estimator wins in MSE.
 
 Derivation exercises with a numeric answer: ``check_value(name, answer)`` (answers in
 ``ANSWERS``) and ``check_gap_prediction`` (the answer depends on the notebook's model).
@@ -38,15 +38,15 @@ from ._common import CheckFailed, call, expect_close, expect_shape, passed, requ
 
 __all__ = [
     "ANSWERS",
+    "check_budget_crossover",
+    "check_cis_step",
     "check_coupled_step",
-    "check_crossover",
     "check_gap_prediction",
     "check_grad_b",
     "check_hkm",
     "check_iwae_bound",
     "check_iwae_gradient",
     "check_maximal_coupling",
-    "check_cis_step",
     "check_value",
 ]
 
@@ -494,7 +494,7 @@ def check_hkm(fn: Callable, seed: int = 0) -> None:
     passed(f"H_{{k:m}} right in all {checked} cases (recorded chain pairs × (k, m) settings)")
 
 
-def check_crossover(fn: Callable, seed: int = 0) -> None:
+def check_budget_crossover(fn: Callable, seed: int = 0) -> None:
     """``fn(unbiased, biased)`` for two ``budget.ErrorBudget``s must return the crossover
     budget C* = (c_u V_u − c_i V_i) / |b_i|² (log-weight evaluations)."""
     g = torch.Generator().manual_seed(seed)
