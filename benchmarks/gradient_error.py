@@ -31,6 +31,7 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -122,8 +123,8 @@ def report(name: str, budgets: list[L.ErrorBudget], p_star: float | None, extra:
         mses = " | ".join(f"{b.mse(c):.3g}" for c in BUDGETS)
         cross = " | ".join(("–" if not b.unbiased else _fmt_c(b.crossover(i))) for i in iwaes)
         lines.append(
-            f"| {b.name} | {b.cost:.1f} | {b.bias2:.3g} ± {b.bias2_se:.2g} | {b.var_est:.3g} | "
-            f"{b.var_data:.3g} | {mses} | {cross} |"
+            f"| {b.name} | {b.cost:.1f} | {b.bias2:.3g} ± {b.bias2_se:.2g} | {b.variance:.3g} | "
+            f"{b.data_variance:.3g} | {mses} | {cross} |"
         )
     if p_star is not None:
         lines += [
@@ -215,8 +216,8 @@ def main() -> None:
                     "evals": b.cost,
                     "bias2": b.bias2,
                     "bias2_se": b.bias2_se,
-                    "var_est": b.var_est,
-                    "var_data": b.var_data,
+                    "var_est": b.variance,
+                    "var_data": b.data_variance,
                     "unbiased": b.unbiased,
                     "p_star": p_star,
                 }  # fmt: skip
@@ -232,7 +233,7 @@ def main() -> None:
         w.writerows(rows_csv)
     fig = viz.new_figure(ncols=len(figure_data), size=(4.4, 3.6))
     for ax, (case, budgets) in zip(fig.axes, figure_data.items(), strict=True):
-        viz.mse_against_compute(ax, budgets, title=case)
+        viz.mse_vs_budget(ax, np.geomspace(1e2, 1e7, 200), budgets, bands=False, title=case)
     viz.save(fig, f"gradient_error{suffix}")
     print(f"wrote figures/gradient_error{suffix}.md/.csv/.png ({time.perf_counter() - t0:.0f} s)")
 

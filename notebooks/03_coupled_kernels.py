@@ -16,28 +16,38 @@
 # %% [markdown]
 # # 03 · Coupled kernels: two chains that meet
 #
-# Two CIS chains $X$ and $Y$ take one step each, **jointly**:
+# **Learning objectives.** After this notebook you can
+# 1. derive the maximal coupling of two categorical distributions and why
+#    $P(i = j) = 1 - \mathrm{TV}(p, q)$ is the best possible; write it;
+# 2. define the coupled CIS kernel $\bar K$ and write one coupled step;
+# 3. derive the meeting time's law for the exact proposal, $P(\tau = 2) = (S-1)/S$ and
+#    $\mathbb E\tau = 1 + S/(S-1)$, and the $1/t$ law when one particle takes all the weight;
+# 4. say what slows meeting down: degenerate weights, from a proposal too narrow *or* too wide.
 #
-# 1. their selection indices come from the **maximal coupling** of
-#    $\mathrm{Categorical}(\bar w(\xi^X))$ and $\mathrm{Categorical}(\bar w(\xi^Y))$: with
-#    $\nu = \min(\bar w^X, \bar w^Y)$ and $\alpha = \sum\nu$, a common index from $\nu/\alpha$ with
-#    probability $\alpha$, otherwise independent indices from the residuals;
-# 2. both chains take the **same** fresh draws $z'_2..z'_S$ (common random numbers).
+# **Prerequisites.** Notebook 02 (the CIS step); total variation distance
+# $\mathrm{TV}(p, q) = \frac12\sum_s |p_s - q_s|$; the geometric distribution.
 #
-# Each chain alone still makes an exact CIS step. After one coupled step the two sets differ
-# only in slot 1, and the chains **meet** as soon as both select the same fresh slot; from then
-# on they are identical.
+# **Study time: about 40 minutes.** Estimated: ≈ 1,500 words at 150 a minute (10 min), two code
+# exercises (20 min), two short derivations (5 min), a prediction and two widgets (5 min); the
+# cells run in about 11 s (fast) or 15 s (full).
+#
+# **Fast or full.** Stored outputs: `UCVAE_FAST=1`. `UCVAE_FAST=0` for the full run; every
+# asserted conclusion holds in both.
 
 # %%
 # %matplotlib inline
+import math
+
 import torch
 from IPython.display import display
 
 import ucvae_lite as u
+from ucvae_lite import checks, viz
 from ucvae_lite import teaching as T
-from ucvae_lite import viz
 from ucvae_lite import widgets as wd
+from ucvae_lite.diagnostics import degenerate_survival
 
+torch.set_num_threads(1)  # small tensors: one thread is fastest, and kind to shared CPUs
 FAST = T.fast_mode()
 R = 2_000 if FAST else 20_000  # chain pairs per meeting-time distribution
 g = torch.Generator().manual_seed(3)
@@ -47,160 +57,311 @@ x = model.sample_data(3, torch.Generator().manual_seed(1))[:1]
 
 # %% [markdown]
 # ## The maximal coupling of two categoricals
-# Move the sliders (unnormalised weights of $p$ and $q$). The hatched bars are
-# $\min(p, q)$; their total $\alpha$ is the largest possible $P(i = j)$ for any pair $(i, j)$
-# with $i \sim p$, $j \sim q$ — and the maximal coupling attains it.
+# Two chains must each select a slot with its own probabilities, $i \sim p$ and $j \sim q$, yet
+# select the *same* slot as often as possible. Any joint law of $(i, j)$ with these marginals has
+# $P(i = j = s) \le \min(p_s, q_s)$, so
+#
+# $$P(i = j) \le \alpha = \sum_s \min(p_s, q_s) = 1 - \tfrac12 \sum_s |p_s - q_s|
+#   = 1 - \mathrm{TV}(p, q)$$
+#
+# (use $\min(a, b) = \frac12(a + b - |a - b|)$ and $\sum p = \sum q = 1$). The **maximal
+# coupling** attains the bound. With $\nu = \min(p, q)$: with probability $\alpha$ draw one index
+# $i = j \sim \nu/\alpha$; otherwise draw $i \sim (p - \nu)/(1-\alpha)$ and
+# $j \sim (q - \nu)/(1-\alpha)$ independently. The marginals are right:
+# $P(i = s) = \alpha\,\frac{\nu_s}{\alpha} + (1-\alpha)\frac{p_s - \nu_s}{1-\alpha} = p_s$, and the
+# residuals $p-\nu$, $q-\nu$ have disjoint supports, so $i \ne j$ off the common branch.
+#
+# **Widget.** Move the weights of $p$ and $q$; the hatched bars are $\nu = \min(p, q)$.
 
 # %%
-coupling = wd.coupling_widget(num_slots=5, seed=0)
-display(coupling)
+wd.coupling_widget(num_slots=5, seed=0)
+
+# %% [markdown]
+# **Numerical check.** For fixed $p, q$, the fraction of joint draws with $i = j$ against the
+# exact $\alpha = 1 - \mathrm{TV}$, and the marginal frequencies against $p$ and $q$:
 
 # %%
 res = T.coupling_draws([0.9, 0.5, 0.1, 0.3, 0.2], [0.2, 0.6, 0.5, 0.1, 0.4], n=20_000, seed=1)
-se = (res.alpha * (1 - res.alpha) / res.n) ** 0.5
-print(f"α = {res.alpha:.4f}; fraction of joint draws with i = j: {res.frac_equal:.4f} ± {se:.4f}")
-assert abs(res.frac_equal - res.alpha) < 4 * se, "P(i = j) must equal the overlap α"
-fig = viz.new_figure(size=(6.0, 3.4))
+tv = 0.5 * (res.p - res.q).abs().sum().item()
+se = math.sqrt(res.alpha * (1 - res.alpha) / res.n)
+print(f"α = Σ min(p, q) = {res.alpha:.4f};  1 − TV = {1 - tv:.4f};  "
+      f"P(i = j) in {res.n} draws = {res.frac_equal:.4f} ± {se:.4f}")  # fmt: skip
+assert abs(res.alpha - (1 - tv)) < 1e-12
+assert abs(res.frac_equal - res.alpha) < 4 * se, "P(i = j) must equal α"
+fig = viz.new_figure(size=(5.6, 3.4))
 viz.categorical_coupling(fig.axes[0], res.p, res.q, res.draw)
 viz.save(fig, "03_maximal_coupling")
 display(fig)
 
 # %% [markdown]
-# ## Two coupled chains on the 2-D latent
-# The estimator of notebook 04 runs the chains with a lag: $X_1 \sim K(X_0)$, then
-# $(X_{t+1}, Y_t) \sim \bar K((X_t, Y_{t-1}))$, and $\tau = \inf\{t \ge 1: X_t = Y_{t-1}\}$.
-# $Y_0$ shares $X_1$'s fresh draws, so the chains can meet at the first coupled step ($\tau \ge 2$).
-# The widget shows $X_t$ (blue reference) and $Y_{t-1}$ (orange square) with their shared fresh
-# draws (grey, sized by weight); the dashed ellipse is the posterior. Change S, the proposal
-# width or the seed, and step through t until they meet.
+# **Exercise 1 (3 points).** Write `maximal_coupling(p, q, generator)`: for probabilities
+# p, q [B, S] (rows sum to 1) return index tensors (i, j), each [B], one joint draw per row. Use
+# `torch.minimum`, `torch.rand(B, generator=generator, dtype=p.dtype)`,
+# `torch.multinomial(weights, 1, generator=generator)` (it accepts unnormalised weights, but not
+# a row of zeros: add `1e-300`), and `torch.where`.
+
+
+# %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex1_maximal_coupling", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
+def maximal_coupling(p, q, generator=None):
+    """(i, j) with i ~ p, j ~ q and P(i = j) = Σ min(p, q), per row of p, q [B, S]."""
+    ### BEGIN SOLUTION
+    nu = torch.minimum(p, q)
+    common = torch.rand(p.shape[0], generator=generator, dtype=p.dtype) < nu.sum(-1)
+
+    def draw(weights):
+        return torch.multinomial(weights + 1e-300, 1, generator=generator)[:, 0]
+
+    i_common, i_p, i_q = draw(nu), draw(p - nu), draw(q - nu)
+    return torch.where(common, i_common, i_p), torch.where(common, i_common, i_q)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex1_maximal_coupling_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+checks.check_maximal_coupling(maximal_coupling)
+### BEGIN HIDDEN TESTS
+checks.check_maximal_coupling(maximal_coupling, seed=5)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## The coupled kernel $\bar K$
+# Let $K$ be the CIS kernel of notebook 02. The coupled kernel moves two particle sets
+# $(\xi^X, \xi^Y)$ at once:
+#
+# 1. draw $(\ell_X, \ell_Y)$ from the maximal coupling of $\bar w(\xi^X)$ and $\bar w(\xi^Y)$;
+# 2. draw **common** fresh particles $z'_2, \dots, z'_S \sim q$ once;
+# 3. $\xi^{X\prime} = (z^X_{\ell_X}, z'_2, \dots, z'_S)$ and
+#    $\xi^{Y\prime} = (z^Y_{\ell_Y}, z'_2, \dots, z'_S)$.
+#
+# Each set alone makes an exact CIS step (its selection has the right marginal, its fresh draws
+# are fresh), so $\bar K$ is a *coupling* of $K$ with itself. After one step the two sets share
+# slots $2..S$ and differ only in their references. If both then select the same shared slot
+# $j \ge 2$, the new sets are identical, and from then on they stay identical (the coupling of two
+# equal distributions always selects the same slot). Selecting slot 1 in both does *not* meet:
+# slot 1 holds each chain's own reference.
+#
+# **Lag 1.** Notebook 04's estimator runs $X$ one step ahead of $Y$: $X_0, Y_0 \sim q^S$,
+# $X_1 \sim K(X_0)$, then $(X_{t+1}, Y_t) \sim \bar K\big((X_t, Y_{t-1})\big)$, and the meeting
+# time is $\tau = \inf\{t \ge 1: X_t = Y_{t-1}\}$. $Y_0$ takes $X_1$'s fresh draws (only its law,
+# $q^S$, matters), so the first coupled step can already meet: $\tau \ge 2$.
+#
+# **Widget.** Step two chains (left: $X_t$ blue, $Y_{t-1}$ orange, shared fresh draws grey; right:
+# both selection probabilities, their overlap $\alpha$, and the slots the coupling selects). The
+# text says why they met, or why not. Move the proposal's shift and width.
 
 # %%
-chains = wd.coupled_chains_widget(model, x, num_samples=5, shift=0.5, scale=1.5, seed=5)
-display(chains)
+wd.coupled_chains_widget(model, x, num_samples=5, shift=0.5, scale=1.5, seed=5)
 
 # %%
-# m = 20: the pair keeps running up to step 20 even after it meets, so X_τ is drawn too.
+# The same pair, drawn once per step until it meets (m = 20 keeps it running past τ).
 run = T.lag_coupled_chains(
     model.target(x, shift=0.5, scale=1.5), 5, m=20, generator=torch.Generator().manual_seed(5)
 )
 tau = int(run.tau[0])
 post = tuple(v[0] for v in model.posterior(x))
-shown = list(range(1, tau + 1))
-fig = viz.new_figure(ncols=len(shown), size=(3.3, 3.2))
-for ax, t in zip(fig.axes, shown, strict=True):
-    viz.coupled_chains_step(ax, run.xs[t], run.ys[t - 1], t, t >= tau, post, (-0.8, 2.2, -0.8, 2.5))
-    if t > 1:
-        ax.get_legend().remove()
+fig = viz.new_figure(ncols=tau, size=(3.2, 3.2))
+viz.coupled_chains_panels(fig.axes, run, post, (-0.8, 2.2, -0.8, 2.5))
 viz.save(fig, "03_coupled_chains")
 display(fig)
-assert torch.equal(run.xs[tau].particles, run.ys[tau - 1].particles), "met means identical sets"
+assert torch.equal(run.xs[tau].particles, run.ys[tau - 1].particles), "met: identical sets"
+
+# %% [markdown]
+# **Exercise 2 (3 points).** Write `coupled_step(target, x, y, generator)`: from states
+# $X_t$, $Y_{t-1}$ (each a `u.CISState`, references in slot 0) return the pair
+# $(X_{t+1}, Y_t)$. Select with a maximal coupling of the two chains' $\bar w$ (yours from
+# Exercise 1 or the library's `u.kernels.coupled_indices(p, q, generator)`), draw the $S - 1$
+# fresh particles **once**, and put them into both sets.
+
+
+# %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex2_coupled_step", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
+def coupled_step(target, x, y, generator=None):
+    """(X_{t+1}, Y_t) from (X_t, Y_{t−1}): coupled selection, common fresh draws."""
+    ### BEGIN SOLUTION
+    ix, iy = u.kernels.coupled_indices(
+        torch.softmax(x.log_weights, -1), torch.softmax(y.log_weights, -1), generator
+    )
+    rows = torch.arange(len(ix))
+    fresh = target.sample(x.particles.shape[1] - 1, generator)
+    fresh_lw = target.log_weight(fresh)
+
+    def new_set(state, index):
+        particles = torch.cat([state.particles[rows, index][:, None], fresh], 1)
+        log_w = torch.cat([state.log_weights[rows, index][:, None], fresh_lw], 1)
+        return u.CISState(particles, log_w)
+
+    return new_set(x, ix), new_set(y, iy)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex2_coupled_step_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+checks.check_coupled_step(coupled_step)
+### BEGIN HIDDEN TESTS
+checks.check_coupled_step(coupled_step, seed=4)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Meeting times for the exact proposal
+# Take $q = p(z \mid x)$. Then every weight equals $p(x)$, both chains' $\bar w$ are uniform,
+# $\alpha = 1$, and the coupling selects one common slot, uniform on $1..S$. The first coupled
+# step (from $X_1$, $Y_0$, which share slots $2..S$) meets unless that slot is slot 1:
+#
+# $$P(\tau = 2) = \frac{S-1}{S}.$$
+#
+# If it selects slot 1, the chains keep their different references, take common fresh draws, and
+# face the same situation again, independently of the past.
+#
+# **Exercise 3 (1 point, derivation).** Complete the argument: what is the law of $\tau - 1$, and
+# $\mathbb E[\tau]$? Give $\mathbb E[\tau]$ for $S = 4$ as `answer_ex3`.
+
+# %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex3_expected_tau", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
+### BEGIN SOLUTION
+# τ − 1 is geometric on {1, 2, ...} with success probability (S − 1)/S: E[τ] = 1 + S/(S−1).
+answer_ex3 = 1 + 4 / 3
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ex3_expected_tau_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+checks.check_value("03_expected_tau_S4", answer_ex3)
 
 
 # %% [markdown]
-# ## Meeting times versus S and proposal quality
-# `u.coupled_estimate` returns τ for every chain pair. With the exact posterior as proposal all
-# weights are equal, the common index is uniform, and the chains meet at each coupled step with
-# probability $(S-1)/S$: $P(\tau = 2) = (S-1)/S$. A good proposal meets fast; larger S meets
-# faster. A proposal **narrower** than the posterior (unbounded weights; here 0.7× as wide and
-# shifted, like a typical encoder) gives a heavy tail: a
-# chain holding a reference of huge weight stays put until a fresh set beats it.
+# **Numerical check** ($S = 5$, exact proposal): $P(\tau = 2) = 4/5$ and
+# $\mathbb E\tau = 1 + 5/4$.
 
 
 # %%
-def meeting_times(S, shift, scale, max_steps=10_000):
+def meeting_times(S, shift, scale, max_steps=2_000):
+    """τ of R lag-1 chain pairs (on_timeout="truncate": unmet pairs count as max_steps + 1)."""
     target = model.target(x.expand(R, -1), shift=shift, scale=scale)
     est = u.coupled_estimate(target, S, max_steps=max_steps, generator=g, on_timeout="truncate")
     return est.tau.double(), int(est.truncated.sum())
 
 
-cap = 500 if FAST else 5_000  # censoring point for the narrow proposal (reported, never silent)
-taus = {}
-for S in (2, 5, 20):
-    taus[f"wide ×1.5, shifted, S = {S}"], _ = meeting_times(S, 0.5, 1.5)
-taus["exact proposal, S = 5"], _ = meeting_times(5, 0.0, 1.0)
-taus["narrow ×0.7, shifted, S = 5"], censored = meeting_times(5, 0.5, 0.7, cap)
-for name, t in taus.items():
-    print(
-        f"{name:28s} mean τ {t.mean():6.2f}  median {t.median():3.0f}  "
-        f"p99 {t.quantile(0.99):5.0f}  max {t.max():5.0f}"
-    )
-print(f"narrow proposal: {censored} of {R} chain pairs had not met by t = {cap} (censored)")
+tau_exact, _ = meeting_times(5, 0.0, 1.0)
+p2, mean_tau = (tau_exact == 2).double(), tau_exact
+print(f"P(τ = 2) = {p2.mean():.4f} ± {p2.std() / math.sqrt(R):.4f}   (exact 0.8)")
+print(f"E[τ]     = {mean_tau.mean():.4f} ± {mean_tau.std() / math.sqrt(R):.4f}   (exact 2.25)")
+assert T.z_score(p2, 0.8).abs() < 4 and T.z_score(mean_tau, 2.25).abs() < 4
 
-fig = viz.new_figure(ncols=2)
-for name, t in taus.items():
-    viz.survival(fig.axes[0], t, name)
-tt = torch.arange(2, 1000, dtype=torch.float64)
-for S in (5,):
-    fig.axes[0].plot(
-        tt,
-        (S + 1) / (S + 1 + (S - 1) * (tt - 1)),
-        "k:",
-        lw=1,
-        label=f"degenerate-weights limit, S = {S}",
-    )
-fig.axes[0].legend(fontsize=6)
-fig.axes[0].set_title("P(τ > t): heavy tail for a narrow proposal")
-ax = fig.axes[1]
-for S in (2, 5, 20):
-    t = taus[f"wide ×1.5, shifted, S = {S}"]
-    ax.hist(
-        t.numpy(),
-        bins=torch.arange(1.5, 30.5).numpy(),
-        histtype="step",
-        density=True,
-        label=f"S = {S}",
-    )
-ax.set_xlabel("τ")
-ax.set_title("wide proposal: τ versus S")
-ax.legend(fontsize=8)
+# %% [markdown]
+# ## Degenerate weights: the $1/t$ law
+# Now the opposite extreme: within every set one particle takes essentially all the weight
+# (effective sample size ≈ 1), so each selection is an **argmax** of the weights. Think of each
+# particle's weight as a random rank; all particles drawn are exchangeable.
+#
+# * $X_1$'s reference is the best of the $S$ particles of $X_0$; $Y_0$'s reference is one draw.
+# * Each chain's reference is the best particle it has seen; each coupled step adds $S-1$ common
+#   fresh draws. The chains meet as soon as the best particle seen so far is a common fresh draw.
+# * So $\tau > t$ exactly when the best of the $N_t = (S + 1) + (S-1)(t-1)$ particles drawn by
+#   step $t$ is one of the $S + 1$ initial ones. By exchangeability every particle is equally
+#   likely to be the best:
+#
+# $$P(\tau > t) = \frac{S+1}{S+1 + (S-1)(t-1)} \qquad (t \ge 1).$$
+#
+# For large $t$ this is $\approx \frac{S+1}{S-1}\cdot\frac1t$: a tail of index 1, so
+# $\mathbb E\tau = \sum_t P(\tau > t) = \infty$ for every $S$.
+#
+# **Exercise 4 (1 point, derivation).** With $S = 10$, what is $P(\tau > 10)$? Assign it to
+# `answer_ex4`.
+
+# %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex4_degenerate_tail", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
+### BEGIN SOLUTION
+answer_ex4 = (10 + 1) / (10 + 1 + (10 - 1) * (10 - 1))
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ex4_degenerate_tail_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+checks.check_value("03_degenerate_tail_S10_t10", answer_ex4)
+
+# %% [markdown]
+# **Numerical check.** A proposal 1000 times wider than the posterior scatters its draws so
+# widely that within a set one weight dwarfs the rest: the law above should hold. The same test
+# rejects the 1.5× wide proposal ($S = 10$ for both).
+
+# %%
+t_check = torch.tensor([2.0, 3.0, 5.0, 10.0, 20.0, 50.0])
+law = degenerate_survival(t_check, 10)
+tau_deg, _ = meeting_times(10, 0.0, 1000.0)
+tau_wide10, _ = meeting_times(10, 0.5, 1.5)
+emp_deg, z_deg = T.survival_test(tau_deg, t_check, law)
+emp_wide, z_wide = T.survival_test(tau_wide10, t_check, law)
+print("t                 ", t_check.int().tolist())
+print("1/t law  P(τ > t) ", [round(v, 3) for v in law.tolist()])
+print("q ×1000  P(τ > t) ", [round(v, 3) for v in emp_deg.tolist()])
+print("q ×1.5   P(τ > t) ", [round(v, 3) for v in emp_wide.tolist()])
+print(f"largest |z| against the law: ×1000 {z_deg.abs().max():.1f}; ×1.5 {z_wide.abs().max():.1f}")
+assert z_deg.abs().max() < T.z_threshold(len(t_check)), "the 1/t law holds for degenerate weights"
+assert z_wide.abs().max() > T.z_threshold(len(t_check)), "power: a healthy proposal is far below"
+
+# %% [markdown]
+# ## What slows meeting down
+# **Predict.** At $S = 5$, rank these proposals by the tail of $\tau$ (heaviest first): exact;
+# 1.5× wide and shifted; 0.7× narrow and shifted (unbounded weights); 10× wide (bounded weights,
+# $\sup w/p(x) = 10^2$); 1000× wide.
+
+# %%
+S = 5
+taus, censored = {}, {}
+for name, (shift, scale) in {
+    "exact q": (0.0, 1.0),
+    "×1.5 wide, shifted": (0.5, 1.5),
+    "×0.7 narrow, shifted": (0.5, 0.7),
+    "×10 wide (bounded)": (0.0, 10.0),
+    "×1000 wide": (0.0, 1000.0),
+}.items():
+    taus[name], censored[name] = meeting_times(S, shift, scale)
+taus_by_S = {f"S = {s}": meeting_times(s, 0.5, 1.5)[0] for s in (2, 5, 20)}
+for name, t in {**taus, **{f"×1.5 wide, shifted, {k}": v for k, v in taus_by_S.items()}}.items():
+    print(f"{name:28s} mean τ {t.mean():6.2f}  median {t.median():3.0f}  "
+          f"P(τ > 10) {(t > 10).double().mean():.3f}  max {t.max():5.0f}")  # fmt: skip
+print(f"pairs not met by t = 2000 (counted as 2001): {censored}")
+fig = viz.new_figure(ncols=2, size=(4.6, 3.6))
+viz.survival_vs_degenerate(fig.axes[0], taus, S, f"P(τ > t) at S = {S}: bounded ≠ fast")
+viz.tau_histogram(fig.axes[1], taus_by_S, max_t=20)
+fig.axes[1].set_title("×1.5 wide, shifted: τ against S", fontsize=9)
 viz.save(fig, "03_meeting_times")
 display(fig)
 
-# Checks: the exact-proposal law, τ falling with S, and the narrow proposal's heavier tail
-# (P(τ > 50), where the wide proposal has essentially no mass).
-p_exact = (5 - 1) / 5
-met2 = (taus["exact proposal, S = 5"] == 2).double()
-assert abs(met2.mean() - p_exact) < 4 * (p_exact * (1 - p_exact) / R) ** 0.5
-t2, t20 = taus["wide ×1.5, shifted, S = 2"], taus["wide ×1.5, shifted, S = 20"]
-assert t2.mean() - t20.mean() > 4 * (t2.var() / R + t20.var() / R).sqrt()
-wide5 = (taus["wide ×1.5, shifted, S = 5"] > 50).double()
-narrow5 = (taus["narrow ×0.7, shifted, S = 5"] > 50).double()
-assert narrow5.mean() - wide5.mean() > 4 * (narrow5.var() / R + wide5.var() / R).sqrt()
+
+def tail(name, t):
+    v = (taus[name] > t).double()
+    return v.mean().item(), v.var().item() / R
+
+
+def heavier(a, b, t):
+    """P(τ > t) under proposal a exceeds that under b by more than 4 standard errors."""
+    (pa, va), (pb, vb) = tail(a, t), tail(b, t)
+    return pa - pb > 4 * math.sqrt(va + vb)
+
+
+assert heavier("×0.7 narrow, shifted", "×1.5 wide, shifted", 20), "narrow: heavier than ×1.5"
+assert heavier("×10 wide (bounded)", "×0.7 narrow, shifted", 10), "bounded yet heavier"
+a, b = taus_by_S["S = 2"], taus_by_S["S = 20"]
+assert a.mean() - b.mean() > 4 * math.sqrt(a.var() / R + b.var() / R), "τ falls with S"
 
 # %% [markdown]
-# **Take-away.** Meeting is fast when the weights are bounded and the proposal is good; with a
-# too-narrow proposal τ has a polynomial tail (notebook 06) and the cost of the estimator is
-# dominated by rare, very long runs.
+# The exact proposal meets almost at once. Both ways of getting the proposal's width wrong make
+# the weights **degenerate** and the tail heavy. The 0.7× narrow proposal has unbounded weights:
+# a reference from the posterior's tail, where $q$ is tiny, holds its chain until a fresh draw
+# beats it. The 10× wide proposal has *bounded* weights, yet at $t = 10$ its tail is heavier
+# still: bounded weights promise a geometric tail in the end, not a fast one. Widen $q$ further
+# and the curve approaches the $1/t$ law (dashed), which the 1000× proposal follows (as checked
+# above for $S = 10$). Larger $S$ shortens $\tau$ (right).
 #
-# ## Exercises
+# ## Summary
+# * The maximal coupling selects a common index with probability $\alpha = 1 - \mathrm{TV}$, the
+#   most any coupling can, and keeps both marginals exact.
+# * $\bar K$: coupled selection plus common fresh draws; each chain alone is an exact CIS chain,
+#   and once they hold the same set they stay together. With lag 1,
+#   $\tau = \inf\{t \ge 1: X_t = Y_{t-1}\} \ge 2$.
+# * Exact proposal: $\tau - 1 \sim \mathrm{Geometric}((S-1)/S)$, $\mathbb E\tau = 1 + S/(S-1)$.
+#   Degenerate weights: $P(\tau > t) = (S+1)/(S+1+(S-1)(t-1))$, tail index 1,
+#   $\mathbb E\tau=\infty$.
+# * Bounded weights do not mean fast meeting: what matters is how degenerate the weights are
+#   at the $S$ in use, and a proposal that is too wide is as bad as one that is too narrow.
 #
-# **Exercise 1.** Show that the maximal coupling's $P(i = j)$ equals $1 - \mathrm{TV}(p, q)$,
-# where $\mathrm{TV} = \frac12\sum_s |p_s - q_s|$, for the `res` example above.
-
-# %% jupyter={"source_hidden": true} tags=["solution"]
-tv = 0.5 * (res.p - res.q).abs().sum().item()
-print(f"1 − TV = {1 - tv:.4f}, α = {res.alpha:.4f}, empirical P(i = j) = {res.frac_equal:.4f}")
-
-# %% [markdown]
-# **Exercise 2.** With the exact posterior as proposal, $\tau - 1$ is geometric with success
-# probability $(S-1)/S$, so $E[\tau] = 1 + S/(S-1)$. Check this for $S = 2$ and $S = 10$.
-
-# %% jupyter={"source_hidden": true} tags=["solution"]
-for S_ex in (2, 10):
-    t_ex, _ = meeting_times(S_ex, 0.0, 1.0)
-    se_ex = (t_ex.var() / len(t_ex)).sqrt().item()
-    print(f"S = {S_ex}: mean τ {t_ex.mean():.3f} ± {se_ex:.3f}, theory {1 + S_ex / (S_ex - 1):.3f}")
-
-# %% [markdown]
-# **Exercise 3.** Does the defensive proposal (ε = 0.2) shorten the narrow proposal's tail here?
-# Compare $P(\tau > 20)$ with and without it (hint: `model.target(..., defensive=0.2)`).
-
-# %% jupyter={"source_hidden": true} tags=["solution"]
-tgt_def = model.target(x.expand(R, -1), shift=0.5, scale=0.7, defensive=0.2)
-est_def = u.coupled_estimate(tgt_def, 5, max_steps=cap, generator=g, on_timeout="truncate")
-print(
-    "P(τ > 20): narrow",
-    (taus["narrow ×0.7, shifted, S = 5"] > 20).double().mean().item(),
-    " narrow + defensive",
-    (est_def.tau > 20).double().mean().item(),
-)
+# ## References
+# * T. Lindvall (1992). *Lectures on the Coupling Method.* Wiley (maximal couplings).
+# * C. Andrieu, A. Lee, M. Vihola (2018). Uniform ergodicity of the iterated conditional SMC and
+#   geometric ergodicity of particle Gibbs samplers. *Bernoulli* 24(2): 842–872.
+# * P. E. Jacob, J. O'Leary, Y. F. Atchadé (2020). Unbiased Markov chain Monte Carlo methods with
+#   couplings. *J. R. Stat. Soc. B* 82(3): 543–600 (lag-1 coupled chains, meeting times).
+# * F. Ruiz, M. Titsias, T. Cemgil, A. Doucet (2021). Unbiased gradient estimation for variational
+#   auto-encoders using coupled Markov chains. UAI, PMLR 161:707–717.

@@ -14,19 +14,24 @@
 # ---
 
 # %% [markdown]
-# # 04 · The unbiased estimator $H_{k:m}$
+# # 04 · The unbiased estimator $H_{k:m}$, and when it pays
 #
-# From lag-1 coupled chains ($X_0, Y_0 \sim q^S$, $X_1 \sim K(X_0)$,
-# $(X_{t+1}, Y_t) \sim \bar K((X_t, Y_{t-1}))$, $\tau = \inf\{t\ge1: X_t = Y_{t-1}\}$) and
-# $0 \le k \le m$:
+# **Learning objectives.** After this notebook you can
+# 1. derive why $H_{k:m}$ is unbiased: the telescoping sum, where the weights
+#    $\min(1, (t-k)/(m-k+1))$ come from, and the conditions on the tail of $\tau$;
+# 2. read the lag-1 timeline of a real run and assemble $H_{k:m}$ from it yourself;
+# 3. measure mean squared error against a compute budget and compute the crossover budget $C^*$
+#    above which the unbiased estimator beats IWAE-$S$, with its standard error;
+# 4. say what that means for stochastic gradient descent.
 #
-# $$H_{k:m} = \frac{1}{m-k+1}\sum_{t=k}^{m} h(X_t)
-#   \;+\; \sum_{t=k+1}^{\tau-1} \min\Big(1, \frac{t-k}{m-k+1}\Big)\big(h(X_t) - h(Y_{t-1})\big).$$
+# **Prerequisites.** Notebooks 01–03 ($h$, the CIS kernel, the coupled kernel $\bar K$, $\tau$).
 #
-# The first part is an ordinary MCMC average (biased: the chain started at IWAE); the second is
-# a **bias correction** that telescopes in expectation. $E[H_{k:m}] = E_{p(z\mid x)}[f]$ exactly.
-# With $k = m = 0$: $H = h(X_0) + \sum_{t=1}^{\tau-1}(h(X_t) - h(Y_{t-1}))$, *IWAE's estimate
-# plus a correction*.
+# **Study time: about 25 minutes, 30 with the optional exercises.** Estimated: ≈ 1,500 words at
+# 150 a minute (10 min), $H_{k:m}$ (10 min), two predictions and a widget (4 min); the optional
+# weights (3 min) and $C^*$ (4 min) exercises; the cells run in about 13 s (fast) or 27 s (full).
+#
+# **Fast or full.** Stored outputs: `UCVAE_FAST=1`. `UCVAE_FAST=0` for the full run; every
+# asserted conclusion holds in both, and numbers printed below come from the run you see.
 
 # %%
 # %matplotlib inline
@@ -36,17 +41,19 @@ import torch
 from IPython.display import display
 
 import ucvae_lite as u
+from ucvae_lite import checks, diagrams, viz
 from ucvae_lite import teaching as T
-from ucvae_lite import viz
 from ucvae_lite import widgets as wd
+from ucvae_lite.budget import crossover_budget, error_budget
 
+torch.set_num_threads(1)  # small tensors: one thread is fastest, and kind to shared CPUs
 FAST = T.fast_mode()
 R = 2_000 if FAST else 20_000  # independent estimates per measurement
 g = torch.Generator().manual_seed(4)
 
 model = u.LinearGaussian.example(latent_dim=2, obs_dim=4, sigma=0.7, seed=0)
 x = model.sample_data(3, torch.Generator().manual_seed(1))[:1]
-exact = model.posterior(x)[0][0]
+exact = model.posterior(x)[0][0]  # E[z | x]
 
 
 def replicas(n: int = R, shift: float = 0.5, scale: float = 1.5):
@@ -55,197 +62,314 @@ def replicas(n: int = R, shift: float = 0.5, scale: float = 1.5):
 
 
 # %% [markdown]
-# ## $H_{k:m}$ term by term
-# `T.lag_coupled_chains` records one pair of chains; `T.h_km_terms` assembles $H_{k:m}$ from
-# the formula. With the same seed it reproduces `u.coupled_estimate` — the library computes the
-# same number from merged particle coefficients.
+# ## The estimator
+# With $h(\xi) = \sum_j \bar w_j(\xi) f(z_j)$, lag-1 chains ($X_0, Y_0 \sim q^S$,
+# $X_1 \sim K(X_0)$, $(X_{t+1}, Y_t) \sim \bar K((X_t, Y_{t-1}))$), the meeting time
+# $\tau = \inf\{t \ge 1: X_t = Y_{t-1}\}$ and integers $0 \le k \le m$:
+#
+# $$H_{k:m} = \underbrace{\frac{1}{m-k+1}\sum_{t=k}^{m} h(X_t)}_{\text{MCMC average}}
+#   \;+\; \underbrace{\sum_{t=k+1}^{\tau-1} \min\Big(1, \frac{t-k}{m-k+1}\Big)
+#   \big(h(X_t) - h(Y_{t-1})\big)}_{\text{bias correction}}.$$
+#
+# The chains run until $t \ge \max(\tau, m)$. With $k = m = 0$,
+# $H_{0:0} = h(X_0) + \sum_{t=1}^{\tau-1}\big(h(X_t) - h(Y_{t-1})\big)$: **IWAE's estimate plus a
+# correction**.
+#
+# **Predict.** In the run drawn below, $S = 5$, $(k, m) = (1, 3)$ and $\tau = 5$. Which
+# differences $h(X_t) - h(Y_{t-1})$ enter $H_{1:3}$, and with which weights?
 
 # %%
-S, k, m = 5, 1, 3
-seed = 1
 one = model.target(x, shift=0.5, scale=1.5)
-run = T.lag_coupled_chains(one, S, m=m, generator=torch.Generator().manual_seed(seed))
-terms = T.h_km_terms(run, k, m)
-hx, hy = run.h_x()[:, 0, 0], run.h_y()[:, 0, 0]
-tau = int(run.tau[0])
-print(f"S = {S}, (k, m) = ({k}, {m}), τ = {tau}; first coordinate of E[z | x] = {exact[0]:.4f}")
-print(f"{'t':>3} {'h(X_t)':>9} {'h(Y_t-1)':>9} {'in average':>11} {'correction':>11}")
-for t in range(run.steps + 1):
-    avg = hx[t].item() / (m - k + 1) if k <= t <= m else 0.0
-    y = f"{hy[t - 1].item():9.4f}" if t >= 1 else " " * 9
-    print(f"{t:3d} {hx[t].item():9.4f} {y} {avg:11.4f} {terms.correction[t, 0, 0].item():11.4f}")
-print(
-    f"H = average {terms.mcmc_average[0, 0]:.4f} "
-    f"+ corrections {terms.correction[:, 0, 0].sum():.4f} = {terms.total[0, 0]:.4f}"
-)
-lib = u.coupled_estimate(one, S, k, m, generator=torch.Generator().manual_seed(seed))
-print(f"u.coupled_estimate with the same seed: {lib.mean()[0, 0]:.4f} (τ = {int(lib.tau[0])})")
-torch.testing.assert_close(terms.total, lib.mean())
+
+
+def recorded(seed: int, m_run: int = 8):
+    """One chain pair, run to step m_run at least (so X_τ is recorded even after meeting)."""
+    return T.lag_coupled_chains(one, 5, m_run, generator=torch.Generator().manual_seed(seed))
+
+
+seed = T.find_seed(lambda s: int(recorded(s).tau[0]) == 5)  # a run where every term shows
+run = recorded(seed)
+fig = viz.new_figure(size=(9.5, 3.4))
+diagrams.lag_chains_timeline(fig.axes[0], run, 1, 3, h_x=run.h_x()[:, 0, 0], h_y=run.h_y()[:, 0, 0])
+viz.save(fig, "04_hkm_timeline")
+display(fig)
 
 # %% [markdown]
-# ## Unbiasedness against the exact answer
-# $R$ independent estimates of $E[z_1\mid x]$ from $H_{0:0}$ and from IWAE at the same S.
-# The running mean of $H$ settles on the exact value; IWAE's settles elsewhere.
+# The shaded steps $t = 1..3$ are averaged. The corrections are the differences at
+# $t = k+1..\tau-1 = 2, 3, 4$, weighted $1/3, 2/3, 1$; at $t \ge \tau$ the two chains hold the
+# same set and the differences vanish. The next section says why.
+#
+# ## Why $H_{k:m}$ is unbiased
+# **One start, $k = m$.** Let $H_k = h(X_k) + \sum_{t=k+1}^{\tau-1}\big(h(X_t) - h(Y_{t-1})\big)$.
+# For $t \ge \tau$ the chains have met, $X_t = Y_{t-1}$, so we may let the sum run to infinity.
+# $Y$ is a CIS chain started from $q^S$, like $X$, one step behind: $Y_{t-1}$ has the law of
+# $X_{t-1}$. Taking expectations term by term, the sum **telescopes**:
+#
+# $$\mathbb E H_k = \mathbb E h(X_k)
+#   + \sum_{t > k} \big(\mathbb E h(X_t) - \mathbb E h(X_{t-1})\big)
+#   = \lim_{T\to\infty} \mathbb E h(X_T) = \mathbb E_{\bar\pi}[h] = \mathbb E_{p(z\mid x)}[f].$$
+#
+# **The weights.** $H_{k:m}$ is the average of $H_k, H_{k+1}, \dots, H_m$, each unbiased. The
+# difference at step $t$ appears in $H_l$ for $l = k, \dots, \min(m, t-1)$: in
+# $\min(m-k+1,\ t-k)$ of the $m-k+1$ estimators. Its weight in the average is therefore
+# $\min\big(1, (t-k)/(m-k+1)\big)$, and the $h(X_l)$ terms make the MCMC average.
+#
+# **The conditions.** Exchanging $\mathbb E$ and $\sum_t$ needs the sum to converge absolutely,
+# $\sum_t \mathbb E\big[|h(X_t) - h(Y_{t-1})|\,\mathbf 1\{\tau > t\}\big] < \infty$. Jacob,
+# O'Leary & Atchadé (2020) show it when $\tau$ has **geometric tails**,
+# $P(\tau > t) \le C\delta^t$ with $\delta < 1$, and $h(X_t)$ has a bounded moment of order
+# $2 + \eta$; Middleton, Deligiannidis, Doucet & Jacob (2020) allow **polynomial tails**
+# $P(\tau > t) \le C t^{-\alpha}$ if $\alpha$ is large enough for the moments of $h$. The tail
+# index $\alpha$ says what you pay:
+#
+# * $\alpha \le 1$: $\mathbb E\tau = \sum_t P(\tau > t) = \infty$, the expected cost is infinite.
+#   The $1/t$ law of degenerate weights (notebook 03) is $\alpha = 1$, the borderline.
+# * $1 < \alpha \le 2$: finite expected cost but $\mathrm{Var}\,\tau = \infty$; the correction sum
+#   has about $\tau$ terms, so the estimator's variance is typically infinite too.
+#
+# So "unbiased for any $f$" holds only with these conditions: meeting fast enough for the $f$ at
+# hand.
+#
+# **Numerical checks against exact answers.**
+# (1) the weights: on a recorded run, the average of the single-start $H_l$ equals $H_{k:m}$
+# from its formula, and both equal the library's `u.coupled_estimate` with the same seed;
+# (2) the telescoping: the mean correction of $H_{0:0}$ is $\mathbb E_p f - \mathbb E h(X_0)$,
+# minus IWAE's bias; (3) $H$ is unbiased, and IWAE at the same $S$ is rejected by the same test.
 
 # %%
+S = 5
+for k, m in [(0, 0), (1, 3), (2, 6)]:
+    rec = T.lag_coupled_chains(one, S, m, generator=torch.Generator().manual_seed(seed))
+    lib = u.coupled_estimate(one, S, k, m, generator=torch.Generator().manual_seed(seed))
+    by_formula = T.h_km_terms(rec, k, m).total
+    torch.testing.assert_close(T.single_start_average(rec, k, m), by_formula)
+    torch.testing.assert_close(by_formula, lib.mean())
+print("(1) average of single-start H_l = H_{k:m} from its formula = u.coupled_estimate: exact")
+
 est = u.coupled_estimate(replicas(), S, 0, 0, generator=g)
 iw = u.iwae_estimate(replicas(), S, generator=g)
 h_mean, iw_mean = est.mean(), iw.mean()
+terms = T.h_km_terms(T.lag_coupled_chains(replicas(), S, 0, generator=g), 0, 0)
+correction = terms.correction.sum(0)  # Σ_{t=1}^{τ−1} (h(X_t) − h(Y_{t−1})) per replicate
+iwae_big = u.iwae_estimate(replicas(50 * R), S, generator=g).mean()  # E h(X_0), precisely
+z_tele = T.z_score(correction, exact - iwae_big.mean(0))
+print(f"(2) mean correction {correction.mean(0).numpy().round(4)} vs exact − E h(X_0) = "
+      f"{(exact - iwae_big.mean(0)).numpy().round(4)}: |z| ≤ {z_tele.abs().max():.1f}")  # fmt: skip
 z_h, z_iw = T.z_score(h_mean, exact), T.z_score(iw_mean, exact)
-print(f"coupled H_0:0 : mean {h_mean.mean(0).numpy().round(4)}, z {z_h.numpy().round(1)}")
-print(f"IWAE (S = {S}) : mean {iw_mean.mean(0).numpy().round(4)}, z {z_iw.numpy().round(1)}")
-print(f"exact         : {exact.numpy().round(4)}")
+print(f"(3) H_0:0 vs E[z | x]: largest |z| {z_h.abs().max():.1f};  "
+      f"IWAE-{S}: {z_iw.abs().max():.1f} (rejected)")  # fmt: skip
+assert z_tele.abs().max() < T.z_threshold(2), "the correction removes IWAE's bias on average"
+assert z_h.abs().max() < T.z_threshold(2), "the coupled estimate must be unbiased"
+assert z_iw.abs().max() > T.z_threshold(2), "IWAE's estimate must be rejected as biased"
+assert not bool(est.truncated.any())
 
-fig = viz.new_figure(ncols=2)
+fig = viz.new_figure(ncols=2, size=(4.2, 3.3))
 viz.running_mean(fig.axes[0], h_mean[:, 0], exact[0].item(), "coupled H_0:0", viz.COLORS["x"])
 viz.running_mean(fig.axes[0], iw_mean[:, 0], exact[0].item(), f"IWAE, S = {S}", viz.COLORS["iwae"])
-fig.axes[0].legend(fontsize=8)
-fig.axes[0].set_title("running mean of E[z₁ | x] estimates")
+fig.axes[0].set_ylabel("running mean of E[z₁ | x] estimates")
+fig.axes[0].legend(fontsize=7)
 viz.histogram_vs_exact(
     fig.axes[1], {"coupled H_0:0": h_mean[:, 0], f"IWAE S={S}": iw_mean[:, 0]}, exact[0].item()
 )
-fig.axes[1].set_title("distribution of single estimates")
+fig.axes[1].set_xlabel("one estimate of E[z₁ | x]")
+fig.axes[1].set_ylabel("density")
 viz.save(fig, "04_unbiasedness")
 display(fig)
 
-assert z_h.abs().max() < 4, "the coupled estimate must be unbiased (within 4 SE)"
-assert z_iw.abs().max() > 4, "IWAE's estimate should be rejected as biased"
-assert not bool(est.truncated.any())
+# %% [markdown]
+# The running mean of $H$ settles on the exact value; IWAE's settles elsewhere, however many
+# estimates are averaged. $H$ pays with a wider spread (right).
+#
+# **Exercise 1 (1 point, derivation, optional).** For $(k, m) = (2, 5)$, give the weights of
+# $h(X_t) - h(Y_{t-1})$ for $t = 3, 4, 5, 6, 7$ (assuming $\tau > 7$), as a list `answer_ex1`.
+
+# %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex1_weights", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
+### BEGIN SOLUTION
+answer_ex1 = [min(1, (t - 2) / (5 - 2 + 1)) for t in range(3, 8)]
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ex1_weights_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+checks.check_value("04_correction_weights", answer_ex1)
 
 # %% [markdown]
-# ## Variance and cost versus k, m, S
-# Larger $k, m$ average more of the chain (lower variance) and cost more steps; larger $S$ meets
-# faster. "work" is variance × mean number of log-weight evaluations: the variance you would
-# get at a fixed compute budget. Try the widget, then read the table.
+# **Exercise 2 (3 points).** Write `h_km(h_x, h_y, tau, k, m)` for one chain pair: `h_x` holds
+# $h(X_0), \dots, h(X_T)$ and `h_y` holds $h(Y_0), \dots, h(Y_{T-1})$ (1-D tensors, $f$ one
+# coordinate), with $T \ge \max(\tau, m)$; return $H_{k:m}$ as a number. The checker compares
+# it with the library on recorded runs, for several $(k, m)$.
+
+
+# %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex2_h_km", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
+def h_km(h_x, h_y, tau, k, m):
+    """H_{k:m} from h(X_0..X_T), h(Y_0..Y_{T−1}) and the meeting time τ."""
+    ### BEGIN SOLUTION
+    total = h_x[k : m + 1].mean()
+    for t in range(k + 1, tau):
+        total = total + min(1, (t - k) / (m - k + 1)) * (h_x[t] - h_y[t - 1])
+    return float(total)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex2_h_km_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+checks.check_hkm(h_km)
+### BEGIN HIDDEN TESTS
+checks.check_hkm(h_km, seed=6)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Variance and cost
+# $H_{k:m}$ costs $S$ evaluations for $X_0$, $S$ for $(X_1, Y_0)$, and $S - 1$ for each further
+# step the chains need, $\max(\tau, m)$ steps in all. Larger $k$ and $m$ average more of the chain
+# and shrink the correction's weights (lower variance) but cost more steps; larger $S$ meets
+# sooner. **Widget:** move $k$, $m$, $S$ and the proposal; it shows the noise per unit of compute
+# ($c\cdot V$), IWAE's squared bias next to $H$'s, and the mean squared error at each budget
+# (next section).
 
 # %%
-variance = wd.variance_widget(replicas, num_samples=5, k=0, m=0, seed=0)
-display(variance)
+wd.variance_widget(model, x, num_samples=5, k=0, m=0, seed=0)
+
+# %% [markdown]
+# ## Error against budget: when does unbiasedness pay?
+# Average $n$ independent runs of an estimator with bias $b$, per-run variance $V$ (summed over
+# coordinates) and mean cost $c$ log-weight evaluations. A budget of $C$ evaluations buys
+# $n = C/c$ runs, and the average's mean squared error is
+#
+# $$\mathrm{MSE}(C) = |b|^2 + \frac{c\,V}{C}.$$
+#
+# The unbiased estimator ($b = 0$) beats IWAE-$S$ once $c_u V_u / C < |b_i|^2 + c_i V_i / C$:
+#
+# $$C > C^* = \frac{c_u V_u - c_i V_i}{|b_i|^2}.$$
+#
+# Below we measure $|b|^2$ (with its standard error), $V$ and $c$ for $f(z) = z$ and compute $C^*$
+# for $H_{1:2}$ at $S = 10$ against IWAE-5, IWAE-20 and IWAE-100.
+#
+# **Predict.** With a budget of $10^4$ evaluations, which has the smaller error: the average of
+# IWAE-100 estimates, or the average of unbiased estimates?
 
 # %%
-settings = [
-    (2, 0, 0),
-    (5, 0, 0),
-    (5, 1, 2),
-    (5, 2, 6),
-    (5, 4, 10),
-    (10, 0, 0),
-    (20, 0, 0),
-    (20, 1, 2),
-]
-table = T.variance_cost_table(replicas, settings, seed=5)
-print(
-    f"{'S':>3} {'k':>2} {'m':>3} {'variance':>9} {'cost':>6} {'mean τ':>7} "
-    f"{'work':>8} {'work/IWAE':>10}"
-)
-for row in table:
-    print(
-        f"{row['S']:3d} {row['k']:2d} {row['m']:3d} {row['variance']:9.4f} {row['cost']:6.1f} "
-        f"{row['mean_tau']:7.2f} {row['work']:8.3f} {row['work_vs_iwae']:10.1f}"
+R_U = 5_000 if FAST else 40_000  # coupled estimates
+R_I = 50_000 if FAST else 200_000  # IWAE estimates (cheap; their small bias needs many)
+coupled = u.coupled_estimate(replicas(R_U), 10, 1, 2, generator=g)
+budgets = {
+    "H_{1:2}, S = 10": error_budget(
+        coupled.mean(), exact, coupled.num_evals, "H_{1:2}, S = 10", unbiased=True
     )
-
-fig = viz.new_figure(ncols=2)
-labels = [f"S={r['S']}\n({r['k']},{r['m']})" for r in table]
-fig.axes[0].bar(labels, [r["variance"] for r in table], color=viz.COLORS["x"])
-fig.axes[0].set_yscale("log")
-fig.axes[0].set_title("variance of H_{k:m}")
-fig.axes[1].bar(labels, [r["work_vs_iwae"] for r in table], color=viz.COLORS["y"])
-fig.axes[1].set_title("variance × cost, relative to IWAE at the same S")
-for ax in fig.axes:
-    ax.tick_params(axis="x", labelsize=7)
-viz.save(fig, "04_variance_cost")
+}
+for S_i in (5, 20, 100):
+    means = torch.cat([u.iwae_estimate(replicas(10_000), S_i, generator=g).mean()
+                       for _ in range(R_I // 10_000)])  # fmt: skip
+    budgets[f"IWAE-{S_i}"] = error_budget(means, exact, S_i, f"IWAE-{S_i}")
+for eb in budgets.values():
+    print(f"{eb.name:16s} |bias|² = {eb.bias2:10.2e} ± {eb.bias2_se:.1e}   V = {eb.variance:.4f}"
+          f"   cost c = {eb.cost:6.1f}   c·V = {eb.cost * eb.variance:7.3f}")  # fmt: skip
+unbiased = budgets["H_{1:2}, S = 10"]
+crossings = {
+    name: crossover_budget(unbiased, eb) for name, eb in budgets.items() if eb is not unbiased
+}
+for name, (c_star, se) in crossings.items():
+    print(
+        f"H_{{1:2}} beats {name:9s} in MSE once the budget exceeds C* = {c_star:9,.0f} ± {se:,.0f}"
+    )
+fig = viz.new_figure(size=(6.0, 4.0))
+viz.mse_vs_budget(fig.axes[0], torch.logspace(0, 6, 80).numpy(), list(budgets.values()), crossings)
+fig.axes[0].set_title("error of the average against compute (posterior mean)", fontsize=9)
+viz.save(fig, "04_error_budget")
 display(fig)
 
-# Checks, per coordinate, with standard errors of the variances: more averaging (k, m) and more
-# particles (S) lower the variance. (At S = 5 the heavy-ish tail of τ makes variances noisy;
-# at S = 20 the effect of (k, m) is resolved clearly even in fast mode.)
-vc5 = T.variance_cost(replicas(), 5, 0, 0, generator=torch.Generator().manual_seed(6))
-vc20 = T.variance_cost(replicas(), 20, 0, 0, generator=torch.Generator().manual_seed(7))
-vc20km = T.variance_cost(replicas(), 20, 2, 6, generator=torch.Generator().manual_seed(8))
-for name, lo, hi in [
-    ("S=20: (k,m)=(2,6) vs (0,0)", vc20km, vc20),
-    ("(0,0): S=20 vs S=5", vc20, vc5),
-]:
-    diff = hi.variance - lo.variance
-    se = (hi.variance_se.pow(2) + lo.variance_se.pow(2)).sqrt()
-    print(f"{name}: variance falls by {diff.numpy().round(3)} ± {se.numpy().round(3)}")
-    assert bool((diff > 4 * se).all())
+assert abs(unbiased.bias2) < 4 * unbiased.bias2_se + 1e-12, "H: no bias to detect"
+for name, (c_star, se) in crossings.items():
+    eb = budgets[name]
+    assert eb.bias2 > 4 * eb.bias2_se, f"{name}'s bias is resolved"
+    assert c_star > 4 * se, f"C* for {name} is positive and resolved"
+    for factor, u_wins in ((4.0, True), (0.25, False)):
+        C = factor * c_star
+        gap = eb.mse(C) - unbiased.mse(C, unbiased=True)
+        sd = math.hypot(eb.mse_se(C), unbiased.mse_se(C, unbiased=True))
+        assert (gap > 4 * sd) if u_wins else (gap < -4 * sd), f"{name} at {factor} C*"
+at_1e4 = {name: c_star - 4 * se > 1e4 for name, (c_star, se) in crossings.items()}
+assert at_1e4 == {"IWAE-5": False, "IWAE-20": False, "IWAE-100": True}
+assert all(c_star + 4 * se < 1e4 for c_star, se in list(crossings.values())[:2])
 
 # %% [markdown]
-# ## The gradient estimator, and its variance against IWAE's at equal cost
-# With the particles and coefficients held fixed, $\nabla_\theta \sum_n c_n \log p_\theta(x, z_n)$
-# is an unbiased estimate of $\nabla_\theta \log p_\theta(x)$ (`u.log_likelihood_surrogate`).
-# IWAE at the *same cost* uses $S' \approx$ the coupled estimator's mean number of evaluations.
+# Each IWAE line flattens at its squared bias: more compute averages its noise away, never its
+# bias. The unbiased line keeps falling like $1/C$ and crosses each IWAE line at its $C^*$
+# (grey bands: ± 2 SE; the numbers are printed above). Below $C^*$, IWAE's smaller noise wins;
+# above it, its bias is all that is left. The larger IWAE's $S$, the smaller its bias and the
+# later the crossing: at $10^4$ evaluations IWAE-100 still has the smaller error (asserted),
+# while IWAE-5 and IWAE-20 have long been overtaken.
+#
+# **What this means for practice.** Stochastic gradient descent averages its gradient estimates
+# over steps, roughly over the last $1/(\text{learning rate})$ of them, so the noise of each step
+# is averaged away the same way, and the bias is not. Whether the unbiased gradient pays
+# depends on how the compute SGD averages over compares with $C^*$, and on the other noise SGD
+# pays anyway (the minibatch: notebooks 06 and 07). The same measurement for the θ-gradient:
 
 # %%
-S, k, m = 5, 1, 2
+S_g, k_g, m_g = 5, 1, 2
 exact_grad = T.exact_gradient(model, x)
-est_g = u.coupled_estimate(replicas(), S, k, m, generator=g)
-grads = T.per_replicate_gradients(model, x, est_g)
-cost = est_g.num_evals.double().mean().item()
-S_eq = round(cost)
-grads_iw = T.per_replicate_gradients(model, x, u.iwae_estimate(replicas(), S, generator=g))
-grads_eq = T.per_replicate_gradients(model, x, u.iwae_estimate(replicas(), S_eq, generator=g))
-rows = {
-    f"coupled S={S} (k,m)=({k},{m})": (grads, cost),
-    f"IWAE S={S}": (grads_iw, S),
-    f"IWAE S={S_eq} (equal cost)": (grads_eq, S_eq),
+est_g = u.coupled_estimate(replicas(), S_g, k_g, m_g, generator=g)
+grads = {
+    f"coupled S={S_g} ({k_g},{m_g})": (T.per_replicate_gradients(model, x, est_g), est_g.num_evals),
+    "IWAE-5": (T.per_replicate_gradients(model, x, u.iwae_estimate(replicas(), 5, g)), 5),
+    "IWAE-20": (T.per_replicate_gradients(model, x, u.iwae_estimate(replicas(), 20, g)), 20),
 }
-print(
-    f"{'estimator':30s} {'max |z|':>8} {'‖bias‖²':>9} {'Σ var':>9} {'cost':>6} {'Σ var × cost':>13}"
-)
-for name, (gr, c) in rows.items():
-    zmax = T.z_score(gr, exact_grad).abs().max().item()
-    bias2 = (gr.mean(0) - exact_grad).pow(2).sum().item()
-    var = gr.var(0).sum().item()
-    print(f"{name:30s} {zmax:8.1f} {bias2:9.4f} {var:9.3f} {c:6.1f} {var * c:13.1f}")
-
+grad_budgets = {name: error_budget(gr, exact_grad, c, name) for name, (gr, c) in grads.items()}
+ub = grad_budgets[f"coupled S={S_g} ({k_g},{m_g})"]
+for name, eb in grad_budgets.items():
+    zmax = T.z_score(grads[name][0], exact_grad).abs().max().item()
+    c_star = "" if eb is ub else "  C* = {:,.0f} ± {:,.0f}".format(*crossover_budget(ub, eb))
+    print(f"{name:20s} max |z| {zmax:5.1f}  |bias|² {eb.bias2:8.3f} ± {eb.bias2_se:.3f}  "
+          f"c·V {eb.cost * eb.variance:8.1f}{c_star}")  # fmt: skip
 fig = viz.new_figure(size=(6.5, 3.4))
-ax = fig.axes[0]
-idx = torch.arange(exact_grad.numel())
-for off, (name, (gr, _)) in zip((-0.25, 0.0, 0.25), rows.items(), strict=True):
-    se = gr.std(0) / math.sqrt(R)
-    ax.errorbar(idx + off, gr.mean(0) - exact_grad, 2 * se, fmt="o", ms=3, label=name)
-ax.axhline(0, color="k", lw=1)
-ax.set_xlabel("gradient coordinate (W, b, log σ)")
-ax.set_ylabel("mean − exact (±2 SE)")
-ax.set_title("gradient bias: coupled estimator vs IWAE")
-ax.legend(fontsize=7)
+viz.gradient_bias_bars(fig.axes[0], {n: gr for n, (gr, _) in grads.items()}, exact_grad)
+fig.axes[0].set_title("gradient bias per coordinate: coupled vs IWAE", fontsize=9)
 viz.save(fig, "04_gradient")
 display(fig)
-
-assert T.z_score(grads, exact_grad).abs().max() < 4, "the coupled gradient must be unbiased"
-assert T.z_score(grads_iw, exact_grad).abs().max() > 4, "IWAE's gradient at the same S is biased"
+assert T.z_score(
+    grads[f"coupled S={S_g} ({k_g},{m_g})"][0], exact_grad
+).abs().max() < T.z_threshold(13)
+assert T.z_score(grads["IWAE-5"][0], exact_grad).abs().max() > T.z_threshold(13)
+assert crossover_budget(ub, grad_budgets["IWAE-5"])[0] > 0
 
 # %% [markdown]
-# **Take-away.** The coupled estimator is unbiased for any f, gradients included; IWAE's bias
-# does not average away. The price is variance × cost, here one to two orders of magnitude
-# above IWAE's on this toy problem — the quantity to watch (and to shrink with k, m, S and a
-# good proposal) when training real VAEs in notebook 05.
+# **Exercise 3 (2 points, optional).** Write `crossover(unbiased, biased)`: given two `ErrorBudget`s
+# (fields `bias2`, `variance`, `cost`), return $C^*$ in log-weight evaluations.
+
+
+# %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex3_crossover", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
+def crossover(unbiased, biased):
+    """The budget above which the unbiased estimator has the smaller MSE."""
+    ### BEGIN SOLUTION
+    return (unbiased.cost * unbiased.variance - biased.cost * biased.variance) / biased.bias2
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex3_crossover_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+checks.check_budget_crossover(crossover)
+### BEGIN HIDDEN TESTS
+checks.check_budget_crossover(crossover, seed=2)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Summary
+# * $H_{k:m}$ = an MCMC average over $t = k..m$ + a bias correction over $t = k+1..\tau-1$ with
+#   weights $\min(1, (t-k)/(m-k+1))$: the average of the single-start estimators $H_k..H_m$, each
+#   unbiased because its correction telescopes.
+# * Unbiased *when* the sum may be exchanged with the expectation: geometric tails of $\tau$ (or
+#   polynomial ones of large enough index) and moments of $h$. A tail index $\alpha \le 1$ (the
+#   $1/t$ law) means infinite expected cost; $\alpha \le 2$ infinite variance of $\tau$.
+# * At a compute budget $C$, $\mathrm{MSE} = |b|^2 + cV/C$: IWAE's noise averages away, its bias
+#   does not, so the unbiased estimator wins above $C^* = (c_uV_u - c_iV_i)/|b_i|^2$, and later
+#   the larger IWAE's $S$. SGD averages noise over steps, not bias. Notebook 05 trains VAEs with
+#   this gradient; 06 shows where the weights are too degenerate for it to be practical.
 #
-# ## Exercises
-#
-# **Exercise 1.** Estimate the posterior *second moment* $E[z z^\top\mid x]$ with
-# `est.second_moment()` and check it against `model.posterior_moments(x)` with z-scores.
-
-# %% jupyter={"source_hidden": true} tags=["solution"]
-second = est.second_moment()
-exact_second = model.posterior_moments(x)[1][0]
-print("z-scores:", T.z_score(second, exact_second).numpy().round(2))
-
-# %% [markdown]
-# **Exercise 2.** How often is the bias correction of $H_{0:0}$ exactly zero? (It is zero when
-# $\tau = 1$, which the lag-1 construction never allows; so compute instead the fraction of
-# estimates with $\tau = 2$, where the correction is the single term $h(X_1) - h(Y_0)$.)
-
-# %% jupyter={"source_hidden": true} tags=["solution"]
-print("P(τ = 2) =", (est.tau == 2).double().mean().item(), "; min τ =", int(est.tau.min()))
-
-# %% [markdown]
-# **Exercise 3.** For S = 10, find the (k, m) among (0, 0), (1, 2), (2, 4), (3, 8) with the
-# smallest variance × cost, using `T.variance_cost_table`.
-
-# %% jupyter={"source_hidden": true} tags=["solution"]
-ex_rows = T.variance_cost_table(replicas, [(10, 0, 0), (10, 1, 2), (10, 2, 4), (10, 3, 8)], seed=9)
-best = min(ex_rows, key=lambda r: r["work"])
-print([(r["k"], r["m"], round(r["work"], 2)) for r in ex_rows], "best:", (best["k"], best["m"]))
+# ## References
+# * P. E. Jacob, J. O'Leary, Y. F. Atchadé (2020). Unbiased Markov chain Monte Carlo methods with
+#   couplings. *J. R. Stat. Soc. B* 82(3): 543–600 ($H_{k:m}$, its weights and conditions).
+# * L. Middleton, G. Deligiannidis, A. Doucet, P. E. Jacob (2020). Unbiased Markov chain Monte
+#   Carlo for intractable target distributions. *Electron. J. Stat.* 14(2): 2842–2891 (polynomial
+#   tails of the meeting time).
+# * F. Ruiz, M. Titsias, T. Cemgil, A. Doucet (2021). Unbiased gradient estimation for variational
+#   auto-encoders using coupled Markov chains. UAI, PMLR 161:707–717.
+# * Y. Burda, R. Grosse, R. Salakhutdinov (2016). Importance weighted autoencoders. ICLR.
+# * C. Andrieu, A. Lee, M. Vihola (2018). Uniform ergodicity of the iterated conditional SMC and
+#   geometric ergodicity of particle Gibbs samplers. *Bernoulli* 24(2): 842–872.

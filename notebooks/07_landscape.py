@@ -244,26 +244,29 @@ for name in ("IWAE-5", "IWAE-10"):  # biased, and detectably so
 # higher. Past roughly how many evaluations will it win — a hundred, ten thousand, a million?
 
 # %% [markdown]
-# **Exercise 3 (2 points).** Write `crossover(unbiased, biased)` returning $C^*$ for two
-# `landscape.ErrorBudget`s (fields `bias2`, `var_est`, `var_data`, `cost`). Take the unbiased
-# method's bias as zero.
+# **Exercise 3 (2 points).** Notebook 04 asked for $C^*$ of one data point; now add the
+# minibatch noise. Write `crossover(unbiased, biased)` returning $C^*$ for two
+# `budget.ErrorBudget`s (fields `bias2`, `variance` $= \operatorname{tr}\Sigma_\text{est}$,
+# `data_variance` $= \operatorname{tr}\Sigma_\text{data}$, `cost`). Take the unbiased method's
+# bias as zero.
 
 
 # %% nbgrader={"grade": false, "grade_id": "ex3_crossover", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
 def crossover(unbiased, biased):
     ### BEGIN SOLUTION
-    noise_u = unbiased.cost * (unbiased.var_data + unbiased.var_est)
-    noise_i = biased.cost * (biased.var_data + biased.var_est)
+    noise_u = unbiased.cost * (unbiased.data_variance + unbiased.variance)
+    noise_i = biased.cost * (biased.data_variance + biased.variance)
     return (noise_u - noise_i) / biased.bias2
     ### END SOLUTION
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex3_crossover_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-checks.check_crossover(crossover)
+checks.check_budget_crossover(crossover, data_noise=True)
 
 # %%
 fig = viz.new_figure(size=(6.0, 4.0))
-viz.mse_against_compute(fig.axes[0], budgets, title=f"exact model, {POINTS} data points")
+viz.mse_vs_budget(fig.axes[0], torch.logspace(2, 7, 120).numpy(), budgets, bands=False,
+                  title=f"exact model, {POINTS} data points")  # fmt: skip
 viz.save(fig, "07_mse_against_compute")
 display(fig)
 for biased in ("IWAE-5", "IWAE-10", "IWAE-50"):
@@ -321,7 +324,7 @@ thin = L.measure([L.Method("ucvae p=0.3", "ucvae", 10, 1, 2, correction_prob=0.3
 print(f"estimated p* on this model: {p_star:.2f}")
 print(
     f"at p = 0.3: cost {thin.cost:.1f} evaluations (ucvae: {by_name['ucvae'].cost:.1f}), "
-    f"within-image variance {thin.var_est:.3g} (ucvae: {by_name['ucvae'].var_est:.3g}), "
+    f"within-image variance {thin.variance:.3g} (ucvae: {by_name['ucvae'].variance:.3g}), "
     f"bias² {thin.bias2:.2g} ± {thin.bias2_se:.2g}"
 )
 assert thin.cost < by_name["ucvae"].cost and abs(thin.bias2) < 4 * thin.bias2_se + 1e-12

@@ -8,7 +8,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from ucvae_lite import checks  # noqa: E402
-from ucvae_lite.landscape import ErrorBudget  # noqa: E402
+from ucvae_lite.budget import ErrorBudget  # noqa: E402
 from ucvae_lite.sumo import Roulette, sumo_from_log_weights  # noqa: E402
 from ucvae_lite.widgets_landscape import budget_widget, winner  # noqa: E402
 
@@ -53,18 +53,20 @@ def test_check_sumo():
         checks.check_sumo(lambda *a: (_ for _ in ()).throw(NotImplementedError()))
 
 
-def test_check_crossover():
-    checks.check_crossover(lambda u, i: u.crossover(i))
-    checks.check_crossover(
-        lambda u, i: (
-            (u.cost * (u.var_data + u.var_est) - i.cost * (i.var_data + i.var_est)) / i.bias2
-        )
-    )
-    forgot = lambda u, i: (u.cost * u.var_est - i.cost * i.var_est) / i.bias2  # noqa: E731
+def test_check_crossover_with_minibatch_noise():
+    checks.check_budget_crossover(lambda u, i: u.crossover(i), data_noise=True)
+
+    def written_out(u, i):
+        noise_u = u.cost * (u.data_variance + u.variance)
+        return (noise_u - i.cost * (i.data_variance + i.variance)) / i.bias2
+
+    checks.check_budget_crossover(written_out, data_noise=True)
+    forgot = lambda u, i: (u.cost * u.variance - i.cost * i.variance) / i.bias2  # noqa: E731
     with pytest.raises(AssertionError, match="minibatch noise"):
-        checks.check_crossover(forgot)
+        checks.check_budget_crossover(forgot, data_noise=True)
+    checks.check_budget_crossover(forgot)  # without minibatch noise the two agree
     with pytest.raises(AssertionError, match="C\\* should be"):
-        checks.check_crossover(lambda u, i: (u.cost * u.var_est) / i.bias2)
+        checks.check_budget_crossover(lambda u, i: u.cost * u.variance / i.bias2, data_noise=True)
 
 
 def test_check_thinned():
@@ -83,9 +85,9 @@ def test_check_expected_k():
 
 def _budgets():
     return [
-        ErrorBudget("IWAE-10", 0.03, 0.005, 13.6, 260.0, 10.0, False),
-        ErrorBudget("IWAE-50", 0.0013, 0.002, 3.1, 260.0, 50.0, False),
-        ErrorBudget("ucvae", -0.001, 0.002, 15.9, 260.0, 29.8, True),
+        ErrorBudget("IWAE-10", 0.03, 0.005, 13.6, 0.0, 10.0, data_variance=260.0),
+        ErrorBudget("IWAE-50", 0.0013, 0.002, 3.1, 0.0, 50.0, data_variance=260.0),
+        ErrorBudget("ucvae", -0.001, 0.002, 15.9, 0.0, 29.8, data_variance=260.0, unbiased=True),
     ]
 
 

@@ -158,3 +158,28 @@ def test_practical_and_per_row_gradients(vae, meta_default):
     per_row_gradients(model, x, est, budget=8, piece=3).sum().item()
     P.weight_diagnostics(model, x, 4, num_sets=3, num_khat=20, generator=g)
     P.compare(model, x[0], 3, 1, 2, replicates=4, generator=g, rejuvenate=0.5)
+
+
+def test_lab_helpers(lg, meta_default):
+    """Notebooks 00-04's helpers: budget, exact moments, recorded chains, block gradients."""
+    from ucvae_lite.budget import crossover_budget, error_budget
+
+    model, x = lg
+    g = torch.Generator().manual_seed(0)
+    x1 = x[:1]
+    assert math.isfinite(T.weight_moment(model, x1, 2, 0.5, 1.5))
+    T.iwae_curve(model, x1, [1, 3], 20, 0.5, 1.5, g, groups=4)
+    target = model.target(x1.expand(20, -1), shift=0.5, scale=1.5)
+    d = T.extended_target_checks(model, x1, target, 3, g)
+    d["wbar"].sum().item()
+    state = T.stationary_cis_state(model, x1, target, 3, g)
+    T.record_cis_chain(target, 3, 2, g, initial=state)
+    T.move_probability(target, state, 2, g)
+    run = T.lag_coupled_chains(model.target(x, shift=0.5, scale=1.5), 3, 3, generator=g)
+    T.selected_slots(run, 1)[0].sum().item()
+    T.single_start_average(run, 1, 3).sum().item()
+    est = u.coupled_estimate(target, 3, generator=g)
+    eb = error_budget(est.mean(), model.posterior(x1)[0][0], est.num_evals)
+    iw = u.iwae_estimate(target, 3, g)
+    crossover_budget(eb, error_budget(iw.mean(), model.posterior(x1)[0][0] + 1.0, 3))
+    T.group_mean_gradients(model, x1, iw, groups=4).sum().item()

@@ -79,10 +79,9 @@ def test_error_budget_recovers_a_known_bias_with_an_honest_standard_error():
 
 
 def test_crossover_and_optimal_thinning_formulas():
-    iwae = L.ErrorBudget(
-        "i", bias2=0.5, bias2_se=0.0, var_est=2.0, var_data=8.0, cost=10.0, unbiased=False
-    )
-    uc = L.ErrorBudget("u", 0.0, 0.0, 6.0, 8.0, 30.0, True, correction2=4.0)
+    iwae = L.ErrorBudget("i", 0.5, 0.0, variance=2.0, variance_se=0.0, cost=10.0, data_variance=8.0)
+    uc = L.ErrorBudget("u", 0.0, 0.0, 6.0, 0.0, 30.0, data_variance=8.0, unbiased=True,
+                       correction2=4.0)  # fmt: skip
     c_star = uc.crossover(iwae)
     assert c_star == pytest.approx((30 * 14 - 10 * 10) / 0.5)
     assert uc.mse(c_star) == pytest.approx(iwae.mse(c_star))
@@ -92,9 +91,5 @@ def test_crossover_and_optimal_thinning_formulas():
     assert p == pytest.approx(min(1.0, math.sqrt(10 * E / (c * A))))
     work = lambda q: (10 + q * c) * (A + E / q)  # noqa: E731
     assert work(p) <= min(work(p * 0.9), work(min(1.0, p * 1.1)))
-    assert (
-        L.ErrorBudget("b", 0.0, 0, 1, 1, 1, True).crossover(
-            L.ErrorBudget("c", 0.0, 0, 1, 1, 2, False)
-        )
-        == 0.0
-    )
+    cheaper = L.ErrorBudget("b", 0.0, 0, 1, 0, 1, unbiased=True)
+    assert cheaper.crossover(L.ErrorBudget("c", 0.0, 0, 1, 0, 2)) == 0.0  # no bias: always wins

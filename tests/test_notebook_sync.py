@@ -2,8 +2,10 @@
 
 Both files are read with jupytext and compared cell by cell (type, source, tags), so editing
 one without ``jupytext --sync`` fails CI. Fix with: ``.venv/bin/jupytext --sync notebooks/*.py``.
+Solution cells answer the exercise posed above them.
 """
 
+import re
 from pathlib import Path
 
 import jupytext
@@ -38,13 +40,15 @@ def test_pair_in_sync(source: Path):
 
 
 @pytest.mark.parametrize("source", PAIRS, ids=lambda p: p.stem)
-def test_solutions_are_tagged_and_at_the_end(source: Path):
-    """Exercise convention: solution cells are tagged, come after the 'Exercises' heading."""
+def test_solutions_follow_their_exercise(source: Path):
+    """Exercise convention: each solution cell is tagged and answers the exercise posed in the
+    markdown cell before it (the exercises may sit anywhere in the notebook)."""
     cells = jupytext.read(source).cells
-    heading = [
-        i for i, c in enumerate(cells) if c.cell_type == "markdown" and "## Exercises" in c.source
-    ]
-    solutions = [i for i, c in enumerate(cells) if "solution" in c.metadata.get("tags", [])]
-    if not solutions:
-        return
-    assert heading and min(solutions) > heading[0]
+    for i, c in enumerate(cells):
+        if "solution" not in c.metadata.get("tags", []):
+            continue
+        before = [p for p in cells[:i] if p.cell_type == "markdown"]
+        question = re.compile(r"Exercise|^\*\*\d", re.M)  # "**Exercise 3.**" or "**3.**"
+        assert before and question.search(before[-1].source), (
+            f"{source.name}: solution cell {i} follows no exercise question"
+        )

@@ -91,11 +91,7 @@ def test_coupled_chains_widget_needs_2d():
 
 
 def test_variance_widget_callbacks(model, x):
-    def make(r):
-        return model.target(x[:1].expand(r, -1), shift=0.5, scale=1.5)
-
-    w = wd.variance_widget(make, num_samples=3)
-    w.replicates.value = 200
+    w = wd.variance_widget(model, x, num_samples=3, replicates=200, iwae_replicates=2000)
     img, text = bytes(w.image.value), w.summary.value
     w.m.value = 3
     assert (
@@ -109,3 +105,75 @@ def test_variance_widget_callbacks(model, x):
     assert "S = 6" in w.summary.value
     S, k, m, vc = w.history[-1]
     assert (S, k, m) == (6, 5, 5) and vc.cost >= 12
+    coupled, iwae = w.budgets
+    assert iwae.cost == 6 and coupled.cost == vc.cost
+    w.shift.value, w.scale.value = 0.0, 1.0  # the exact proposal: IWAE has no bias left
+    assert "not resolved" in w.summary.value or "every budget" in w.summary.value
+    w.k.value, w.S.value, w.shift.value, w.scale.value = 0, 3, 0.5, 1.5
+    assert "C* =" in w.summary.value and "IWAE's |bias|²" in w.summary.value
+
+
+def test_new_plot_helpers_draw(model, x):
+    from ucvae_lite.budget import ErrorBudget
+
+    fig = viz.new_figure(ncols=4, nrows=2)
+    a = fig.axes
+    post = model.posterior(x[:1])
+    q = model.proposal(x[:1], 0.5, 1.5)
+    viz.toy_model(
+        a[0], (post[0][0], post[1][0]), torch.randn(20, 2), {"q": (q.loc[0], torch.eye(2))}
+    )
+    assert len(a[0].patches) == 3  # posterior, proposal, prior ellipses
+    curve = T.iwae_curve(model, x[:1], [1, 2, 5], 40, 0.5, 1.5, torch.Generator().manual_seed(0))
+    viz.iwae_panels(a[1:4], curve, highlight=2)
+    assert a[3].get_yscale() == "log" and a[2].get_lines()[-1].get_xdata()[0] == 2
+    viz.max_weight_vs_n(a[4], [1, 10], {"a": [0.1, 0.2]}, {"a": 0.3})
+    viz.move_probability_vs_dim(a[5], [2, 4], {"m": ([0.5, 0.2], [0.01, 0.01])}, [0.3, 0.1])
+    viz.tau_histogram(a[6], {"t": torch.tensor([2, 3, 3, 5])})
+    eb = [
+        ErrorBudget("u", 0, 0, 1.0, 0.1, 10.0, unbiased=True),
+        ErrorBudget("i", 0.01, 1e-3, 0.1, 0.01, 5.0),
+    ]
+    viz.mse_vs_budget(a[7], [1.0, 10.0, 1e4], eb, {"i": (950.0, 50.0)})
+    assert a[7].get_xscale() == "log" and len(a[7].get_lines()) == 2
+    assert viz.to_png(fig).startswith(PNG)
+    wf = viz.widget_figure(ncols=3)
+    assert len(wf.axes) == 3 and wf.get_layout_engine() is None
+
+
+def test_iwae_widget_callbacks(model, x):
+    w = wd.iwae_widget(model, x, num_samples=5, replicates=100, bound_replicates=200)
+    assert bytes(w.image.value).startswith(PNG) and "S = 5" in w.summary.value
+    curve, img = w.curve, bytes(w.image.value)
+    w.S.value = 20  # moving S reuses the measured curve
+    assert w.curve is curve and "S = 20" in w.summary.value and bytes(w.image.value) != img
+    w.scale.value = 2.0  # a new proposal: new measurements, including the exact V
+    assert w.curve is not curve and f"{w.curve.variance:.2f}" in w.summary.value
+    w.S.value = 1
+    assert "S = 1 has no" in w.summary.value
+
+
+def test_cis_chain_widget_callbacks(model, x):
+    w = wd.cis_chain_widget(model, x, num_samples=4, steps=10, seed=2)
+    rec = w.record
+    assert rec.steps == 10 and bytes(w.image.value).startswith(PNG)
+    ell = int(rec.indices[0][0])
+    assert f"slot <b>{ell + 1}</b>" in w.summary.value
+    img = bytes(w.image.value)
+    w.step.value = 5
+    assert bytes(w.image.value) != img and "t = 5" in w.summary.value
+    w.S.value = 6
+    assert w.record is not rec and w.record.states[0].particles.shape == (1, 6, 2)
+    w.shift.value = 0.0
+    w.scale.value = 1.0
+    assert w.record.states[0].log_weights.std() < 1e-9  # q = posterior: equal weights
+
+
+def test_chains_widget_shows_selection_and_why(model, x):
+    w = wd.coupled_chains_widget(model, x, num_samples=5, seed=5)
+    tau = int(w.run.tau[0])
+    w.step.value = tau - 1  # the step into the meeting
+    assert f"so they meet at τ = {tau}" in w.summary.value and "α =" in w.summary.value
+    old = w.run
+    w.shift.value = 0.0
+    assert w.run is not old and w.step.value == 1

@@ -18,7 +18,8 @@ compute says whether the bias or the noise matters more.
 (IWAE-S, ucvae, thinned ucvae, SUMO, MSC at a given chain age), with one copy of θ per
 replicate so that a single backward pass gives every replicate's gradient (``RowCopies``).
 ``error_budget`` turns them, with a reference gradient per data point, into the numbers
-above with standard errors.
+above with standard errors: a ``budget.ErrorBudget`` whose ``variance`` is tr Σ_est and
+``data_variance`` tr Σ_data.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .budget import ErrorBudget
 from .coupled import coupled_estimate
 from .estimate import Estimate
 from .iwae import iwae_estimate, normalized_weights
@@ -240,55 +242,6 @@ def _msc_estimate(target, method: Method, R: int, generator) -> Estimate:
 # --- bias and noise at equal compute --------------------------------------------------------------
 
 
-@dataclass
-class ErrorBudget:
-    """One method over N data points: |b̄|² (bias of the minibatch gradient, noise-corrected)
-    and its SE, tr Σ_est (mean within-image variance), tr Σ_data (between-image variance of
-    the reference gradients), the cost c per data point, and the thinned correction's E‖C‖²."""
-
-    name: str
-    bias2: float
-    bias2_se: float
-    var_est: float
-    var_data: float
-    cost: float
-    unbiased: bool
-    correction2: float | None = None
-
-    @property
-    def bias2_in_mse(self) -> float:
-        """|b̄|² as the MSE uses it: 0 for a method proven unbiased (its measured |b̄|² is
-        reported beside, consistent with 0 within its SE), else the measurement (≥ 0)."""
-        return 0.0 if self.unbiased else max(self.bias2, 0.0)
-
-    def mse(self, compute: Tensor | float) -> Tensor | float:
-        """MSE of the average gradient over a budget of ``compute`` evaluations (per data
-        point's share: C = T·B·c)."""
-        return self.bias2_in_mse + self.cost * (self.var_data + self.var_est) / compute
-
-    def crossover(self, biased: ErrorBudget) -> float:
-        """C* at which this method's MSE falls below ``biased``'s (inf: never; 0: always)."""
-        excess = self.cost * (self.var_data + self.var_est) - biased.cost * (
-            biased.var_data + biased.var_est
-        )
-        gap = biased.bias2_in_mse - self.bias2_in_mse
-        if gap <= 0:
-            return math.inf if excess > 0 else 0.0
-        return max(0.0, excess / gap)
-
-    def optimal_correction_prob(self, num_samples: int) -> float | None:
-        """p* = min(1, √(S·E / (c·A))) for the thinned correction, with E = E‖C‖², c the chains'
-        evaluations beyond X_0 and A = tr Σ_data + tr Σ_est − E (the variance that does not
-        scale with 1/p): minimises (S + p c)(A + E/p), the work per unit of gradient precision."""
-        if self.correction2 is None:
-            return None
-        c = self.cost - num_samples
-        a = self.var_data + self.var_est - self.correction2
-        if c <= 0 or a <= 0:
-            return 1.0
-        return min(1.0, math.sqrt(num_samples * self.correction2 / (c * a)))
-
-
 def error_budget(
     name: str,
     samples: Sequence[GradientSamples],
@@ -328,17 +281,32 @@ def error_budget(
     leave_one_out = [u_stat(torch.cat([per_group[:g], per_group[g + 1 :]])) for g in range(G)]
     mean_loo = sum(leave_one_out) / G
     bias2_se = math.sqrt((G - 1) / G * sum((v - mean_loo) ** 2 for v in leave_one_out))
-    var_est = torch.stack([s.grads.double().var(0).sum() for s in samples]).mean().item()
+    per_point = torch.stack([s.grads.double().var(0).sum() for s in samples])  # tr Σ_est,i
     var_data = ref.var(0).sum().item() if N > 1 else 0.0
     if reference_var is not None:  # an estimated reference: its own noise is not Σ_data
         var_data -= reference_var.double().sum(1).mean().item()
-    cost = sum(s.cost for s in samples) / N
+    costs = torch.tensor([s.cost for s in samples], dtype=torch.float64, device=ref.device)
     correction2 = None
     if all(s.correction is not None for s in samples):
         correction2 = (
             torch.stack([s.correction.double().pow(2).sum(1).mean() for s in samples]).mean().item()
         )
-    return ErrorBudget(name, bias2, bias2_se, var_est, var_data, cost, unbiased, correction2)
+
+    def spread(v: Tensor) -> float:  # standard error of a mean over the data points
+        return (v.std() / math.sqrt(N)).item() if N > 1 else 0.0
+
+    return ErrorBudget(
+        name,
+        bias2,
+        bias2_se,
+        variance=per_point.mean().item(),
+        variance_se=spread(per_point),
+        cost=costs.mean().item(),
+        cost_se=spread(costs),
+        data_variance=var_data,
+        unbiased=unbiased,
+        correction2=correction2,
+    )
 
 
 def measure(
@@ -381,7 +349,7 @@ def budget_table(
     for b in budgets:
         mses = " | ".join(f"{b.mse(c):.3g}" for c in compute)
         lines.append(
-            f"| {b.name} | {b.cost:.1f} | {b.bias2:.3g} ± {b.bias2_se:.2g} | {b.var_est:.3g} | "
-            f"{b.var_data:.3g} | {mses} |"
+            f"| {b.name} | {b.cost:.1f} | {b.bias2:.3g} ± {b.bias2_se:.2g} | {b.variance:.3g} | "
+            f"{b.data_variance:.3g} | {mses} |"
         )
     return "\n".join(lines)

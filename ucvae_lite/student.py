@@ -2,15 +2,22 @@
 
     python -m ucvae_lite.student OUTDIR [--source notebooks/] [--keep-outputs] [--no-py]
 
-Convention the notebook authors follow: the exercises come at the end of a notebook, each a
-markdown question followed by a code cell tagged ``solution`` (cell metadata ``tags``), and no
-later cell depends on a solution cell. In the student copy
+Convention the notebook authors follow: each exercise is a markdown question followed by a
+code cell tagged ``solution`` (cell metadata ``tags``), and no cell outside the exercises
+depends on a solution cell. In the student copy
 
 * every code cell tagged ``solution`` becomes a stub, tagged ``exercise`` and
   ``raises-exception`` (so nbval and nbclient run past it), with its outputs cleared::
 
       # YOUR CODE HERE
       raise NotImplementedError("Exercise: <first line of the question above>")
+
+  In nbgrader's format only the regions between ``### BEGIN SOLUTION`` and
+  ``### END SOLUTION`` are replaced by those two lines (indented as the region was), so a
+  scaffold such as the function's signature stays;
+* an nbgrader test cell (metadata ``nbgrader.grade`` true, not a solution) loses its
+  ``### BEGIN HIDDEN TESTS`` … ``### END HIDDEN TESTS`` region and is tagged
+  ``raises-exception``: it fails until the exercise is done;
 
 * markdown or raw cells tagged ``solution`` (written-out answers) are dropped;
 * all outputs and execution counts are cleared (``--keep-outputs`` keeps those of the cells
@@ -47,6 +54,30 @@ def is_stub(cell) -> bool:
     return cell.cell_type == "code" and all(t in tags(cell) for t in STUB_TAGS)
 
 
+def is_test(cell) -> bool:
+    """An nbgrader autograded test cell: ``nbgrader.grade`` true and not a solution."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return cell.cell_type == "code" and bool(meta.get("grade")) and not is_solution(cell)
+
+
+SOLUTION_REGION = re.compile(
+    r"^([ \t]*)### BEGIN SOLUTION[^\n]*\n.*?^[ \t]*### END SOLUTION[^\n]*$", re.M | re.S
+)
+HIDDEN_TESTS = re.compile(
+    r"^[ \t]*### BEGIN HIDDEN TESTS[^\n]*\n.*?^[ \t]*### END HIDDEN TESTS[^\n]*(\n|$)", re.M | re.S
+)
+
+
+def solution_regions(source: str) -> list[str]:
+    """The text of each ``### BEGIN SOLUTION`` … ``### END SOLUTION`` region of a cell."""
+    return [m.group(0) for m in SOLUTION_REGION.finditer(source)]
+
+
+def strip_hidden_tests(source: str) -> str:
+    """A test cell's source without its hidden tests."""
+    return HIDDEN_TESTS.sub("", source).rstrip()
+
+
 def _title(markdown: str | None, number: int) -> str:
     """A one-line name for exercise ``number`` from the question that precedes it."""
     for line in (markdown or "").splitlines():
@@ -56,10 +87,16 @@ def _title(markdown: str | None, number: int) -> str:
     return f"exercise {number}"
 
 
-def stub_source(question: str | None, number: int) -> str:
+def stub_source(question: str | None, number: int, source: str | None = None) -> str:
+    """The stub for a solution cell: the whole cell, or only its solution regions."""
     title = _title(question, number)
     message = title if title.lower().startswith("exercise") else f"Exercise: {title}"
-    return STUB_TEMPLATE.format(message=json.dumps(message, ensure_ascii=False))
+    stub = STUB_TEMPLATE.format(message=json.dumps(message, ensure_ascii=False))
+    if source is None or not solution_regions(source):
+        return stub
+    return SOLUTION_REGION.sub(
+        lambda m: "\n".join(m.group(1) + line for line in stub.splitlines()), source
+    )
 
 
 def student_notebook(nb, keep_outputs: bool = False):
@@ -75,13 +112,19 @@ def student_notebook(nb, keep_outputs: bool = False):
             meta["tags"] = [t for t in tags(cell) if t != SOLUTION_TAG] + [
                 t for t in STUB_TAGS if t not in tags(cell)
             ]
-            stub = nbformat.v4.new_code_cell(stub_source(question, n_stubs), metadata=meta)
+            source = stub_source(question, n_stubs, cell.source)
+            stub = nbformat.v4.new_code_cell(source, metadata=meta)
             if "id" in cell:
                 stub["id"] = cell["id"]
             cells.append(stub)
             continue
         if cell.cell_type == "markdown":
             question = cell.source
+        if is_test(cell):
+            cell.source = strip_hidden_tests(cell.source)
+            if "raises-exception" not in tags(cell):
+                cell.metadata["tags"] = tags(cell) + ["raises-exception"]
+            cell.outputs, cell.execution_count = [], None
         if cell.cell_type == "code" and not keep_outputs:
             cell.outputs, cell.execution_count = [], None
         cells.append(cell)

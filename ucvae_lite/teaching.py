@@ -25,11 +25,11 @@ from torch import Tensor
 
 from .coupled import CoupledChains, coupled_estimate
 from .estimate import Estimate
-from .iwae import iwae_bound, iwae_estimate, normalized_weights
+from .iwae import iwae_bound, iwae_estimate, normalized_weights, sample_extended_target
 from .kernels import CISState, Move, cis_step, draw, maximal_coupling
 from .linear_gaussian import LinearGaussian
 from .runtime import fast_mode, figures_dir  # noqa: F401 (notebooks import them from here)
-from .stats import VarianceCost, variance_and_cost, z_score
+from .stats import VarianceCost, variance_and_cost, z_score, z_threshold  # noqa: F401
 from .surrogate import log_likelihood_surrogate, particle_log_joint
 from .targets import Target
 
@@ -364,3 +364,261 @@ def coupling_draws(p_weights, q_weights, n: int = 2000, seed: int = 0) -> Coupli
     i, j = maximal_coupling(p.log().expand(n, -1), q.log().expand(n, -1), g)
     alpha = torch.minimum(p, q).sum().item()
     return CouplingDraws(p, q, alpha, (int(i[0]), int(j[0])), (i == j).double().mean().item(), n)
+
+
+# --- notebooks 00-04, the lab: exact answers and step-by-step records ---------------------
+
+
+def whitened_shift(model: LinearGaussian, x: Tensor, shift: float) -> Tensor:
+    """δ = L⁻¹ (shift·1) for the posterior covariance Σ = L Lᵀ of one data point x [1, p]: [D].
+
+    The proposal N(μ + shift·1, c² Σ) is N(δ, c² I) against the posterior N(0, I) once z is
+    whitened by the posterior (z ↦ L⁻¹(z − μ)); ratios of densities are unchanged by that map.
+    """
+    _, cov = model.posterior(x[:1])
+    chol = torch.linalg.cholesky(cov[0])
+    ones = torch.full((model.latent_dim, 1), float(shift), dtype=cov.dtype, device=cov.device)
+    return torch.linalg.solve_triangular(chol, ones, upper=False)[:, 0]
+
+
+def weight_moment(
+    model: LinearGaussian, x: Tensor, order: int, shift: float = 0.0, scale: float = 1.0
+) -> float:
+    """E_q[(w / p(x))ⁿ] = ∫ p(z | x)ⁿ q(z)^{1−n} dz, exactly, for ``model.proposal(x, ...)``.
+
+    With w / p(x) = p(z | x) / q(z), q = N(μ + shift·1, c² Σ) and the posterior N(μ, Σ), the
+    integral factorises over the whitened coordinates (``whitened_shift``): per coordinate with
+    shift δ and a = (n − (n − 1)/c²)/2 > 0 it is
+
+        c^{n−1} / √(2a) · exp( (n−1) δ² / (2c²) + (n−1)² δ² / (4 a c⁴) ).
+
+    Infinite when a ≤ 0 (c² ≤ (n−1)/n: the proposal is too narrow for that moment to exist).
+    n = 2 gives 1 + Var_q[w / p(x)].
+    """
+    if order < 1:
+        raise ValueError(f"order must be a positive integer, got {order}")
+    c, n = float(scale), order
+    a = (n - (n - 1) / c**2) / 2
+    if a <= 0:
+        return math.inf
+    log_m = 0.0
+    for d in whitened_shift(model, x, shift).tolist():
+        log_m += (n - 1) * math.log(c) - 0.5 * math.log(2 * a)
+        log_m += (n - 1) * d**2 / (2 * c**2) + (n - 1) ** 2 * d**2 / (4 * a * c**4)
+    return math.exp(log_m)
+
+
+def relative_weight_variance(
+    model: LinearGaussian, x: Tensor, shift: float = 0.0, scale: float = 1.0
+) -> float:
+    """Var_q[w / p(x)] in closed form: the constant of IWAE's gap log p(x) − L_S ≈ V / (2S)."""
+    return weight_moment(model, x, 2, shift, scale) - 1.0
+
+
+def group_mean_gradients(
+    model: LinearGaussian, x: Tensor, estimate: Estimate, groups: int = 20
+) -> Tensor:
+    """Mean gradient estimate over each of ``groups`` equal blocks of replicates, [G, P].
+
+    Like ``per_replicate_gradients`` (the same surrogate), but with one parameter copy per
+    block of R / G replicates instead of one per replicate: much cheaper when only the mean
+    gradient and its standard error are needed (the G block means are independent).
+    """
+    r = estimate.batch_size
+    if r % groups:
+        raise ValueError(f"{r} replicates do not split into {groups} equal groups")
+    size = r // groups
+    per = [
+        p.detach().expand(groups, *p.shape).clone().requires_grad_(True)
+        for p in (model.W, model.b, model.log_sigma)
+    ]
+    xr = x.expand(r, -1)
+
+    def log_joint(rows: Tensor, z: Tensor) -> Tensor:
+        own = LinearGaussian(*(p[rows // size] for p in per))
+        return own.log_joint(xr[rows], z[:, None, :])[:, 0]
+
+    log_likelihood_surrogate(estimate, log_joint).backward()
+    return torch.cat([p.grad.reshape(groups, -1) for p in per], 1) / size
+
+
+@dataclass
+class IWAECurve:
+    """IWAE against S for one data point and proposal, measured from ``replicates`` runs.
+
+    ``gap[i]`` = log p(x) − L_S (± ``gap_se``); ``predicted_gap[i]`` = V / (2S) with V the exact
+    Var_q[w / p(x)]; ``grad_bias[i]`` = |E[IWAE gradient] − ∇_θ log p(x)| measured, and
+    ``grad_floor[i]`` = √(tr Cov / R), the size the measured bias has even when the true bias
+    is zero (bias norms near it are not resolved). Entries for S = 1 have no gradient (NaN).
+    """
+
+    num_samples: list[int]
+    log_px: float
+    bound: list[float]
+    gap: list[float]
+    gap_se: list[float]
+    predicted_gap: list[float]
+    grad_bias: list[float]
+    grad_floor: list[float]
+    grad_max_z: list[float]
+    variance: float
+
+
+def iwae_curve(
+    model: LinearGaussian,
+    x: Tensor,
+    num_samples: list[int],
+    replicates: int,
+    shift: float = 0.5,
+    scale: float = 1.5,
+    generator=None,
+    gradients: bool = True,
+    groups: int = 20,
+    bound_replicates: int | None = None,
+) -> IWAECurve:
+    """The IWAE bound's gap and IWAE's gradient bias at each S, against the exact answers.
+
+    The gradient's mean and standard error come from ``groups`` block means
+    (``group_mean_gradients``) of ``replicates`` runs (a multiple of ``groups``); the bound
+    from ``bound_replicates`` runs (default: ``replicates``; bound draws are cheaper).
+    """
+    x = x[:1]
+    log_px = model.log_marginal(x).item()
+    V = relative_weight_variance(model, x, shift, scale)
+    nb = bound_replicates or replicates
+    bound_target = model.target(x.expand(nb, -1), shift=shift, scale=scale)
+    target = model.target(x.expand(replicates, -1), shift=shift, scale=scale)
+    exact = exact_gradient(model, x) if gradients else None
+    out = IWAECurve([], log_px, [], [], [], [], [], [], [], V)
+    nan = math.nan
+    for S in num_samples:
+        draws = iwae_bound(bound_target.log_weight(bound_target.sample(S, generator)))
+        out.num_samples.append(S)
+        out.bound.append(draws.mean().item())
+        out.gap.append(log_px - draws.mean().item())
+        out.gap_se.append(draws.std().item() / math.sqrt(nb))
+        out.predicted_gap.append(V / (2 * S))
+        if exact is None or S < 2:
+            out.grad_bias.append(nan)
+            out.grad_floor.append(nan)
+            out.grad_max_z.append(nan)
+            continue
+        blocks = group_mean_gradients(model, x, iwae_estimate(target, S, generator), groups)
+        out.grad_bias.append((blocks.mean(0) - exact).norm().item())
+        out.grad_floor.append(math.sqrt(blocks.var(0).sum().item() / groups))
+        out.grad_max_z.append(z_score(blocks, exact).abs().max().item())
+    return out
+
+
+def extended_target_checks(
+    model: LinearGaussian, x: Tensor, target: Target, num_samples: int, generator=None
+) -> dict[str, Tensor]:
+    """Draws from π̄(s, z_{1:S}) and the quantities whose exact means the notebook checks.
+
+    ``target``'s rows are replicates of one data point x [1, p]. Returns s [R], z [R, S, D],
+    w̄ [R, S] (normalised weights of the set) and ``slot0`` [R, D] = z_1 (the first slot).
+    """
+    R = target.sample(1, generator).shape[0]
+    s, z = sample_extended_target(
+        target, num_samples, lambda gen: posterior_draws(model, x, R, gen), generator
+    )
+    wbar = normalized_weights(target.log_weight(z))
+    return {"s": s, "z": z, "wbar": wbar, "slot0": z[:, 0]}
+
+
+def stationary_cis_state(
+    model: LinearGaussian, x: Tensor, target: Target, num_samples: int, generator=None
+) -> CISState:
+    """A chain state drawn from π̄: an exact posterior draw as the reference, the rest from q.
+
+    ``target``'s rows are replicates of the data point x [1, p]. (π̄ with the index s moved to
+    slot 0, where the CIS step keeps its reference.)
+    """
+    z = target.sample(num_samples, generator).clone()
+    z[:, 0] = posterior_draws(model, x, z.shape[0], generator).to(z.dtype)
+    return CISState(z, target.log_weight(z).detach())
+
+
+@dataclass
+class CISRecord:
+    """One CIS chain per row, recorded: ``states[t]`` = X_t (t = 0..T) and ``indices[t]`` [B],
+    the slot ℓ selected in the step X_t → X_{t+1} (0 = the reference was kept)."""
+
+    states: list[CISState]
+    indices: list[Tensor]
+
+    @property
+    def steps(self) -> int:
+        return len(self.states) - 1
+
+
+def record_cis_chain(
+    target: Target, num_samples: int, steps: int, generator=None, initial: CISState | None = None
+) -> CISRecord:
+    """Run ``steps`` CIS steps (``kernels.cis_step``) from X_0 ~ q^S (or ``initial``), recording."""
+    state = initial if initial is not None else draw(target, num_samples, generator)
+    states, indices = [state], []
+    for _ in range(steps):
+        state, info = cis_step(target, state, generator)
+        states.append(state)
+        indices.append(info.index)
+    return CISRecord(states, indices)
+
+
+def move_probability(
+    target: Target, state: CISState, steps: int = 1, generator=None
+) -> tuple[float, float]:
+    """P(the chain leaves its reference) in one CIS step from ``state``, over its rows: (p, SE).
+
+    ``steps`` > 1 repeats the step from the same state with fresh randomness (more draws).
+    """
+    moved = torch.cat([cis_step(target, state, generator)[1].index != 0 for _ in range(steps)])
+    p = moved.double().mean().item()
+    return p, math.sqrt(max(p * (1 - p), 1e-300) / moved.numel())
+
+
+def selected_slots(run: CoupledRun, t: int) -> tuple[Tensor, Tensor]:
+    """The slots (ℓ_X, ℓ_Y) [B] selected in the coupled step (X_t, Y_{t−1}) → (X_{t+1}, Y_t).
+
+    Read off the particle ids: X_{t+1}'s reference is the particle of X_t in slot ℓ_X. −1 where
+    a pair was not running at step t + 1; at t = 0 only X moves (ℓ_Y = −1).
+    """
+    if not 0 <= t < run.steps:
+        raise ValueError(f"t must be in 0..{run.steps - 1} (the run has {run.steps} steps)")
+
+    def slot(before: CISState, after: CISState) -> Tensor:
+        hit = before.ids == after.ids[:, :1]
+        found = hit.any(1) & (after.ids[:, 0] >= 0)
+        return torch.where(found, hit.double().argmax(1), -1)
+
+    ix = slot(run.xs[t], run.xs[t + 1])
+    if t == 0:
+        return ix, torch.full_like(ix, -1)
+    return ix, slot(run.ys[t - 1], run.ys[t])
+
+
+def single_start_average(run: CoupledRun, k: int, m: int, f: F = identity) -> Tensor:
+    """(1/(m−k+1)) Σ_{l=k}^{m} H_l, with H_l = h(X_l) + Σ_{t=l+1}^{τ−1} (h(X_t) − h(Y_{t−1})).
+
+    Equal to H_{k:m} (``h_km_terms``): that is where the weights min(1, (t−k)/(m−k+1)) come from.
+    """
+    return torch.stack([h_km_terms(run, l, l, f).total for l in range(k, m + 1)]).mean(0)
+
+
+def find_seed(condition: Callable[[int], bool], start: int = 0, tries: int = 1000) -> int:
+    """The first seed ≥ ``start`` for which ``condition(seed)`` holds (e.g. a run with τ = 5, to
+    draw a diagram in which every kind of term appears)."""
+    for seed in range(start, start + tries):
+        if condition(seed):
+            return seed
+    raise ValueError(f"no seed in {start}..{start + tries - 1} satisfies the condition")
+
+
+def survival_test(tau: Tensor, t: Tensor, law: Tensor) -> tuple[Tensor, Tensor]:
+    """Empirical P(τ > t) at each t [K] of meeting times ``tau`` [n], and its z-scores against
+    the probabilities ``law`` [K], with the binomial standard error √(law (1 − law) / n) of the
+    null hypothesis (so that an empirical frequency of exactly 0 or 1 is still tested)."""
+    tau = tau.double().flatten()
+    emp = (tau[None, :] > t.double()[:, None]).double().mean(1)
+    law = law.double()
+    return emp, (emp - law) / (law * (1 - law) / tau.numel()).sqrt()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import torch
 from matplotlib.axes import Axes
@@ -46,27 +45,6 @@ def save(fig: Figure, name: str, folder: Path | None = None, dpi: int = 120) -> 
     path = (folder or figures_dir()) / f"{name}.png"
     fig.savefig(path, dpi=dpi)
     return path
-
-
-def mse_against_compute(
-    ax: Axes, budgets: list, compute: tuple[float, float] = (1e2, 1e7), title: str = ""
-) -> Axes:
-    """MSE(C) = |b̄|² + c (tr Σ_data + tr Σ_est) / C of each ``landscape.ErrorBudget`` against
-    the budget C (log-log): solid for unbiased methods, dashed for biased ones (their curves
-    flatten at |b̄|²). Ten distinct colours."""
-    c = np.geomspace(*compute, 200)
-    colors = matplotlib.colormaps["tab10"].colors
-    for i, b in enumerate(budgets):
-        mse = b.mse(c)
-        ax.loglog(
-            c, mse, ls="-" if b.unbiased else "--", lw=1.3, label=b.name, color=colors[i % 10]
-        )
-    ax.set_xlabel("compute C (log-weight evaluations)")
-    ax.set_ylabel("MSE of the averaged gradient")
-    if title:
-        ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
-    return ax
 
 
 def bias_by_age(ax: Axes, ages: list[int], budgets: list, iwae=None) -> Axes:
@@ -285,3 +263,238 @@ def survival_vs_degenerate(
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return ax
+
+
+# --- notebooks 00-04 (the lab): one helper per figure, so the notebooks show the idea -------
+
+
+def toy_model(
+    ax: Axes,
+    posterior: tuple[Tensor, Tensor],
+    posterior_draws: Tensor,
+    proposals: dict[str, tuple[Tensor, Tensor]],
+    proposal_draws: Tensor | None = None,
+) -> Axes:
+    """The 2-D posterior (draws and 2σ ellipse), proposals' 2σ ellipses and the N(0, I) prior."""
+    z = np.asarray(posterior_draws, dtype=float)
+    ax.scatter(z[:, 0], z[:, 1], s=5, alpha=0.5, color="k", label="posterior draws")
+    if proposal_draws is not None:
+        q = np.asarray(proposal_draws, dtype=float)
+        label = f"draws of the {next(iter(proposals))}"
+        ax.scatter(q[:, 0], q[:, 1], s=5, alpha=0.4, color=COLORS["x"], label=label)
+    gaussian_ellipse(ax, posterior[0], posterior[1], color="k", lw=1.5, label="posterior (2σ)")
+    for i, (name, (mean, cov)) in enumerate(proposals.items()):
+        gaussian_ellipse(ax, mean, cov, color=f"C{i}", ls="--", label=name)
+    gaussian_ellipse(ax, np.zeros(2), np.eye(2), color="0.6", ls=":", label="prior N(0, I)")
+    ax.set_xlim(-2.5, 2.5)
+    ax.set_ylim(-2.5, 2.5)
+    ax.set_aspect("equal")
+    ax.set_xlabel("z₁")
+    ax.set_ylabel("z₂")
+    ax.legend(fontsize=7, loc="lower left")
+    return ax
+
+
+def iwae_panels(
+    axes: list[Axes], curve, highlight: int | None = None, panels: str = "abc"
+) -> list[Axes]:
+    """Panels from a ``teaching.IWAECurve``, one axes each, chosen by ``panels``: (a) the bound
+    L_S against log p(x); (b) the gap times S against its large-S limit V/2 (the delta method);
+    (c) IWAE's gradient bias against S, with the noise floor below which a measured bias is not
+    resolved. ``highlight``: an S to mark in every panel."""
+    S = np.asarray(curve.num_samples, dtype=float)
+    gap, se = np.asarray(curve.gap), np.asarray(curve.gap_se)
+    slots = dict(zip(panels, axes, strict=True))
+    if "a" in slots:
+        _iwae_bound_panel(slots["a"], curve, S, se)
+    if "b" in slots:
+        _iwae_gap_panel(slots["b"], curve, S, gap, se)
+    if "c" in slots:
+        _iwae_gradient_panel(slots["c"], curve, S)
+    if highlight is not None:
+        for a in axes:
+            a.axvline(highlight, color="tab:green", lw=1, alpha=0.6)
+    return axes
+
+
+def _iwae_bound_panel(ax: Axes, curve, S: np.ndarray, se: np.ndarray) -> None:
+    estimate_with_band(ax, S, np.asarray(curve.bound), se, "IWAE bound L_S", exact=curve.log_px)
+    ax.set_xscale("log")
+    ax.set_xlabel("S")
+    ax.set_ylabel("nats")
+    ax.set_title("(a) L_S rises towards log p(x)", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def _iwae_gap_panel(ax: Axes, curve, S: np.ndarray, gap: np.ndarray, se: np.ndarray) -> None:
+    estimate_with_band(ax, S, S * gap, S * se, "S × (log p(x) − L_S)", color="C1")
+    ax.axhline(curve.variance / 2, color="k", ls="--", lw=1, label="V / 2 (exact V)")
+    ax.set_xscale("log")
+    ax.set_xlabel("S")
+    ax.set_ylabel("S × gap (nats)")
+    ax.set_title("(b) gap ≈ V / (2S) for large S", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def _iwae_gradient_panel(ax: Axes, curve, S: np.ndarray) -> None:
+    keep = ~np.isnan(np.asarray(curve.grad_bias))
+    Sg = S[keep]
+    ax.plot(Sg, np.asarray(curve.grad_bias)[keep], "o-", ms=3, label="‖E[IWAE grad] − exact‖")
+    ax.plot(Sg, np.asarray(curve.grad_floor)[keep], ":", color="0.5", label="noise floor")
+    if keep.any():
+        ref = np.asarray(curve.grad_bias)[keep][0] * Sg[0]
+        ax.plot(Sg, ref / Sg, "k--", lw=0.8, label="∝ 1/S")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("S")
+    ax.set_ylabel("gradient bias (norm)")
+    ax.set_title("(c) IWAE's θ-gradient is biased", fontsize=9)
+    ax.legend(fontsize=7)
+
+
+def bias_curves(
+    ax: Axes, x, curves: dict[str, tuple[Tensor, Tensor]], xlabel: str, ylabel: str
+) -> Axes:
+    """|bias| ± 2 SE against x for several estimators, on a log scale (floored at 1e-4).
+
+    ``x``: the common x values, or a dict giving each curve its own."""
+    for name, (bias, se) in curves.items():
+        estimate_with_band(ax, x[name] if isinstance(x, dict) else x, bias, se, name)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=1e-4)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def max_weight_vs_n(
+    ax: Axes, sizes: list[int], values: dict[str, list[float]], bounds: dict[str, float]
+) -> Axes:
+    """The largest of n log-weights (relative to log p(x)) against n, with known upper bounds."""
+    for i, (name, v) in enumerate(values.items()):
+        ax.plot(sizes, v, "o-", ms=3, color=f"C{i}", label=name)
+        if name in bounds:
+            ax.axhline(bounds[name], color=f"C{i}", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("n proposal draws")
+    ax.set_ylabel("max log w − log p(x)   (dotted: sup)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def move_probability_vs_dim(
+    ax: Axes, dims: list[int], rows: dict[str, tuple[list[float], list[float]]], bound: list[float]
+) -> Axes:
+    """P(a CIS step leaves its reference) against the latent dimension d, ± 2 SE per curve,
+    with the uniform-ergodicity constant (S − 1)/(2 sup w/p(x) + S − 2) below them all."""
+    for name, (p, se) in rows.items():
+        estimate_with_band(ax, dims, p, se, name)
+    ax.plot(dims, bound, "k--", lw=1, label="lower bound ε")
+    ax.set_yscale("log")
+    ax.set_xlabel("latent dimension d")
+    ax.set_ylabel("P(leave the reference in one step)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def tau_histogram(ax: Axes, taus: dict[str, Tensor], max_t: int = 30) -> Axes:
+    """Histograms of meeting times (integers 2..max_t), one outline per sample."""
+    bins = np.arange(1.5, max_t + 1.5)
+    for name, tau in taus.items():
+        ax.hist(np.asarray(tau, dtype=float), bins=bins, histtype="step", density=True, label=name)
+    ax.set_xlabel("τ")
+    ax.set_ylabel("frequency")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def mse_vs_budget(
+    ax: Axes,
+    budgets,
+    entries: list,
+    crossovers: dict[str, tuple[float, float]] | None = None,
+    bands: bool = True,
+    title: str = "",
+) -> Axes:
+    """MSE(C) = |b|² + c V / C against the budget C (log-log), one line per
+    ``budget.ErrorBudget`` in ``entries``: solid with b = 0 for the ones marked ``unbiased``,
+    dashed (flattening at |b|²) for the others; ``bands``: ± 2 SE; ``crossovers``: C* (± 2 SE)
+    as vertical bands."""
+    C = np.asarray(budgets, dtype=float)
+    for i, eb in enumerate(entries):
+        mse = eb.mse(C)
+        ax.plot(C, mse, "-" if eb.unbiased else "--", color=f"C{i % 10}", label=eb.name)
+        if bands:
+            se = eb.mse_se(C)
+            low = np.maximum(mse - 2 * se, 1e-12)
+            ax.fill_between(C, low, mse + 2 * se, color=f"C{i % 10}", alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for name, (c_star, se) in (crossovers or {}).items():
+        ax.axvspan(max(c_star - 2 * se, C[0]), c_star + 2 * se, color="0.5", alpha=0.25, lw=0)
+        ax.annotate(
+            f"C* {name}".strip(), (c_star, 0.03), xycoords=("data", "axes fraction"),
+            xytext=(3, 0), textcoords="offset points", rotation=90, fontsize=7, va="bottom",
+        )  # fmt: skip
+    ax.set_xlabel("budget C (log-weight evaluations)")
+    ax.set_ylabel("MSE = |bias|² + c·V / C")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, ncol=2 if len(entries) > 5 else 1)
+    return ax
+
+
+def gradient_bias_bars(ax: Axes, rows: dict[str, Tensor], exact: Tensor) -> Axes:
+    """Per-coordinate mean − exact (± 2 SE) of replicate gradient estimates [R, P]."""
+    idx = np.arange(exact.numel())
+    offsets = np.linspace(-0.25, 0.25, len(rows))
+    for off, (name, gr) in zip(offsets, rows.items(), strict=True):
+        err = (gr.mean(0) - exact).numpy()
+        se = (gr.std(0) / np.sqrt(gr.shape[0])).numpy()
+        ax.errorbar(idx + off, err, 2 * se, fmt="o", ms=3, label=name)
+    ax.axhline(0, color="k", lw=1)
+    ax.set_xticks(idx)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlabel("gradient coordinate (W: 0–7, b: 8–11, log σ: 12)")
+    ax.set_ylabel("mean − exact (±2 SE)")
+    ax.legend(fontsize=7)
+    return ax
+
+
+def widget_figure(
+    ncols: int = 1, size: tuple[float, float] = (3.2, 3.0), wspace: float = 0.42
+) -> Figure:
+    """A one-row Figure for widgets: fixed margins instead of constrained layout, which would
+    triple the time a redraw takes (widgets must answer within 0.3 s)."""
+    fig = Figure(figsize=(size[0] * ncols, size[1]))
+    fig.subplots(1, ncols, squeeze=False)
+    left = 0.55 / (size[0] * ncols) * 1.6
+    fig.subplots_adjust(left=left, right=0.98, bottom=0.2, top=0.88, wspace=wspace)
+    return fig
+
+
+def coupled_chains_panels(
+    fig_axes: list[Axes], run, posterior: tuple[Tensor, Tensor], limits=None
+) -> list[Axes]:
+    """X_t and Y_{t−1} of a recorded chain pair (row 0) at t = 1, 2, …, one axes each."""
+    tau = int(run.tau[0])
+    for t, ax in enumerate(fig_axes, start=1):
+        coupled_chains_step(ax, run.xs[t], run.ys[t - 1], t, t >= tau, posterior, limits)
+        if t > 1:
+            ax.get_legend().remove()
+    return fig_axes
+
+
+def plain_log_ticks(fig: Figure) -> Figure:
+    """Log axes labelled 1, 10, 0.1 instead of 10⁰, 10¹, 10⁻¹, and without minor ticks: easier
+    to read, and a widget redraws in about half the time (mathtext labels and the many minor
+    ticks of log axes are slow to draw)."""
+    from matplotlib.ticker import FuncFormatter, NullLocator
+
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if axis.get_scale() == "log":
+                axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                axis.set_minor_locator(NullLocator())
+    return fig

@@ -1,6 +1,6 @@
 """The widget of notebook 07: which gradient estimator wins at a given compute budget?
 
-A thin wrapper over ``landscape.ErrorBudget`` (measured bias, variances and cost of each
+A thin wrapper over ``budget.ErrorBudget`` (measured bias, variances and cost of each
 method): no estimator runs while the sliders move, so an update is arithmetic and one small
 figure.
 """
@@ -11,9 +11,12 @@ import math
 from dataclasses import replace
 
 import ipywidgets as W
+import numpy as np
 
 from . import viz
-from .landscape import ErrorBudget
+from .budget import ErrorBudget
+
+COMPUTE = np.geomspace(1e2, 1e7, 120)  # the budgets the curves are drawn at
 
 
 def budget_widget(budgets: list[ErrorBudget], log10_budget: float = 4.0) -> W.VBox:
@@ -39,12 +42,12 @@ def budget_widget(budgets: list[ErrorBudget], log10_budget: float = 4.0) -> W.VB
     )  # fmt: skip
 
     def update(_=None) -> None:
-        scaled = [replace(b, var_data=b.var_data * noise.value) for b in budgets]
+        scaled = [replace(b, data_variance=b.data_variance * noise.value) for b in budgets]
         c = 10.0**budget.value
         mse = {b.name: b.mse(c) for b in scaled}
         box.winner = min(mse, key=mse.get)
         fig = viz.new_figure(ncols=2, size=(3.9, 3.2))
-        viz.mse_against_compute(fig.axes[0], scaled, title="MSE against compute")
+        viz.mse_vs_budget(fig.axes[0], COMPUTE, scaled, bands=False, title="MSE against compute")
         fig.axes[0].axvline(c, color="k", lw=0.8, ls=":")
         names = [b.name for b in scaled]
         fig.axes[1].barh(names, [mse[n] for n in names], color="0.6")
@@ -68,6 +71,6 @@ def budget_widget(budgets: list[ErrorBudget], log10_budget: float = 4.0) -> W.VB
 
 def winner(budgets: list[ErrorBudget], compute: float, data_noise: float = 1.0) -> str:
     """The method with the smallest MSE at ``compute`` (the widget's answer, for tests)."""
-    scaled = [replace(b, var_data=b.var_data * data_noise) for b in budgets]
+    scaled = [replace(b, data_variance=b.data_variance * data_noise) for b in budgets]
     best = min(scaled, key=lambda b: b.mse(compute))
     return best.name if math.isfinite(best.mse(compute)) else ""

@@ -11,13 +11,36 @@ tests show that each one accepts the library's answer and rejects a typical mist
 """
 
 from ._common import CheckFailed, passed
-from .landscape import check_crossover, check_expected_k, check_sumo, check_thinned
+from .lab import (
+    ANSWERS,
+    check_budget_crossover,
+    check_cis_step,
+    check_coupled_step,
+    check_gap_prediction,
+    check_grad_b,
+    check_hkm,
+    check_iwae_bound,
+    check_iwae_gradient,
+    check_maximal_coupling,
+    check_value,
+)
+from .landscape import check_expected_k, check_sumo, check_thinned
 
 __all__ = [
+    "ANSWERS",
     "CheckFailed",
-    "check_crossover",
+    "check_budget_crossover",
+    "check_cis_step",
+    "check_coupled_step",
     "check_expected_k",
+    "check_gap_prediction",
+    "check_grad_b",
+    "check_hkm",
+    "check_iwae_bound",
+    "check_iwae_gradient",
+    "check_maximal_coupling",
     "check_sumo",
     "check_thinned",
+    "check_value",
     "passed",
 ]

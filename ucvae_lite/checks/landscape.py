@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from ..landscape import ErrorBudget
 from ..sumo import Roulette, sumo_from_log_weights
 from ._common import call, expect_close, expect_unbiased, passed, require
 
@@ -50,38 +47,6 @@ def check_sumo(sumo, seed: int = 0) -> None:
             "(1/c)·ρ^{j−c}.", atol=1e-5,
         )  # fmt: skip
     passed("your SUMO matches the library's on 128 rows, for two roulettes")
-
-
-def check_crossover(crossover, seed: int = 0) -> None:
-    """``crossover(unbiased, biased)`` -> C*, for two ``landscape.ErrorBudget``s."""
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(20):
-        v = torch.rand(6, generator=g).tolist()
-        biased = ErrorBudget("IWAE", 0.01 + v[0], 0.0, 1 + 10 * v[1], 5 + 50 * v[2], 10.0, False)
-        unbiased = ErrorBudget(
-            "ucvae", 0.0, 0.0, 1 + 100 * v[3], biased.var_data, 20 + 30 * v[4], True
-        )
-        mine = call(crossover, unbiased, biased, what="your crossover")
-        right = unbiased.crossover(biased)
-        require(
-            isinstance(mine, int | float) and math.isfinite(mine),
-            f"crossover should return a number, got {mine!r}",
-        )
-        if abs(mine - right) > 1e-6 * max(1.0, abs(right)):
-            no_data = (
-                unbiased.cost * unbiased.var_est - biased.cost * biased.var_est
-            ) / biased.bias2
-            require(
-                abs(mine - no_data) > 1e-6 * max(1.0, abs(no_data)),
-                "you left out the minibatch noise tr Σ_data: both methods pay it, each at its "
-                "own cost c",
-            )
-            require(
-                False,
-                f"C* should be {right:.4g}, got {mine:.4g}: solve |b̄_i|² + c_i V_i / C = "
-                "c_u V_u / C for C, with V = tr Σ_data + tr Σ_est",
-            )
-    passed("your crossover budget matches the formula on 20 random cases")
 
 
 def check_thinned(thinned, seed: int = 0) -> None:

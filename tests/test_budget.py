@@ -1,0 +1,69 @@
+"""Error against budget (``ucvae_lite.budget``): each measured quantity is right within its
+standard error, and the crossover budget is where the two MSE curves cross."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ucvae_lite.budget import ErrorBudget, crossover_budget, error_budget
+
+
+def _samples(n, bias, sd, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.tensor(bias) + torch.tensor(sd) * torch.randn(n, len(bias), generator=g)
+
+
+def test_error_budget_measures_bias_variance_and_cost():
+    bias, sd = [0.3, -0.1], [1.0, 2.0]
+    cost = torch.randint(5, 15, (20_000,), generator=torch.Generator().manual_seed(1))
+    eb = error_budget(_samples(20_000, bias, sd), torch.zeros(2), cost, "x")
+    assert abs(eb.bias2 - 0.1) < 4 * eb.bias2_se
+    assert abs(eb.variance - 5.0) < 4 * eb.variance_se
+    assert abs(eb.cost - 9.5) < 4 * eb.cost_se
+    assert eb.name == "x"
+
+
+def test_squared_bias_estimate_is_unbiased_at_zero_bias():
+    """|mean − exact|² alone would be biased upwards by tr Σ / n; the estimate subtracts it."""
+    values = [error_budget(_samples(50, [0.0, 0.0], [1.0, 1.0], s), [0.0, 0.0], 1).bias2
+              for s in range(400)]  # fmt: skip
+    v = torch.tensor(values)
+    assert abs(v.mean().item()) < 4 * v.std().item() / math.sqrt(len(v))
+    naive = v + 2 / 50  # what |mean|² would give
+    assert naive.mean().item() > 4 * naive.std().item() / math.sqrt(len(v))
+
+
+def test_mse_formula_matches_averages_of_runs():
+    """The MSE of averages of n = C / c independent runs is |b|² + c V / C."""
+    runs = _samples(40_000, [0.2], [1.5], seed=3)
+    eb = error_budget(runs, [0.0], 4.0)
+    n = 50  # budget 200 evaluations at cost 4
+    block_err = (runs[:, 0].reshape(-1, n).mean(1)).pow(2)
+    se = block_err.std().item() / math.sqrt(len(block_err))
+    assert abs(block_err.mean().item() - eb.mse(200.0)) < 4 * se + 2 * eb.mse_se(200.0)
+
+
+def test_crossover_is_where_the_curves_cross():
+    u = ErrorBudget("u", 0.0, 0.0, 4.0, 0.1, 20.0, 0.5)
+    i = ErrorBudget("i", 0.05, 0.001, 0.5, 0.01, 5.0)
+    c_star, se = crossover_budget(u, i)
+    assert c_star == pytest.approx((20 * 4 - 5 * 0.5) / 0.05)
+    assert u.mse(c_star, unbiased=True) == pytest.approx(i.mse(c_star))
+    assert u.mse(2 * c_star, unbiased=True) < i.mse(2 * c_star)
+    assert u.mse(c_star / 2, unbiased=True) > i.mse(c_star / 2)
+    assert 0 < se < c_star
+    assert np.all(u.mse_se([10.0, 100.0], True) > 0)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="2 replicates"):
+        error_budget(torch.zeros(1, 2), [0.0, 0.0], 1)
+    with pytest.raises(ValueError, match="one per replicate"):
+        error_budget(torch.zeros(5, 2), [0.0, 0.0], torch.ones(3))
+    with pytest.raises(ValueError, match="positive"):
+        error_budget(torch.randn(5, 2), [0.0, 0.0], 0)
+    u = ErrorBudget("u", 0.0, 0.0, 1.0, 0.1, 1.0)
+    with pytest.raises(ValueError, match="no measurable bias"):
+        crossover_budget(u, ErrorBudget("i", -1e-4, 1e-3, 1.0, 0.1, 1.0))

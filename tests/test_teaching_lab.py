@@ -1,0 +1,138 @@
+"""The lab's teaching helpers (notebooks 00-04) against exact answers."""
+
+import math
+
+import pytest
+import torch
+
+import ucvae_lite as u
+from ucvae_lite import teaching as T
+from ucvae_lite.stats import z_score
+
+
+@pytest.mark.parametrize(("shift", "scale"), [(0.5, 1.5), (0.0, 1.0), (0.2, 3.0), (-0.3, 1.1)])
+@pytest.mark.parametrize("order", [2, 3])
+def test_weight_moment_matches_monte_carlo(model, x, shift, scale, order):
+    x1 = x[:1]
+    target = model.target(x1, shift=shift, scale=scale)
+    w = (target.log_weight(target.sample(400_000, torch.Generator().manual_seed(0)))[0]
+         - model.log_marginal(x1)).exp()  # fmt: skip
+    mc = w.pow(order)
+    exact = T.weight_moment(model, x1, order, shift, scale)
+    assert abs(mc.mean().item() - exact) < 5 * mc.std().item() / math.sqrt(len(mc)) + 1e-9
+    if shift == 0 and scale == 1:
+        assert exact == pytest.approx(1.0)
+
+
+def test_weight_moment_is_infinite_for_narrow_proposals(model, x):
+    assert T.weight_moment(model, x[:1], 2, 0.0, 0.7) == math.inf  # c² ≤ 1/2
+    assert math.isfinite(T.weight_moment(model, x[:1], 2, 0.0, 0.8))
+    assert T.relative_weight_variance(model, x[:1], 0.0, 1.0) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError):
+        T.weight_moment(model, x[:1], 0)
+
+
+def test_iwae_curve_gap_and_gradient_bias(model, x):
+    g = torch.Generator().manual_seed(0)
+    c = T.iwae_curve(model, x[:1], [1, 5, 50], 2000, 0.5, 1.5, g, bound_replicates=20_000)
+    assert c.num_samples == [1, 5, 50] and math.isnan(c.grad_bias[0])
+    assert all(gap > 4 * se for gap, se in zip(c.gap, c.gap_se, strict=True))  # L_S < log p(x)
+    assert c.gap[0] > c.gap[1] > c.gap[2]
+    # the delta method: S × gap → V / 2
+    assert abs(50 * c.gap[2] - c.variance / 2) < 4 * 50 * c.gap_se[2] + 0.1 * c.variance
+    assert c.grad_max_z[1] > 4 and c.grad_bias[1] > c.grad_bias[2]
+    perfect = T.iwae_curve(model, x[:1], [5], 200, 0.0, 1.0, g)  # q = posterior: no bias
+    assert abs(perfect.gap[0]) < 1e-9 and perfect.grad_max_z[0] < 5
+
+
+def test_group_mean_gradients_average_per_replicate_gradients(model, x):
+    target = model.target(x[:1].expand(40, -1), shift=0.5, scale=1.5)
+    est = u.iwae_estimate(target, 4, torch.Generator().manual_seed(0))
+    per = T.per_replicate_gradients(model, x[:1], est)
+    blocks = T.group_mean_gradients(model, x[:1], est, groups=8)
+    torch.testing.assert_close(blocks, per.reshape(8, 5, -1).mean(1))
+    with pytest.raises(ValueError, match="equal groups"):
+        T.group_mean_gradients(model, x[:1], est, groups=7)
+
+
+def test_extended_target_marginal_and_conditional(model, x):
+    """Slot 1 of π̄ is p with prob 1/S and q otherwise; s given the set is drawn ∝ w."""
+    x1, S, R = x[:1], 4, 20_000
+    target = model.target(x1.expand(R, -1), shift=0.5, scale=1.5)
+    d = T.extended_target_checks(model, x1, target, S, torch.Generator().manual_seed(0))
+    exact = model.posterior(x1)[0][0] / S + (1 - 1 / S) * target.proposal.loc[0]
+    assert z_score(d["slot0"], exact).abs().max() < 4
+    onehot = torch.nn.functional.one_hot(d["s"], S).double()
+    assert z_score(onehot - d["wbar"], torch.zeros(S)).abs().max() < 4.5
+    # power: under q^S (no posterior slot) the first slot's mean is q's
+    assert z_score(target.sample(1)[:, 0], exact).abs().max() > 4
+
+
+def test_cis_step_leaves_the_extended_target_invariant(model, x):
+    x1, R = x[:1], 20_000
+    g = torch.Generator().manual_seed(1)
+    target = model.target(x1.expand(R, -1), shift=0.5, scale=1.5)
+    state = T.stationary_cis_state(model, x1, target, 5, g)
+    exact = model.posterior(x1)[0][0]
+    assert z_score(state.particles[:, 0], exact).abs().max() < 4
+    rec = T.record_cis_chain(target, 5, 3, g, initial=state)
+    assert rec.steps == 3 and len(rec.indices) == 3
+    for s in rec.states[1:]:
+        assert z_score(s.particles[:, 0], exact).abs().max() < 4
+    start = T.record_cis_chain(target, 5, 1, g)  # from q^S: the first reference is biased
+    assert z_score(start.states[1].particles[:, 0], exact).abs().max() > 4
+    p, se = T.move_probability(target, state, generator=g)
+    assert 0 < p < 1 and se > 0
+
+
+def test_record_cis_chain_replays_run_cis_chain(model, x):
+    target = model.target(x, shift=0.5, scale=1.5)
+    rec = T.record_cis_chain(target, 4, 5, torch.Generator().manual_seed(3))
+    h = T.run_cis_chain(target, 4, 5, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(torch.stack([T.h_values(s) for s in rec.states]), h)
+    for t in range(5):  # the new reference is the selected particle
+        sel = rec.states[t].particles[torch.arange(3), rec.indices[t]]
+        torch.testing.assert_close(rec.states[t + 1].particles[:, 0], sel)
+
+
+def test_selected_slots_agree_with_the_particles(model, x):
+    target = model.target(x.repeat_interleave(10, 0), shift=0.5, scale=1.5)
+    run = T.lag_coupled_chains(target, 4, 6, generator=torch.Generator().manual_seed(2))
+    for t in range(run.steps):
+        ix, iy = T.selected_slots(run, t)
+        live = ix >= 0
+        rows = torch.arange(len(ix))[live]
+        torch.testing.assert_close(
+            run.xs[t + 1].particles[rows, 0], run.xs[t].particles[rows, ix[live]]
+        )
+        if t == 0:
+            assert bool((iy == -1).all())
+            continue
+        met_next = (t + 1 >= run.tau) & live
+        assert bool((ix[met_next] == iy[met_next]).all())  # meeting = the same slot
+        assert bool((ix[met_next & (t + 1 == run.tau)] > 0).all())  # a shared fresh slot
+    with pytest.raises(ValueError):
+        T.selected_slots(run, run.steps)
+
+
+def test_single_start_average_is_h_km(model, x):
+    target = model.target(x.repeat_interleave(5, 0), shift=0.5, scale=1.5)
+    run = T.lag_coupled_chains(target, 3, 6, generator=torch.Generator().manual_seed(0))
+    for k, m in [(0, 0), (1, 3), (2, 6)]:
+        torch.testing.assert_close(T.single_start_average(run, k, m), T.h_km_terms(run, k, m).total)
+
+
+def test_find_seed():
+    assert T.find_seed(lambda s: s % 7 == 3) == 3
+    with pytest.raises(ValueError, match="no seed"):
+        T.find_seed(lambda s: False, tries=5)
+
+
+def test_survival_test():
+    from ucvae_lite.diagnostics import degenerate_survival
+
+    t = torch.tensor([2.0, 5.0])
+    law = degenerate_survival(t, 4)
+    emp, z = T.survival_test(torch.tensor([2, 3, 3, 6, 9]), t, law)
+    torch.testing.assert_close(emp, torch.tensor([0.8, 0.4], dtype=torch.float64))
+    assert torch.isfinite(T.survival_test(torch.full((5,), 2), t, law)[1]).all()  # all met
