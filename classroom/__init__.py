@@ -1,0 +1,1 @@
+"""Course tooling for teachers: nbgrader assignments built from the notebooks."""

@@ -1,0 +1,64 @@
+"""nbgrader's settings for this course; ``make assignments`` copies this file to the course
+directory (``build/assignments/``), where every ``nbgrader`` command reads it.
+
+Everything else is nbgrader's defaults: one assignment per notebook, ``source/NN_name/``,
+``release/NN_name/``, ``submitted/STUDENT/NN_name/``, ``autograded/``, ``feedback/`` and the
+gradebook ``gradebook.db``, all under the course directory.
+"""
+
+from nbconvert.preprocessors import ClearMetadataPreprocessor
+from nbgrader.preprocessors import (
+    CheckCellMetadata,
+    ClearHiddenTests,
+    ClearMarkScheme,
+    ClearOutput,
+    ClearSolutions,
+    ComputeChecksums,
+    IncludeHeaderFooter,
+    InstantiateTests,
+    LockCells,
+    SaveCells,
+)
+
+c = get_config()  # noqa: F821 - defined by traitlets when it loads this file
+
+c.CourseDirectory.course_id = "ucvae_lite"
+
+# generate_assignment: nbgrader 0.9.6's own list, plus nbconvert's ClearMetadataPreprocessor
+# after ClearOutput. The stored notebooks collapse their solution cells (jupyter.source_hidden)
+# and keep the saved widget state of their outputs; a released notebook must show the stub
+# it asks the learner to fill, and has no outputs to keep widget state for. So the release
+# keeps only nbgrader's and the tags' cell metadata, and the kernel's notebook metadata.
+c.GenerateAssignment.preprocessors = [
+    IncludeHeaderFooter,
+    InstantiateTests,
+    LockCells,
+    ClearSolutions,
+    ClearOutput,
+    ClearMetadataPreprocessor,
+    CheckCellMetadata,
+    ComputeChecksums,
+    SaveCells,
+    ClearHiddenTests,
+    ClearMarkScheme,
+    ComputeChecksums,
+    CheckCellMetadata,
+]
+c.ClearMetadataPreprocessor.enabled = True  # nbconvert's preprocessors are off until enabled
+c.ClearMetadataPreprocessor.preserve_cell_metadata_mask = {
+    "nbgrader",
+    "tags",
+    "deletable",
+    "editable",
+}
+c.ClearMetadataPreprocessor.preserve_nb_metadata_mask = {"kernelspec", "language_info"}
+
+# autograde and validate execute notebooks: a cell may take longer than nbgrader's default
+# 30 s in full mode on a small machine (fast mode: UCVAE_FAST=1 in the environment)
+c.Execute.timeout = 600
+# the kernel gets CurveZMQ keys, so it does not warn that it runs over TCP without encryption
+c.KernelManager.transport_encryption = "auto"
+
+# zip_collect: submissions downloaded from a learning platform, one folder per student,
+# downloaded/NN_name/archive/ANY.zip holding STUDENT/NN_name.ipynb (or the same tree unzipped)
+c.FileNameCollectorPlugin.named_regexp = r".*/(?P<student_id>[^/]+)/(?P<file_id>[^/]+\.ipynb)$"

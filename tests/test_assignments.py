@@ -1,0 +1,217 @@
+"""The nbgrader assignments (``make assignments``): grading works, and it can fail.
+
+One course directory is built for the module, in a temporary folder, by the code behind
+``make assignments`` (``classroom.assignments.build``: every notebook with autograded tests,
+released with nbgrader). Then
+
+* the release hides every answer: no line of a solution region or of a hidden test survives,
+  each solution cell is nbgrader's stub, outputs and widget state are gone;
+* ``nbgrader validate`` (its ``Validator``) passes on every source notebook: the solutions
+  pass their tests, hidden ones included;
+* a class hands in: ``bob`` every release unchanged, ``alice`` notebooks 00 and 03 with the
+  solutions filled in. Their submissions to 00 and 03 come as one zip per assignment, a
+  folder per student, through ``nbgrader zip_collect``; bob's others are put straight into
+  ``submitted/bob/``. ``nbgrader autograde`` grades all, ``nbgrader generate_feedback``
+  writes the feedback. Bob scores 0 on every graded cell, each of which raised, and the
+  rest of each unchanged notebook ran without error (a learner can run it up to the first
+  stub and past it); alice scores full marks; the feedback HTML shows both scores.
+
+Executing the notebooks is the cost (fast mode, ``UCVAE_FAST=1``): each source notebook once
+for validate and each submission once for autograde, about 4 minutes on 2 cores. Outside CI
+the module skips when nbgrader is not installed (``make instructor``); with ``CI=true`` it
+fails instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from classroom import assignments
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+ASSIGNMENTS = [
+    p.stem for p in sorted(assignments.NOTEBOOKS.glob(assignments.PATTERN))
+    if assignments.why_not_an_assignment(p) is None
+]  # fmt: skip
+SOLVED = [a for a in ("00_overview", "03_coupled_kernels") if a in ASSIGNMENTS]
+COURSE_ID = "ucvae_lite"
+
+try:
+    import nbgrader  # noqa: F401
+except ImportError:
+    if IN_CI:
+        raise
+    pytest.skip("nbgrader not installed: make instructor", allow_module_level=True)
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _cells(course: Path, step: str, assignment: str, student: str = ".") -> list[dict]:
+    return _read(course / step / student / assignment / f"{assignment}.ipynb")["cells"]
+
+
+def _grade_id(cell: dict) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """A course directory with every assignment released, as ``make assignments`` makes it."""
+    if not ASSIGNMENTS:
+        pytest.fail("no notebook has autograded test cells")
+    folder = tmp_path_factory.mktemp("course")
+    assert assignments.build(folder) == ASSIGNMENTS
+    return folder
+
+
+@pytest.fixture(scope="module")
+def graded(course: Path) -> Path:
+    """The course after a class handed in, was autograded and got feedback."""
+    for assignment in ASSIGNMENTS:
+        release = course / "release" / assignment / f"{assignment}.ipynb"
+        if assignment in SOLVED:
+            archive = course / "downloaded" / assignment / "archive"
+            archive.mkdir(parents=True)
+            with zipfile.ZipFile(archive / "submissions.zip", "w") as z:
+                z.write(release, f"bob/{assignment}.ipynb")
+                z.writestr(f"alice/{assignment}.ipynb", _solved(course, assignment))
+            assignments.nbgrader(course, "zip_collect", assignment)
+        else:
+            bob = course / "submitted" / "bob" / assignment
+            bob.mkdir(parents=True)
+            shutil.copyfile(release, bob / release.name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UCVAE_FAST", "1")  # the kernels nbgrader starts inherit it
+        assignments.nbgrader(course, "autograde", "*", "--force")
+        assignments.nbgrader(course, "generate_feedback", "*", "--force")
+    return course
+
+
+def _solved(course: Path, assignment: str) -> str:
+    """The released notebook with each solution cell filled in from the source notebook."""
+    source = {_grade_id(c): c["source"] for c in _cells(course, "source", assignment)}
+    nb = _read(course / "release" / assignment / f"{assignment}.ipynb")
+    for cell in nb["cells"]:
+        if assignments.is_solution(cell):
+            cell["source"] = source[_grade_id(cell)]
+    return json.dumps(nb)
+
+
+def _secret_lines(cells: list[dict]) -> list[str]:
+    """Lines of the source's solution regions and hidden tests that appear nowhere else."""
+    region = re.compile(
+        r"### BEGIN (SOLUTION|HIDDEN TESTS)[^\n]*\n(.*?)### END (SOLUTION|HIDDEN TESTS)", re.S
+    )
+    public = "\n".join(region.sub("", "".join(c["source"])) for c in cells)
+    secret = []
+    for cell in cells:
+        for match in region.finditer("".join(cell["source"])):
+            for line in match.group(2).splitlines():
+                line = line.strip()
+                if len(line) >= 12 and line not in public:  # short lines could match by chance
+                    secret.append(line)
+    return secret
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_release_hides_every_answer(course: Path, assignment: str):
+    source = _cells(course, "source", assignment)
+    release = _cells(course, "release", assignment)
+    secrets = _secret_lines(source)
+    assert secrets, f"{assignment}: no solution text found in the source to look for"
+    text = json.dumps(release)
+    leaked = [line for line in secrets if json.dumps(line)[1:-1] in text]
+    assert not leaked, f"{assignment}: answers left in the release: {leaked[:3]}"
+    assert "### BEGIN" not in text and "### END" not in text
+    stubs = [c for c in release if assignments.is_solution(c)]
+    assert len(stubs) == sum(assignments.is_solution(c) for c in source)
+    for cell in stubs:
+        body = "".join(cell["source"])
+        assert "# YOUR CODE HERE" in body and "raise NotImplementedError()" in body
+        assert not cell["metadata"].get("jupyter", {}).get("source_hidden"), "stub collapsed"
+    points = [c["metadata"]["nbgrader"]["points"] for c in release if assignments.is_graded(c)]
+    assert points and points == [
+        c["metadata"]["nbgrader"]["points"] for c in source if assignments.is_graded(c)
+    ]
+    for cell in release:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
+    nb = _read(course / "release" / assignment / f"{assignment}.ipynb")
+    assert set(nb["metadata"]) <= {"kernelspec", "language_info"}, "widget state left"
+
+
+def test_notebooks_that_are_not_assignments_are_not_released(course: Path):
+    released = {p.name for p in (course / "release").iterdir()}
+    assert released == set(ASSIGNMENTS)
+
+
+def test_a_solution_tagged_without_nbgrader_metadata_is_refused(tmp_path: Path):
+    nb = _read(assignments.NOTEBOOKS / f"{ASSIGNMENTS[0]}.ipynb")
+    cell = next(c for c in nb["cells"] if assignments.is_solution(c))
+    del cell["metadata"]["nbgrader"]
+    path = tmp_path / f"{ASSIGNMENTS[0]}.ipynb"
+    path.write_text(json.dumps(nb), encoding="utf-8")
+    with pytest.raises(ValueError, match="no nbgrader metadata"):
+        assignments.layout(tmp_path / "course", [path])
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_source_notebook_passes_nbgrader_validate(course: Path, assignment: str, monkeypatch):
+    from nbgrader.validator import Validator
+    from traitlets.config.loader import PyFileConfigLoader
+
+    monkeypatch.setenv("UCVAE_FAST", "1")
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(course)).load_config()
+    results = Validator(config=config).validate(
+        str(course / "source" / assignment / f"{assignment}.ipynb")
+    )
+    failed = [f["raw_error"][-500:] for f in results.get("failed", [])]
+    assert results == {}, f"{assignment}: solutions fail their tests: {failed or results}"
+
+
+def _grades(course: Path, student: str, assignment: str) -> dict[str, tuple[float, float]]:
+    """{grade cell: (score, max score)} of a submission, from the gradebook."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gb:
+        notebook = gb.find_submission_notebook(assignment, assignment, student)
+        return {g.name: (g.score, g.max_score) for g in notebook.grades}
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_unchanged_release_scores_zero(graded: Path, assignment: str):
+    grades = _grades(graded, "bob", assignment)
+    assert grades and all(high > 0 for _, high in grades.values())
+    assert {name: score for name, (score, _) in grades.items()} == dict.fromkeys(grades, 0.0)
+    for i, cell in enumerate(_cells(graded, "autograded", assignment, "bob")):
+        if cell["cell_type"] != "code":
+            continue
+        errors = [o["ename"] for o in cell["outputs"] if o["output_type"] == "error"]
+        if assignments.is_graded(cell):
+            assert errors, f"{assignment}: graded cell {i} ran without error on the stub"
+        elif not assignments.is_solution(cell):
+            assert not errors, f"{assignment}: cell {i} (not an exercise) raised {errors}"
+
+
+@pytest.mark.parametrize("assignment", SOLVED)
+def test_submission_goes_through_collect_autograde_feedback(graded: Path, assignment: str):
+    for student in ("alice", "bob"):
+        path = graded / "submitted" / student / assignment / f"{assignment}.ipynb"
+        assert path.is_file(), f"zip_collect did not collect {path}"
+    alice = _grades(graded, "alice", assignment)
+    assert alice and all(score == high > 0 for score, high in alice.values()), alice
+    total = sum(high for _, high in alice.values())
+    for student, score in (("alice", total), ("bob", 0.0)):
+        html = graded / "feedback" / student / assignment / f"{assignment}.html"
+        assert html.is_file(), f"no feedback for {student}"
+        assert f"Score: {score:.1f} / {total:.1f}" in html.read_text(encoding="utf-8")
