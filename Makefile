@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: main test demo lint browser student instructor assignments
+.PHONY: main test demo lint browser instructor assignments
 
 $(STAMP): requirements.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -67,8 +67,3 @@ browser:
 	  echo "note: $(CHROMIUM) missing and not root: the browser test skips (CI=true: fails);" \
 	    "install it with: sudo apt-get install chromium"; \
 	fi
-
-## student: student copies of the notebooks (solutions replaced by stubs) in student/
-STUDENT_DIR ?= student
-student: $(STAMP)
-	$(PY) -m ucvae_lite.student $(STUDENT_DIR)

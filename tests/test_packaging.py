@@ -2,9 +2,9 @@
 
 Every third-party module imported by ``ucvae_lite/*.py`` (found with ``ast``, including
 imports inside functions) must be a declared distribution. Modules imported only by the
-notebook helpers (``widgets.py``, ``student.py``) belong to the ``notebooks`` extra; all
-others are core ``dependencies``, and the core list holds nothing else (scipy, used only by
-the tests, is in the ``test`` extra).
+widget modules (``widgets*.py``) belong to the ``notebooks`` extra; all others are core
+``dependencies``, and the core list holds nothing else (scipy, used only by the tests, is in
+the ``test`` extra).
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ucvae_lite"
 # import name -> distribution name, where they differ
 DISTRIBUTION = {"sklearn": "scikit-learn"}
-# modules of the package that only the notebooks use, and the extra that serves them
-NOTEBOOK_ONLY = {"student.py"}  # besides the widget modules, widgets*.py
 
 
 def _normalize(requirement: str) -> str:
@@ -68,7 +66,7 @@ def test_core_dependencies_are_exactly_the_runtime_imports():
     runtime = {
         d
         for d, files in third_party_imports().items()
-        if {f for f in files if not f.startswith("widgets")} - NOTEBOOK_ONLY
+        if {f for f in files if not f.startswith("widgets")}
     }
     notebook_only = set(third_party_imports()) - runtime
     assert runtime <= core, f"imported at run time, not in dependencies: {sorted(runtime - core)}"
