@@ -25,18 +25,16 @@ fails instead.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import IN_CI
 
 from classroom import assignments
 
-ROOT = Path(__file__).resolve().parents[1]
-IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 ASSIGNMENTS = [
     p.stem for p in sorted(assignments.NOTEBOOKS.glob(assignments.PATTERN))
     if assignments.why_not_an_assignment(p) is None

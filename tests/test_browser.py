@@ -40,24 +40,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM, CHROMIUM_ARGS, IN_CI
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = Path(
     os.environ.get("UCVAE_BROWSER_NOTEBOOK", ROOT / "notebooks" / "03_coupled_kernels.ipynb")
 )
-CHROMIUM = Path(os.environ.get("UCVAE_CHROMIUM", "/usr/bin/chromium"))
-IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SERVER_START_S = 90  # JupyterLab up and answering /api/status
 KERNEL_READY_MS = 60_000  # notebook open, kernel idle
 RUN_ALL_MS = 120_000  # all cells executed (fast mode)
