@@ -98,6 +98,9 @@ def copy_assets(app: Sphinx, exception: Exception | None) -> None:
 
 
 def setup(app: Sphinx) -> None:
+    # MathJax on every page, not only those with formulas in their body: the sidebar lists the
+    # notebooks by their titles, and some titles hold maths
+    app.set_html_assets_policy("always")
     app.connect("builder-inited", check_assets)
     app.connect("source-read", collapse_solutions)
     app.connect("build-finished", copy_assets)

@@ -7,9 +7,10 @@ The site is built for the module into a temporary folder by the command ``make s
   ``<link>``, ``<img>`` and CSS ``url(...)`` / ``@import`` is a path inside the site;
 * headless Chromium opens ``index.html`` from the file system with every request that is not
   a ``file://`` URL aborted and recorded, follows it to the front page, then visits every
-  page. On the notebook page with saved widget state it checks that MathJax typeset every
-  formula (each ``.math`` element holds an ``mjx-container``), that the figures loaded
-  (``naturalWidth > 0``), that the widgets rendered from their saved state (sliders and the
+  page. On each, MathJax typeset every formula (each ``.math`` element holds an
+  ``mjx-container``; no TeX left in the sidebar's titles). On the notebook page with saved
+  widget state it also checks that the figures loaded (``naturalWidth > 0``), that the
+  widgets rendered from their saved state (sliders and the
   Image widget's picture inside a cell output, no "Error displaying widget"), and that the
   solutions are collapsed. No page raised a JavaScript error, and the list of requests that
   tried to leave the machine is empty.
@@ -122,6 +123,7 @@ def test_site_works_offline_in_chromium(site: Path, tmp_path: Path):
                 page.wait_for_url("**/docs/index.html", timeout=PAGE_LOAD_MS)
                 for path in _pages(site):
                     page.goto(path.as_uri(), wait_until="load", timeout=PAGE_LOAD_MS)
+                    _check_maths(page, path)
                 notebook = site / "notebooks" / f"{_widget_notebook()}.html"
                 _check_notebook_page(page, notebook, tmp_path)
                 page.goto((site / "docs" / "notebooks.html").as_uri(), wait_until="load")
@@ -136,13 +138,7 @@ def test_site_works_offline_in_chromium(site: Path, tmp_path: Path):
 
 def _check_notebook_page(page, path: Path, shots: Path) -> None:
     page.goto(path.as_uri(), wait_until="load", timeout=PAGE_LOAD_MS)
-    # maths: MathJax has typeset every formula of the page
-    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise")
-    page.evaluate("() => MathJax.startup.promise")
-    n_maths = page.locator(".math").count()
-    assert n_maths > 0, f"{path.name}: no formulas on the page"
-    untypeset = page.locator(".math:not(:has(mjx-container))").count()
-    assert untypeset == 0, f"{path.name}: {untypeset} of {n_maths} formulas not typeset"
+    assert _check_maths(page, path) > 0, f"{path.name}: no formulas on the page"
     # widgets: rendered from the saved state, in the cell outputs
     outputs = page.locator(".cell_output")
     outputs.locator(".jupyter-widgets .widget-slider").first.wait_for(timeout=PAGE_LOAD_MS)
@@ -157,6 +153,22 @@ def _check_notebook_page(page, path: Path, shots: Path) -> None:
     page.screenshot(path=str(shots / f"{path.stem}.png"))
     picture.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / f"{path.stem}_widget.png"))
+
+
+def _check_maths(page, path: Path) -> int:
+    """MathJax has typeset every formula of the page (and the maths in the sidebar's titles);
+    returns how many formulas the page body has."""
+    try:
+        page.wait_for_function("() => window.MathJax && MathJax.startup", timeout=PAGE_LOAD_MS)
+    except Exception as e:
+        raise AssertionError(f"{path.name}: MathJax did not start on the page") from e
+    page.evaluate("() => MathJax.startup.promise")
+    n_maths = page.locator(".math").count()
+    untypeset = page.locator(".math:not(:has(mjx-container))").count()
+    assert untypeset == 0, f"{path.name}: {untypeset} of {n_maths} formulas not typeset"
+    raw = page.locator(".sidebar-tree").inner_text()
+    assert "\\(" not in raw, f"{path.name}: maths left as TeX in the sidebar"
+    return n_maths
 
 
 def _check_images(page, what: str) -> None:
