@@ -1,6 +1,7 @@
 """Every notebooks/NN_name.py (the source) and NN_name.ipynb (executed, stored) pair agrees.
 
-Both files are read with jupytext and compared cell by cell (type, source, tags), so editing
+Both files are read with jupytext and compared cell by cell (type, source, tags and nbgrader's
+metadata, which the py:percent source keeps on its ``# %%`` lines), so editing
 one without ``jupytext --sync`` fails CI. Fix with: ``.venv/bin/jupytext --sync notebooks/*.py``.
 Solution cells answer the exercise posed above them.
 """
@@ -15,9 +16,14 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PAIRS = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 
 
-def _cells(path: Path) -> list[tuple[str, str, list]]:
+def _cells(path: Path) -> list[tuple[str, str, list, dict]]:
+    """Type, source, tags and nbgrader metadata (points, grade ids) of each cell."""
     nb = jupytext.read(path)
-    return [(c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", []))) for c in nb.cells]
+    return [
+        (c.cell_type, c.source.strip(), sorted(c.metadata.get("tags", [])),
+         dict(c.metadata.get("nbgrader", {})))
+        for c in nb.cells
+    ]  # fmt: skip
 
 
 def test_every_notebook_has_a_pair():
