@@ -52,6 +52,10 @@ c.ClearMetadataPreprocessor.preserve_cell_metadata_mask = {
     "editable",
 }
 c.ClearMetadataPreprocessor.preserve_nb_metadata_mask = {"kernelspec", "language_info"}
+# The list has no Execute: a release is not run. Run, its stubs would raise, and its other
+# cells would show outputs the learner is meant to predict first and then produce; the learner
+# runs it. tests/test_assignments.py runs each release as handed in: only the exercises' cells
+# fail.
 
 # autograde and validate execute notebooks: a cell may take longer than nbgrader's default
 # 30 s in full mode on a small machine (fast mode: UCVAE_FAST=1 in the environment)
