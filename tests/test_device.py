@@ -158,3 +158,22 @@ def test_practical_and_per_row_gradients(vae, meta_default):
     per_row_gradients(model, x, est, budget=8, piece=3).sum().item()
     P.weight_diagnostics(model, x, 4, num_sets=3, num_khat=20, generator=g)
     P.compare(model, x[0], 3, 1, 2, replicates=4, generator=g, rejuvenate=0.5)
+
+
+def test_grid_and_bias_noise_at_equal_compute(meta_default):
+    """Notebook 06's measurements: the grid posterior, the exact gradient, estimator samples."""
+    from ucvae_lite.vae import posterior_grid
+
+    with torch.device("cpu"):  # the inputs live on the CPU; the library must follow them
+        torch.manual_seed(0)
+        model = VAE(12, (8,), 2)
+        x = (torch.rand(2, 12, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    g = torch.Generator().manual_seed(0)
+    posterior_grid(model, x, 4.0, 11).log_marginal.sum().item()
+    exact = P.exact_output_bias_gradient(model, x, 4.0, 11)
+    su, cost, tau = P.estimator_samples(model, x, "ucvae", 3, 4, 1, 2, 1.5, g)
+    si, cost_i, _ = P.estimator_samples(model, x, "iwae", 3, 4, factor=1.5, generator=g)
+    row_u = P.bias_and_noise(su, exact, cost)
+    row_i = P.bias_and_noise(si, exact, cost_i)
+    P.crossover_budget(row_u, row_i)
+    assert math.isfinite(row_u.variance) and tau.device.type == "cpu"

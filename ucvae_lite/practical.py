@@ -19,7 +19,9 @@ the θ-gradient of the surrogate's term for data point b, with the coefficients 
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,11 +29,14 @@ from torch import Tensor
 
 from .coupled import coupled_estimate
 from .diagnostics import psis_khat, tau_summary
+from .distributions import Gaussian
+from .estimate import Estimate
 from .iwae import effective_sample_size, iwae_estimate
 from .rejuvenation import RandomWalkMH
-from .stats import VarianceCost, variance_and_cost
+from .stats import VarianceCost, variance_and_cost, z_threshold
 from .surrogate import per_row_gradients
-from .vae import VAE
+from .targets import ImportanceTarget
+from .vae import VAE, posterior_grid
 
 # The degenerate regime: median within-set ESS below this many particles (1 = one particle
 # takes all the weight, the limit in which P(τ > t) → (S+1)/(S+1+(S−1)(t−1))).
@@ -48,14 +53,20 @@ def weight_diagnostics(
     num_sets: int = 50,
     num_khat: int = 1000,
     generator: torch.Generator | None = None,
+    factor: float = 1.0,
 ) -> dict:
     """Importance-weight diagnostics of q_φ for the images x [B, P], per image.
+
+    ``factor`` ≠ 1 widens q_φ's standard deviations by that factor (``widened_target``; only
+    with ``eps = 0``), to see the diagnostics of a worse proposal on the same model.
 
     Returns tensors [B]: ``ess`` (mean within-set ESS in particles, over ``num_sets`` sets of
     S = ``num_samples``), ``ess_frac`` (= ess / S), ``khat`` (PSIS k̂ of ``num_khat`` draws;
     skipped when 0), and the floats ``median_ess``, ``median_ess_frac``, ``median_khat``.
     """
-    target = model.target(x, eps)
+    if factor != 1.0 and eps:
+        raise ValueError("widen the encoder (factor) or mix in the prior (eps), not both")
+    target = model.target(x, eps) if factor == 1.0 else widened_target(model, x, factor)
     lw = target.log_weight(target.sample(num_sets * num_samples, generator))
     ess = effective_sample_size(lw.view(len(x), num_sets, num_samples)).mean(-1)
     out = {"ess": ess, "ess_frac": ess / num_samples}
@@ -232,3 +243,202 @@ def summarise(comparisons: list[Comparison]) -> dict:
     out["ratio_same_cost"] = out["var_ucvae"] / out["var_iwae_matched"]
     out["ratio_same_cost_median_image"] = med([c.ratio_same_cost for c in comparisons])
     return out
+
+
+# --- bias and noise at equal compute (notebook 06 §3 and its widget) --------------------------
+def widened_target(model: VAE, x: Tensor, factor: float = 1.0) -> ImportanceTarget:
+    """The importance target of ``model`` on x with q_φ's standard deviations × ``factor``.
+
+    Same mean as the encoder: ``factor > 1`` proposes too widely (the weights grow degenerate,
+    τ's tail heavier), ``factor < 1`` too narrowly. Diagonal Gaussian encoders only.
+    """
+    if not factor > 0:
+        raise ValueError(f"the widening factor must be > 0, got {factor}")
+    q = model.proposal(x, detach=True)
+    if not isinstance(q, Gaussian) or q.full:
+        raise ValueError("widened_target needs a diagonal Gaussian encoder (covariance='diag')")
+    return ImportanceTarget(model, x, Gaussian(q.loc, q.scale * factor))
+
+
+def output_bias_score(model: VAE, x: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """f(rows, z) = ∇_b log p_θ(x_rows, z) = x_rows − σ(f_θ(z)): the gradient of the log joint
+    with respect to the decoder's output biases b (one per pixel), for the Bernoulli decoder.
+
+    Fisher's identity makes E_{p(z|x)}[f] = ∇_b log p_θ(x), and any estimate Σ_n c_n f(z_n) of
+    posterior expectations is an estimate of that gradient block (P numbers, closed form: no
+    backward pass needed). ``rows`` [M] say which image of x each particle z [M, D] belongs to.
+    """
+    return lambda rows, z: x[rows] - torch.sigmoid(model.decoder(z))
+
+
+@torch.no_grad()
+def per_row_expectation(
+    estimate: Estimate, f: Callable[[Tensor, Tensor], Tensor], chunk: int = 1 << 15
+) -> Tensor:
+    """Σ_{n ∈ b} c_n f(rows_n, z_n) for every data point b, over the flat particles: [B, ...].
+
+    Unlike ``Estimate.expectation`` it never pads, so a few long chains cost their own
+    particles, not batch size × the longest chain.
+    """
+    out = None
+    for start in range(0, estimate.rows.numel(), chunk):
+        rows = estimate.rows[start : start + chunk]
+        values = f(rows, estimate.flat_particles[start : start + chunk])
+        coef = estimate.flat_coef[start : start + chunk].to(values.dtype)
+        if out is None:
+            out = values.new_zeros(estimate.batch_size, *values.shape[1:])
+        out.index_add_(0, rows, coef.reshape(-1, *([1] * (values.dim() - 1))) * values)
+    return out
+
+
+@dataclass
+class BiasNoise:
+    """Bias, noise and cost of one gradient estimator against an exact answer, per image.
+
+    Averaging n independent estimates, each costing ``cost`` log-weight evaluations, at a budget
+    of C = n · cost evaluations leaves the mean squared error
+
+        MSE(C) = |bias|² + variance · cost / C              (``mse``)
+
+    ``bias_sq`` is the unbiased estimate |ḡ − g*|² − tr(Σ̂)/R of |E ĝ − g*|² from R replicates
+    (it can come out slightly negative when the bias is below its noise); ``variance`` is
+    tr Var(ĝ) summed over coordinates; both are means over images, with standard errors.
+    ``max_z`` is the largest |z-score| of the replicate mean against g* over all coordinates
+    (an unbiased estimator stays below ``stats.z_threshold`` of that many).
+    """
+
+    label: str
+    cost: float
+    bias_sq: float
+    bias_sq_se: float
+    variance: float
+    variance_se: float
+    max_z: float
+    num_coords: int
+    tau: Tensor | None = None
+
+    @property
+    def work(self) -> float:
+        """variance × cost: the variance left per unit of compute (the ``C`` in MSE = b² + w/C)."""
+        return self.variance * self.cost
+
+    def mse(self, budget):
+        """bias² + variance · cost / budget at ``budget`` log-weight evaluations per image."""
+        return max(self.bias_sq, 0.0) + self.work / budget
+
+    @property
+    def bias_detected(self) -> bool:
+        """Is the replicate mean off the exact answer beyond the multiple-comparison threshold?"""
+        return self.max_z > z_threshold(self.num_coords)
+
+
+def bias_and_noise(
+    samples: Tensor, exact: Tensor, cost: float, label: str = "", tau: Tensor | None = None
+) -> BiasNoise:
+    """``BiasNoise`` from replicate estimates ``samples`` [N, R, P] of the exact ``exact`` [N, P].
+
+    Per image: d = ḡ − g*, Σ̂ the replicate covariance; |b|² ≈ |d|² − tr Σ̂ / R, with standard
+    error √(4 dᵀΣ̂d / R − 2 ‖Σ̂‖²_F / R²) (at least √(2 ‖Σ̂‖²_F) / R: the variance of |d|² for a
+    Gaussian mean d ~ N(b, Σ/R) is 4 bᵀΣb / R + 2 ‖Σ‖²_F / R², and E[dᵀΣd] = bᵀΣb + ‖Σ‖²_F / R);
+    tr Σ̂ with the standard error of ``stats.variance_and_cost`` (coordinates taken as
+    independent). Then the mean over the N images, and the SE of that mean.
+    """
+    if samples.dim() == 2:
+        samples, exact = samples[None], exact.reshape(1, -1)
+    N, R, P = samples.shape
+    if R < 2 or exact.shape != (N, P):
+        raise ValueError(f"need samples [N, R >= 2, P] and exact [N, P], got "
+                         f"{tuple(samples.shape)} and {tuple(exact.shape)}")  # fmt: skip
+    s, g = samples.double(), exact.double()
+    mean = s.mean(1)
+    centred = s - mean[:, None]
+    cov = centred.transpose(1, 2) @ centred / (R - 1)  # [N, P, P]
+    tr = cov.diagonal(0, 1, 2).sum(-1)
+    d = mean - g
+    b2 = d.pow(2).sum(-1) - tr / R
+    # Var |d|² = 4 bᵀ(Σ/R)b + 2 tr((Σ/R)²) for d ~ N(b, Σ/R); E[dᵀΣd] = bᵀΣb + tr(Σ²)/R
+    quad = (d[:, None, :] @ cov @ d[:, :, None]).flatten()
+    floor = 2 * cov.pow(2).sum((1, 2)) / R**2
+    b2_var = torch.maximum(4 * quad / R - floor, floor)
+    var_se2 = torch.stack(
+        [variance_and_cost(s[i], cost).variance_se.pow(2).sum() for i in range(N)]
+    )
+    z = d / (centred.pow(2).sum(1) / (R - 1) / R).sqrt()
+    return BiasNoise(
+        label=label,
+        cost=float(cost),
+        bias_sq=b2.mean().item(),
+        bias_sq_se=(b2_var.sum().sqrt() / N).item(),
+        variance=tr.mean().item(),
+        variance_se=(var_se2.sum().sqrt() / N).item(),
+        max_z=z.abs().max().item(),
+        num_coords=N * P,
+        tau=tau,
+    )
+
+
+def estimator_samples(
+    model: VAE,
+    x: Tensor,
+    method: str,
+    num_samples: int,
+    replicates: int,
+    k: int = 0,
+    m: int = 0,
+    factor: float = 1.0,
+    generator: torch.Generator | None = None,
+    max_steps: int = 20_000,
+) -> tuple[Tensor, float, Tensor]:
+    """R estimates of ∇_b log p_θ(x_i) (output biases) per image x [N, P]: ([N, R, P], cost, τ).
+
+    ``method`` "ucvae" (H_{k:m} from coupled chains; chains unmet at ``max_steps`` are
+    truncated and raise nothing: count them in τ = max_steps + 1) or "iwae" (IWAE-S), with the
+    proposal q_φ widened by ``factor``. ``cost`` is the mean number of log-weight evaluations
+    per estimate; τ [N·R] the meeting times (zeros for IWAE).
+    """
+    if method not in ("ucvae", "iwae"):
+        raise ValueError(f"method must be 'ucvae' or 'iwae', got {method!r}")
+    N = x.shape[0]
+    xr = x.repeat_interleave(replicates, 0)
+    with torch.no_grad():
+        target = widened_target(model, xr, factor)
+        if method == "ucvae":
+            est = coupled_estimate(
+                target, num_samples, k, m, max_steps, generator, on_timeout="truncate"
+            )
+        else:
+            est = iwae_estimate(target, num_samples, generator)
+        g = per_row_expectation(est, output_bias_score(model, xr))
+    return g.view(N, replicates, -1), est.num_evals.double().mean().item(), est.tau.clone()
+
+
+def exact_output_bias_gradient(model: VAE, x: Tensor, limit: float = 4.0, n: int = 201) -> Tensor:
+    """∇_b log p_θ(x_i) [N, P] for a 2-D latent, by the posterior on an n × n grid (exact up to
+    the grid: ``vae.posterior_grid``); one image at a time, to bound memory."""
+    out = []
+    with torch.no_grad():
+        for xi in x.split(1):
+            grid = posterior_grid(model, xi, limit, n)
+            rows = torch.zeros(len(grid.points), dtype=torch.long, device=x.device)
+            f = output_bias_score(model, xi)(rows, grid.points)  # [n², P]
+            out.append((grid.posterior_weights[0, :, None] * f).sum(0, keepdim=True))
+    return torch.cat(out)
+
+
+def crossover_budget(unbiased: BiasNoise, biased: BiasNoise) -> tuple[float, float]:
+    """The budget C* past which the unbiased estimator has the lower MSE, and its standard error.
+
+    With MSE_u(C) = w_u / C and MSE_b(C) = b² + w_b / C (w = variance × cost):
+    C* = (w_u − w_b) / b². Returns (0, 0) when w_u ≤ w_b (the unbiased one wins at every
+    budget) and (inf, nan) when the measured b² is not positive (no bias to beat). The SE is
+    the delta method's, from the SEs of both variances and of b² (costs taken as exact).
+    """
+    b2 = biased.bias_sq
+    dw = unbiased.work - biased.work
+    if dw <= 0:
+        return 0.0, 0.0
+    if b2 <= 0:
+        return math.inf, math.nan
+    var_dw = (unbiased.cost * unbiased.variance_se) ** 2 + (biased.cost * biased.variance_se) ** 2
+    se = math.sqrt(var_dw / b2**2 + dw**2 * biased.bias_sq_se**2 / b2**4)
+    return dw / b2, se
