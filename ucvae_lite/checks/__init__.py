@@ -12,6 +12,16 @@ tests show that each one accepts the library's answer and rejects a typical mist
 
 from ._common import CheckFailed, passed
 from .landscape import check_crossover, check_expected_k, check_sumo, check_thinned
+from .training import (
+    check_crossover_budget,
+    check_degenerate_tail,
+    check_grid_log_likelihood,
+    check_inclusive_encoder_loss,
+    check_is_degenerate,
+    check_iwae_encoder_loss,
+    check_ucvae_decoder_loss,
+    check_within_set_ess,
+)
 
 __all__ = [
     "CheckFailed",
@@ -20,4 +30,14 @@ __all__ = [
     "check_sumo",
     "check_thinned",
     "passed",
+]
+__all__ += [  # notebooks 05 and 06 (checks/training.py)
+    "check_crossover_budget",
+    "check_degenerate_tail",
+    "check_grid_log_likelihood",
+    "check_inclusive_encoder_loss",
+    "check_is_degenerate",
+    "check_iwae_encoder_loss",
+    "check_ucvae_decoder_loss",
+    "check_within_set_ess",
 ]
