@@ -170,7 +170,7 @@ def test_grid_and_bias_noise_at_equal_compute(meta_default):
         x = (torch.rand(2, 12, generator=torch.Generator().manual_seed(1)) < 0.5).float()
     g = torch.Generator().manual_seed(0)
     posterior_grid(model, x, 4.0, 11).log_marginal.sum().item()
-    exact = P.exact_output_bias_gradient(model, x, 4.0, 11)
+    exact = P.exact_output_bias_gradient(model, x, 11)
     su, cost, tau = P.estimator_samples(model, x, "ucvae", 3, 4, 1, 2, 1.5, g)
     si, cost_i, _ = P.estimator_samples(model, x, "iwae", 3, 4, factor=1.5, generator=g)
     row_u = P.bias_and_noise(su, exact, cost)

@@ -34,10 +34,11 @@ def test_practical_widget_levers_on_a_2d_latent():
     n = len(w.history)
     w.factor.value = 2.0
     assert len(w.history) == n + 1 and "q width × 2" in w.summary.value
-    before = w.history[-1]["ucvae"].cost
+    before, thumb = w.history[-1]["ucvae"].cost, bytes(w.thumbnail.value)
     w.image_index.value = 2
     assert len(w.history) == n + 2 and bytes(w.image.value) != img
     assert w.history[-1]["ucvae"].cost != before  # another image, other chains
+    assert thumb.startswith(PNG) and bytes(w.thumbnail.value) != thumb
 
 
 def test_practical_widget_without_an_exact_gradient_says_so():

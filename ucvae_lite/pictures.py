@@ -105,10 +105,9 @@ def posterior_vs_encoder(ax: Axes, grid: LatentGrid, q_loc: Tensor, q_scale: Ten
     """For one image: the exact posterior p_θ(z | x) on the grid (filled contours) and the
     encoder's density q_φ(z | x) = N(q_loc, diag q_scale²) (black contour lines), zoomed to
     where either has its mass. The contour levels hold 50% and 90% of each density's mass."""
-    n = len(grid.axis)
-    post = grid.posterior_weights[0].detach().reshape(n, n).T.cpu()  # [z₂, z₁]
-    axis = grid.axis.detach().cpu()
-    z1, z2 = np.meshgrid(axis.numpy(), axis.numpy())
+    a1, a2 = (a.detach().cpu().numpy() for a in grid.axes)
+    post = grid.posterior_weights[0].detach().reshape(len(a1), len(a2)).T.cpu()  # [z₂, z₁]
+    z1, z2 = np.meshgrid(a1, a2)
     loc, scale = q_loc.detach().cpu().double(), q_scale.detach().cpu().double()
     zz = torch.tensor(np.stack([z1, z2], -1), device="cpu")
     log_q = -0.5 * (((zz - loc) / scale) ** 2).sum(-1) - scale.log().sum() - math.log(2 * math.pi)
@@ -118,7 +117,7 @@ def posterior_vs_encoder(ax: Axes, grid: LatentGrid, q_loc: Tensor, q_scale: Ten
     mean = grid.expectation(lambda z: z)[0].detach().cpu()
     ax.plot(*mean.numpy(), "+", color="tab:blue", ms=10, mew=2, label="posterior mean")
     ax.plot(*loc.numpy(), "x", color="k", ms=7, label="encoder mean μ_φ(x)")
-    _zoom(ax, axis.numpy(), post.numpy(), q)
+    _zoom(ax, (a1, a2), post.numpy(), q)
     ax.set_xlabel("z₁")
     ax.set_ylabel("z₂")
     ax.set_aspect("equal")
@@ -137,18 +136,17 @@ def _mass_levels(cells: np.ndarray, masses) -> list[float]:
     return levels + ([flat[0] * 1.001] if len(levels) == 1 else [])
 
 
-def _zoom(ax: Axes, axis: np.ndarray, *densities: np.ndarray, mass: float = 0.999) -> None:
-    """Limits that hold ``mass`` of each density (on the grid), with a margin, inside the grid."""
-    lo, hi = [], []
-    for d in densities:
-        for dim in (0, 1):
-            marg = d.sum(dim)  # dim 0 sums over z₂: the marginal of z₁
+def _zoom(ax: Axes, axes: tuple[np.ndarray, np.ndarray], *densities: np.ndarray,
+          mass: float = 0.999) -> None:  # fmt: skip
+    """Limits that hold ``mass`` of each density ([z₂, z₁] cells), with a margin, in the grid."""
+    for dim, (axis, setter) in enumerate(zip(axes, (ax.set_xlim, ax.set_ylim), strict=True)):
+        lo, hi = [], []
+        for d in densities:
+            marg = d.sum(dim)  # d is [z₂, z₁]: summing over rows leaves z₁'s marginal
             cum = np.cumsum(marg) / marg.sum()
-            lo.append((dim, axis[np.searchsorted(cum, (1 - mass) / 2)]))
-            hi.append((dim, axis[min(np.searchsorted(cum, 1 - (1 - mass) / 2), len(axis) - 1)]))
-    for dim, setter in ((0, ax.set_xlim), (1, ax.set_ylim)):
-        a = min(v for d, v in lo if d == dim)
-        b = max(v for d, v in hi if d == dim)
+            lo.append(axis[np.searchsorted(cum, (1 - mass) / 2)])
+            hi.append(axis[min(np.searchsorted(cum, 1 - (1 - mass) / 2), len(axis) - 1)])
+        a, b = min(lo), max(hi)
         pad = 0.1 * (b - a) + 1e-3
         setter(max(a - pad, axis[0]), min(b + pad, axis[-1]))
 

@@ -36,7 +36,7 @@ from .rejuvenation import RandomWalkMH
 from .stats import VarianceCost, variance_and_cost, z_threshold
 from .surrogate import per_row_gradients
 from .targets import ImportanceTarget
-from .vae import VAE, posterior_grid
+from .vae import VAE, zoomed_posterior_grid
 
 # The degenerate regime: median within-set ESS below this many particles (1 = one particle
 # takes all the weight, the limit in which P(τ > t) → (S+1)/(S+1+(S−1)(t−1))).
@@ -268,7 +268,13 @@ def output_bias_score(model: VAE, x: Tensor) -> Callable[[Tensor, Tensor], Tenso
     posterior expectations is an estimate of that gradient block (P numbers, closed form: no
     backward pass needed). ``rows`` [M] say which image of x each particle z [M, D] belongs to.
     """
-    return lambda rows, z: x[rows] - torch.sigmoid(model.decoder(z))
+
+    def score(rows: Tensor, z: Tensor) -> Tensor:
+        logits, xr = model.decoder(z), x[rows]
+        # x − σ(ℓ) = x σ(−ℓ) − (1 − x) σ(ℓ): no cancellation where x = 1 and σ(ℓ) ≈ 1
+        return xr * torch.sigmoid(-logits) - (1 - xr) * torch.sigmoid(logits)
+
+    return score
 
 
 @torch.no_grad()
@@ -291,6 +297,9 @@ def per_row_expectation(
     return out
 
 
+IGNORED_VARIANCE = 1e-6  # coordinates with less (relative) variance are left out of z-tests
+
+
 @dataclass
 class BiasNoise:
     """Bias, noise and cost of one gradient estimator against an exact answer, per image.
@@ -303,8 +312,9 @@ class BiasNoise:
     ``bias_sq`` is the unbiased estimate |ḡ − g*|² − tr(Σ̂)/R of |E ĝ − g*|² from R replicates
     (it can come out slightly negative when the bias is below its noise); ``variance`` is
     tr Var(ĝ) summed over coordinates; both are means over images, with standard errors.
-    ``max_z`` is the largest |z-score| of the replicate mean against g* over all coordinates
-    (an unbiased estimator stays below ``stats.z_threshold`` of that many).
+    ``max_z`` is the largest |z-score| of the replicate mean against g* over the ``num_coords``
+    coordinates whose variance is at least ``IGNORED_VARIANCE`` of the largest in its image (an
+    unbiased estimator stays below ``stats.z_threshold`` of that many).
     """
 
     label: str
@@ -363,7 +373,11 @@ def bias_and_noise(
     var_se2 = torch.stack(
         [variance_and_cost(s[i], cost).variance_se.pow(2).sum() for i in range(N)]
     )
-    z = d / (centred.pow(2).sum(1) / (R - 1) / R).sqrt()
+    var = cov.diagonal(0, 1, 2)
+    # z-scores only where the noise is not negligible: a pixel the decoder is sure about
+    # (σ ≈ 0 or 1) has a gradient of ~1e-10 with heavy-tailed noise, and no usable SE
+    matters = var >= IGNORED_VARIANCE * var.max(-1, keepdim=True).values
+    z = (d / (var / R).sqrt())[matters]
     return BiasNoise(
         label=label,
         cost=float(cost),
@@ -372,7 +386,7 @@ def bias_and_noise(
         variance=tr.mean().item(),
         variance_se=(var_se2.sum().sqrt() / N).item(),
         max_z=z.abs().max().item(),
-        num_coords=N * P,
+        num_coords=int(matters.sum()),
         tau=tau,
     )
 
@@ -412,13 +426,14 @@ def estimator_samples(
     return g.view(N, replicates, -1), est.num_evals.double().mean().item(), est.tau.clone()
 
 
-def exact_output_bias_gradient(model: VAE, x: Tensor, limit: float = 4.0, n: int = 201) -> Tensor:
-    """∇_b log p_θ(x_i) [N, P] for a 2-D latent, by the posterior on an n × n grid (exact up to
-    the grid: ``vae.posterior_grid``); one image at a time, to bound memory."""
+def exact_output_bias_gradient(model: VAE, x: Tensor, n: int = 201, limit: float = 4.0) -> Tensor:
+    """∇_b log p_θ(x_i) [N, P] for a 2-D latent, by the posterior on an n × n grid zoomed on
+    each image's posterior (``vae.zoomed_posterior_grid``: exact up to the grid); one image at
+    a time, to bound memory. ∇_b log p_θ(x) = E_{p(z|x)}[x − σ(f_θ(z))] (Fisher's identity)."""
     out = []
     with torch.no_grad():
         for xi in x.split(1):
-            grid = posterior_grid(model, xi, limit, n)
+            grid = zoomed_posterior_grid(model, xi, n, limit)
             rows = torch.zeros(len(grid.points), dtype=torch.long, device=x.device)
             f = output_bias_score(model, xi)(rows, grid.points)  # [n², P]
             out.append((grid.posterior_weights[0, :, None] * f).sum(0, keepdim=True))
@@ -442,3 +457,22 @@ def crossover_budget(unbiased: BiasNoise, biased: BiasNoise) -> tuple[float, flo
     var_dw = (unbiased.cost * unbiased.variance_se) ** 2 + (biased.cost * biased.variance_se) ** 2
     se = math.sqrt(var_dw / b2**2 + dw**2 * biased.bias_sq_se**2 / b2**4)
     return dw / b2, se
+
+
+def uncovered_mass(model: VAE, x: Tensor, radius: float = 4.0, n: int = 201) -> Tensor:
+    """[N] the posterior mass (on a zoomed grid, 2-D latent) farther than ``radius`` encoder
+    standard deviations from the encoder's mean: |(z − μ_φ(x)) / σ_φ(x)| > radius.
+
+    q_φ puts about e^{−radius²/2} of its own mass there, so posterior mass well above that sits
+    where q rarely proposes: a second mode, or a tail the Gaussian encoder cannot follow. Every
+    importance-sampling estimator (IWAE and the coupled one alike) then sees that mass only in
+    rare draws with very large weights.
+    """
+    out = []
+    with torch.no_grad():
+        for xi in x.split(1):
+            grid = zoomed_posterior_grid(model, xi, n)
+            q = model.encode(xi)
+            dist = ((grid.points - q.loc[0]) / q.scale[0]).norm(dim=-1)
+            out.append(grid.posterior_weights[0][dist > radius].sum())
+    return torch.stack(out)
