@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from ucvae_lite import checks, practical
+from ucvae_lite import checks
 from ucvae_lite.checks import CheckFailed
 from ucvae_lite.diagnostics import degenerate_survival
 from ucvae_lite.iwae import effective_sample_size, iwae_bound
@@ -189,27 +189,3 @@ def test_is_degenerate():
     pooled = lambda lw, e: effective_sample_size(lw.flatten(1)).median().item() < e  # noqa: E731
     fails(checks.check_is_degenerate, by_mean, "MEDIAN")
     fails(checks.check_is_degenerate, pooled, "pooled")
-
-
-# --- the crossover budget ----------------------------------------------------------------------
-def crossover(b2, vi, ci, vu, cu):
-    if vu * cu <= vi * ci:
-        return 0.0
-    return math.inf if b2 <= 0 else (vu * cu - vi * ci) / b2
-
-
-def test_crossover_budget():
-    checks.check_crossover_budget(crossover)
-    fails(checks.check_crossover_budget, lambda b2, vi, ci, vu, cu: (vu - vi) / b2, "costs")
-    sqrt_bias = lambda b2, vi, ci, vu, cu: crossover(b2, vi, ci, vu, cu) * math.sqrt(b2)  # noqa: E731
-    fails(checks.check_crossover_budget, sqrt_bias, "squared")
-
-
-def test_library_crossover_matches_the_mse_curves():
-    """C* from practical.crossover_budget is where the two MSE lines meet."""
-    u = practical.BiasNoise("u", 30.0, 0.0, 0.0, 2.0, 0.1, 0.0, 1)
-    b = practical.BiasNoise("b", 10.0, 0.05, 0.01, 1.0, 0.1, 0.0, 1)
-    c, se = practical.crossover_budget(u, b)
-    assert c == pytest.approx((60 - 10) / 0.05) and se > 0
-    assert u.mse(c) == pytest.approx(b.mse(c))
-    assert u.mse(2 * c) < b.mse(2 * c) and u.mse(c / 2) > b.mse(c / 2)

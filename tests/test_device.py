@@ -171,9 +171,7 @@ def test_grid_and_bias_noise_at_equal_compute(meta_default):
     g = torch.Generator().manual_seed(0)
     posterior_grid(model, x, 4.0, 11).log_marginal.sum().item()
     exact = P.exact_output_bias_gradient(model, x, 11)
-    su, cost, tau = P.estimator_samples(model, x, "ucvae", 3, 4, 1, 2, 1.5, g)
-    si, cost_i, _ = P.estimator_samples(model, x, "iwae", 3, 4, factor=1.5, generator=g)
-    row_u = P.bias_and_noise(su, exact, cost)
-    row_i = P.bias_and_noise(si, exact, cost_i)
-    P.crossover_budget(row_u, row_i)
-    assert math.isfinite(row_u.variance) and tau.device.type == "cpu"
+    budgets, checks = P.output_bias_budgets(model, x, exact, (2,), 3, replicates=4, generator=g)
+    budgets[0].crossover(budgets[1])
+    P.uncovered_mass(model, x, n=11)
+    assert math.isfinite(budgets[0].var_est) and checks["tau"].device.type == "cpu"

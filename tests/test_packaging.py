@@ -2,7 +2,7 @@
 
 Every third-party module imported by ``ucvae_lite/*.py`` (found with ``ast``, including
 imports inside functions) must be a declared distribution. Modules imported only by the
-notebook helpers (``widgets.py``, ``widgets_practical.py``, ``student.py``) belong to the
+notebook helpers (``widgets*.py``, ``student.py``) belong to the
 ``notebooks`` extra; all others are core ``dependencies``, and the core list holds nothing
 else (scipy, used only by the tests, is in the ``test`` extra).
 """
@@ -20,7 +20,7 @@ PACKAGE = ROOT / "ucvae_lite"
 # import name -> distribution name, where they differ
 DISTRIBUTION = {"sklearn": "scikit-learn"}
 # modules of the package that only the notebooks use, and the extra that serves them
-NOTEBOOK_ONLY = {"widgets.py", "widgets_practical.py", "student.py"}
+NOTEBOOK_ONLY = {"widgets.py", "widgets_landscape.py", "widgets_practical.py", "student.py"}
 
 
 def _normalize(requirement: str) -> str:

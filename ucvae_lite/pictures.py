@@ -9,7 +9,8 @@ plotting. Like ``viz``, every helper draws on Axes it is given, or returns a new
 * ``posterior_vs_encoder``: for a 2-D latent, the exact posterior p_θ(z | x) on a grid
   (``vae.posterior_grid``) filled, the encoder's q_φ(z | x) as contour lines.
 * ``learning_curves``, ``training_meeting_times``: a training history.
-* ``weight_diagnostics``, ``work_bars``, ``mse_against_budget``: notebook 06's measurements.
+* ``weight_diagnostics``, ``work_bars``: notebook 06's measurements (its MSE against compute
+  is ``viz.mse_against_compute``, shared with notebook 07).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from . import viz
-from .practical import DEGENERATE_KHAT, BiasNoise
+from .practical import DEGENERATE_KHAT
 from .vae import VAE, LatentGrid
 
 COLORS = {"elbo": "tab:blue", "iwae": "tab:orange", "ucvae": "tab:green", "iwae_2d": "tab:purple"}
@@ -211,35 +212,4 @@ def work_bars(ax: Axes, rows: dict[str, float], title: str = "variance × cost")
     ax.set_yscale("log")
     ax.set_ylabel("tr Var × evaluations")
     ax.set_title(title, fontsize=9)
-    return ax
-
-
-def mse_against_budget(
-    ax: Axes,
-    rows: dict[str, BiasNoise],
-    budgets: np.ndarray | None = None,
-    crossovers: dict[str, float] | None = None,
-) -> Axes:
-    """MSE(C) = bias² + variance · cost / C against the budget C (log-weight evaluations per
-    image), log-log, one line per estimator; dotted: each biased estimator's bias² floor;
-    ``crossovers`` {label: C*} are marked where the unbiased line crosses it."""
-    if budgets is None:
-        lo = min(r.cost for r in rows.values())
-        budgets = np.logspace(np.log10(lo), np.log10(lo) + 5, 100)
-    for i, (label, r) in enumerate(rows.items()):
-        mse = np.array([r.mse(c) for c in budgets])
-        ok = budgets >= r.cost  # at least one estimate
-        ax.plot(budgets[ok], mse[ok], color=f"C{i}", lw=1.5, label=label)
-        if r.bias_sq > 2 * r.bias_sq_se:
-            ax.axhline(r.bias_sq, color=f"C{i}", ls=":", lw=1)
-    for label, c in (crossovers or {}).items():
-        if math.isfinite(c) and budgets[0] <= c <= budgets[-1]:
-            ax.axvline(c, color="0.4", ls="--", lw=0.8)
-            ax.annotate(f"C* vs {label}", (c, ax.get_ylim()[0]), rotation=90, fontsize=7,
-                        ha="right", va="bottom")  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("budget C (log-weight evaluations per image)")
-    ax.set_ylabel("MSE = bias² + variance·cost / C")
-    ax.legend(fontsize=7)
     return ax

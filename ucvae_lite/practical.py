@@ -19,7 +19,6 @@ the θ-gradient of the surrogate's term for data point b, with the coefficients 
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,8 +31,9 @@ from .diagnostics import psis_khat, tau_summary
 from .distributions import Gaussian
 from .estimate import Estimate
 from .iwae import effective_sample_size, iwae_estimate
+from .landscape import ErrorBudget, GradientSamples, error_budget
 from .rejuvenation import RandomWalkMH
-from .stats import VarianceCost, variance_and_cost, z_threshold
+from .stats import VarianceCost, variance_and_cost
 from .surrogate import per_row_gradients
 from .targets import ImportanceTarget
 from .vae import VAE, zoomed_posterior_grid
@@ -300,97 +300,6 @@ def per_row_expectation(
 IGNORED_VARIANCE = 1e-6  # coordinates with less (relative) variance are left out of z-tests
 
 
-@dataclass
-class BiasNoise:
-    """Bias, noise and cost of one gradient estimator against an exact answer, per image.
-
-    Averaging n independent estimates, each costing ``cost`` log-weight evaluations, at a budget
-    of C = n · cost evaluations leaves the mean squared error
-
-        MSE(C) = |bias|² + variance · cost / C              (``mse``)
-
-    ``bias_sq`` is the unbiased estimate |ḡ − g*|² − tr(Σ̂)/R of |E ĝ − g*|² from R replicates
-    (it can come out slightly negative when the bias is below its noise); ``variance`` is
-    tr Var(ĝ) summed over coordinates; both are means over images, with standard errors.
-    ``max_z`` is the largest |z-score| of the replicate mean against g* over the ``num_coords``
-    coordinates whose variance is at least ``IGNORED_VARIANCE`` of the largest in its image (an
-    unbiased estimator stays below ``stats.z_threshold`` of that many).
-    """
-
-    label: str
-    cost: float
-    bias_sq: float
-    bias_sq_se: float
-    variance: float
-    variance_se: float
-    max_z: float
-    num_coords: int
-    tau: Tensor | None = None
-
-    @property
-    def work(self) -> float:
-        """variance × cost: the variance left per unit of compute (the ``C`` in MSE = b² + w/C)."""
-        return self.variance * self.cost
-
-    def mse(self, budget):
-        """bias² + variance · cost / budget at ``budget`` log-weight evaluations per image."""
-        return max(self.bias_sq, 0.0) + self.work / budget
-
-    @property
-    def bias_detected(self) -> bool:
-        """Is the replicate mean off the exact answer beyond the multiple-comparison threshold?"""
-        return self.max_z > z_threshold(self.num_coords)
-
-
-def bias_and_noise(
-    samples: Tensor, exact: Tensor, cost: float, label: str = "", tau: Tensor | None = None
-) -> BiasNoise:
-    """``BiasNoise`` from replicate estimates ``samples`` [N, R, P] of the exact ``exact`` [N, P].
-
-    Per image: d = ḡ − g*, Σ̂ the replicate covariance; |b|² ≈ |d|² − tr Σ̂ / R, with standard
-    error √(4 dᵀΣ̂d / R − 2 ‖Σ̂‖²_F / R²) (at least √(2 ‖Σ̂‖²_F) / R: the variance of |d|² for a
-    Gaussian mean d ~ N(b, Σ/R) is 4 bᵀΣb / R + 2 ‖Σ‖²_F / R², and E[dᵀΣd] = bᵀΣb + ‖Σ‖²_F / R);
-    tr Σ̂ with the standard error of ``stats.variance_and_cost`` (coordinates taken as
-    independent). Then the mean over the N images, and the SE of that mean.
-    """
-    if samples.dim() == 2:
-        samples, exact = samples[None], exact.reshape(1, -1)
-    N, R, P = samples.shape
-    if R < 2 or exact.shape != (N, P):
-        raise ValueError(f"need samples [N, R >= 2, P] and exact [N, P], got "
-                         f"{tuple(samples.shape)} and {tuple(exact.shape)}")  # fmt: skip
-    s, g = samples.double(), exact.double()
-    mean = s.mean(1)
-    centred = s - mean[:, None]
-    cov = centred.transpose(1, 2) @ centred / (R - 1)  # [N, P, P]
-    tr = cov.diagonal(0, 1, 2).sum(-1)
-    d = mean - g
-    b2 = d.pow(2).sum(-1) - tr / R
-    # Var |d|² = 4 bᵀ(Σ/R)b + 2 tr((Σ/R)²) for d ~ N(b, Σ/R); E[dᵀΣd] = bᵀΣb + tr(Σ²)/R
-    quad = (d[:, None, :] @ cov @ d[:, :, None]).flatten()
-    floor = 2 * cov.pow(2).sum((1, 2)) / R**2
-    b2_var = torch.maximum(4 * quad / R - floor, floor)
-    var_se2 = torch.stack(
-        [variance_and_cost(s[i], cost).variance_se.pow(2).sum() for i in range(N)]
-    )
-    var = cov.diagonal(0, 1, 2)
-    # z-scores only where the noise is not negligible: a pixel the decoder is sure about
-    # (σ ≈ 0 or 1) has a gradient of ~1e-10 with heavy-tailed noise, and no usable SE
-    matters = var >= IGNORED_VARIANCE * var.max(-1, keepdim=True).values
-    z = (d / (var / R).sqrt())[matters]
-    return BiasNoise(
-        label=label,
-        cost=float(cost),
-        bias_sq=b2.mean().item(),
-        bias_sq_se=(b2_var.sum().sqrt() / N).item(),
-        variance=tr.mean().item(),
-        variance_se=(var_se2.sum().sqrt() / N).item(),
-        max_z=z.abs().max().item(),
-        num_coords=int(matters.sum()),
-        tau=tau,
-    )
-
-
 def estimator_samples(
     model: VAE,
     x: Tensor,
@@ -402,13 +311,14 @@ def estimator_samples(
     factor: float = 1.0,
     generator: torch.Generator | None = None,
     max_steps: int = 20_000,
-) -> tuple[Tensor, float, Tensor]:
-    """R estimates of ∇_b log p_θ(x_i) (output biases) per image x [N, P]: ([N, R, P], cost, τ).
+) -> tuple[list[GradientSamples], Tensor]:
+    """R estimates of ∇_b log p_θ(x_i) (the decoder's output biases) for each image x_i [N, P].
 
-    ``method`` "ucvae" (H_{k:m} from coupled chains; chains unmet at ``max_steps`` are
-    truncated and raise nothing: count them in τ = max_steps + 1) or "iwae" (IWAE-S), with the
-    proposal q_φ widened by ``factor``. ``cost`` is the mean number of log-weight evaluations
-    per estimate; τ [N·R] the meeting times (zeros for IWAE).
+    ``method`` "ucvae" (H_{k:m} from coupled chains; a chain unmet at ``max_steps`` is
+    truncated, with τ = max_steps + 1) or "iwae" (IWAE-S), with the proposal q_φ widened by
+    ``factor``. Returns one ``landscape.GradientSamples`` per image (``grads`` [R, P], ``cost``
+    its mean log-weight evaluations per estimate), ready for ``landscape.error_budget``, and the
+    meeting times τ [N·R] (zeros for IWAE).
     """
     if method not in ("ucvae", "iwae"):
         raise ValueError(f"method must be 'ucvae' or 'iwae', got {method!r}")
@@ -422,8 +332,53 @@ def estimator_samples(
             )
         else:
             est = iwae_estimate(target, num_samples, generator)
-        g = per_row_expectation(est, output_bias_score(model, xr))
-    return g.view(N, replicates, -1), est.num_evals.double().mean().item(), est.tau.clone()
+        g = per_row_expectation(est, output_bias_score(model, xr)).view(N, replicates, -1)
+    cost = est.num_evals.double().view(N, replicates).mean(1)
+    samples = [GradientSamples(g[i], cost[i].item()) for i in range(N)]
+    return samples, est.tau.clone()
+
+
+def max_z(samples: list[GradientSamples], exact: Tensor) -> tuple[float, int]:
+    """The largest |z-score| of the replicate means against the exact gradients [N, P], and
+    over how many coordinates: those whose variance is at least ``IGNORED_VARIANCE`` of the
+    largest in their image (a pixel the decoder is sure of, σ ≈ 0 or 1, has a gradient of
+    ~1e-10 whose heavy-tailed noise leaves no usable standard error). An unbiased estimator
+    stays below ``stats.z_threshold`` of that many coordinates."""
+    worst, count = 0.0, 0
+    for s, g in zip(samples, exact.double(), strict=True):
+        grads = s.grads.double()
+        var = grads.var(0)
+        keep = var >= IGNORED_VARIANCE * var.max()
+        z = (grads.mean(0) - g)[keep] / (var[keep] / grads.shape[0]).sqrt()
+        worst, count = max(worst, z.abs().max().item()), count + int(keep.sum())
+    return worst, count
+
+
+def output_bias_budgets(
+    model: VAE,
+    x: Tensor,
+    exact: Tensor,
+    sizes: tuple[int, ...] = (2, 5, 10, 50),
+    num_samples: int = 10,
+    k: int = 1,
+    m: int = 2,
+    replicates: int = 1000,
+    factor: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[list[ErrorBudget], dict]:
+    """``landscape.ErrorBudget``s of the output-bias gradient on the images x [N, P] against
+    the exact gradients [N, P]: ucvae (S = ``num_samples``, k, m) and IWAE-S for S in
+    ``sizes``. Also returns {name: (max |z|, coordinates)} from ``max_z`` and "tau": ucvae's τ.
+    """
+    budgets, checks = [], {}
+    runs = [("ucvae", "ucvae", num_samples)] + [(f"IWAE-{S}", "iwae", S) for S in sizes]
+    for name, method, S in runs:
+        samples, tau = estimator_samples(model, x, method, S, replicates, k, m, factor, generator)
+        budgets.append(error_budget(name, samples, exact, unbiased=method == "ucvae"))
+        checks[name] = max_z(samples, exact)
+        if method == "ucvae":
+            checks["tau"] = tau
+    return budgets, checks
 
 
 def exact_output_bias_gradient(model: VAE, x: Tensor, n: int = 201, limit: float = 4.0) -> Tensor:
@@ -438,25 +393,6 @@ def exact_output_bias_gradient(model: VAE, x: Tensor, n: int = 201, limit: float
             f = output_bias_score(model, xi)(rows, grid.points)  # [n², P]
             out.append((grid.posterior_weights[0, :, None] * f).sum(0, keepdim=True))
     return torch.cat(out)
-
-
-def crossover_budget(unbiased: BiasNoise, biased: BiasNoise) -> tuple[float, float]:
-    """The budget C* past which the unbiased estimator has the lower MSE, and its standard error.
-
-    With MSE_u(C) = w_u / C and MSE_b(C) = b² + w_b / C (w = variance × cost):
-    C* = (w_u − w_b) / b². Returns (0, 0) when w_u ≤ w_b (the unbiased one wins at every
-    budget) and (inf, nan) when the measured b² is not positive (no bias to beat). The SE is
-    the delta method's, from the SEs of both variances and of b² (costs taken as exact).
-    """
-    b2 = biased.bias_sq
-    dw = unbiased.work - biased.work
-    if dw <= 0:
-        return 0.0, 0.0
-    if b2 <= 0:
-        return math.inf, math.nan
-    var_dw = (unbiased.cost * unbiased.variance_se) ** 2 + (biased.cost * biased.variance_se) ** 2
-    se = math.sqrt(var_dw / b2**2 + dw**2 * biased.bias_sq_se**2 / b2**4)
-    return dw / b2, se
 
 
 def uncovered_mass(model: VAE, x: Tensor, radius: float = 4.0, n: int = 201) -> Tensor:

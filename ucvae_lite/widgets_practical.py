@@ -2,11 +2,11 @@
 
 A thin wrapper over tested functions: ``practical.estimator_samples`` (R estimates of the
 decoder's output-bias gradient ∇_b log p_θ(x) from ucvae's H_{k:m}, IWAE-S and IWAE-S', with
-q_φ widened by a factor), ``practical.bias_and_noise`` and ``practical.crossover_budget``
-(against the exact gradient on a grid, ``practical.exact_output_bias_gradient``, when the
-latent is 2-D), and ``pictures``/``viz`` for the panels. Like ``widgets``, it renders to PNG
-in an ``ipywidgets.Image``; controls and outputs are attributes of the returned box, so tests
-drive it by setting ``.value``.
+q_φ widened by a factor), ``landscape.error_budget`` and ``ErrorBudget.crossover`` (against
+the exact gradient on a grid, ``practical.exact_output_bias_gradient``, when the latent is
+2-D), ``practical.max_z``, and ``pictures``/``viz`` for the panels. Like ``widgets``, it
+renders to PNG in an ``ipywidgets.Image``; controls and outputs are attributes of the
+returned box, so tests drive it by setting ``.value``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 from torch import Tensor
 
 from . import pictures, practical, viz
+from .landscape import error_budget
+from .stats import z_threshold
 from .vae import VAE
 
 _PLAIN = FuncFormatter(lambda v, _: f"{v:g}")
@@ -67,7 +69,8 @@ def practical_widget(
     crossover budget C*. Chains unmet after ``max_steps`` are truncated and counted.
 
     Attributes: ``S``, ``k``, ``m`` (IntSliders), ``factor`` (FloatSlider), ``image_index``
-    (Dropdown), ``image``, ``summary``, ``history`` (one dict of ``BiasNoise`` per update),
+    (Dropdown), ``image``, ``thumbnail``, ``summary``, ``history`` (one dict of
+    ``landscape.ErrorBudget`` per update, keyed ucvae, IWAE-S, IWAE-S'),
     ``update()``.
     """
     if images.dim() != 2:
@@ -103,55 +106,55 @@ def practical_widget(
         i = pick.value
         x, g = images[i : i + 1], torch.Generator().manual_seed(seed)
         args = {"replicates": replicates, "factor": fac.value, "generator": g}
-        su, cu, tau = practical.estimator_samples(
+        su, tau = practical.estimator_samples(
             model, x, "ucvae", S.value, k=kk.value, m=mm.value, max_steps=max_steps, **args
         )
-        s2 = max(2, round(cu))
-        si, ci, _ = practical.estimator_samples(model, x, "iwae", S.value, **args)
-        sj, cj, _ = practical.estimator_samples(model, x, "iwae", s2, **args)
+        s2 = max(2, round(su[0].cost))
+        si, _ = practical.estimator_samples(model, x, "iwae", S.value, **args)
+        sj, _ = practical.estimator_samples(model, x, "iwae", s2, **args)
         ref = exact(i)
-        if ref is None:  # no exact answer: centre on the unbiased mean (bias columns unused)
-            ref = su.mean(1)
         names = ("ucvae", f"IWAE-{S.value}", f"IWAE-{s2}")
         rows = {
-            n: practical.bias_and_noise(s, ref, c, n)
-            for n, s, c in zip(names, (su, si, sj), (cu, ci, cj), strict=True)
+            n: error_budget(
+                n, s, su[0].grads.mean(0, keepdim=True) if ref is None else ref, unbiased=u
+            )  # fmt: skip
+            for n, s, u in zip(names, (su, si, sj), (True, False, False), strict=True)
         }
-        rows["ucvae"].tau = tau
         box.history.append(rows)
         thumb.value = _thumbnail(x, image_shape)
         fig = _figure(3)
         a1, a2, a3 = fig.axes
-        pictures.work_bars(a1, {n: r.work for n, r in rows.items()}, "variance × cost (lower wins)")
+        works = {n: r.cost * r.var_est for n, r in rows.items()}
+        pictures.work_bars(a1, works, "variance × cost (lower wins)")
         truncated = int((tau > max_steps).sum())
         viz.survival_vs_degenerate(a2, {"ucvae τ": tau}, S.value, "τ against the 1/t law")
         a2.set_ylabel("P(τ > t)")
-        if model.latent_dim == 2:
-            uc, iw = rows["ucvae"], rows[names[1]]
-            c_star, c_se = practical.crossover_budget(uc, iw)
-            pictures.mse_against_budget(
-                a3, {"ucvae": uc, names[1]: iw}, crossovers={names[1]: c_star}
-            )
-            a3.set_title("error against budget (exact ∇ on a grid)", fontsize=9)
+        uc, iw = rows["ucvae"], rows[names[1]]
+        if ref is not None:
+            c_star = uc.crossover(iw)
+            viz.mse_against_compute(a3, [uc, iw], (10.0, 1e6), "MSE against compute (exact ∇)")
+            if 0 < c_star < math.inf:
+                a3.axvline(c_star, color="0.4", ls=":", lw=1)
+            z, n_z = practical.max_z(su, ref)
             bias = (
-                f"IWAE-{S.value}'s bias² {iw.bias_sq:.3g} ± {iw.bias_sq_se:.2g} against its "
-                f"variance {iw.variance:.3g} per estimate (ucvae: max |z| {uc.max_z:.1f} over "
-                f"{uc.num_coords} coordinates); "
+                f"IWAE-{S.value}'s squared bias {iw.bias2:.3g} ± {iw.bias2_se:.2g} against its "
+                f"variance {iw.var_est:.3g} per estimate (ucvae's: {uc.bias2:.2g} ± "
+                f"{uc.bias2_se:.2g}); "
                 + (
-                    f"ucvae has the lower MSE past <b>C* ≈ {c_star:.3g} ± {c_se:.2g}</b> "
-                    f"evaluations (≈ {c_star / S.value:.0f} IWAE-{S.value} draws averaged)."
+                    f"ucvae has the lower MSE past <b>C* ≈ {c_star:.3g}</b> evaluations "
+                    f"(≈ {c_star / S.value:.0f} IWAE-{S.value} gradients averaged)."
                     if 0 < c_star < math.inf
                     else "ucvae wins at every budget."
                     if c_star == 0
                     else "no bias measured: IWAE wins at every budget here."
                 )
             )
-            if uc.bias_detected:
+            if z > z_threshold(n_z):
                 bias += (
                     f" <b>Caution:</b> ucvae's mean over {replicates} replicates is off the exact "
-                    f"gradient (max |z| {uc.max_z:.1f}): rare draws with huge weights carry part "
-                    "of its expectation here (a posterior region q seldom proposes), so far more "
-                    "replicates are needed to see that it is unbiased."
+                    f"gradient (max |z| {z:.1f} over {n_z} pixels): rare draws with huge weights "
+                    "carry part of its expectation here (posterior mass q seldom proposes), so "
+                    "far more replicates are needed to see that it is unbiased."
                 )
         else:
             a3.axis("off")
@@ -163,14 +166,14 @@ def practical_widget(
             if axis.get_scale() == "log":  # plain labels: mathtext parsing is slow
                 axis.set_major_formatter(_PLAIN)
         image.value = viz.to_png(fig, dpi=80)
-        uc = rows["ucvae"]
         summary.value = (
             f"S = {S.value}, (k, m) = ({kk.value}, {mm.value}), q width × {fac.value:g}: mean τ "
             f"{tau.double().mean():.2f} (max {int(tau.max())}"
             + (f", {truncated} truncated" if truncated else "")
             + f"), cost {uc.cost:.1f} evaluations; variance × cost = "
-            f"<b>{uc.work / rows[names[1]].work:.2f}×</b> IWAE-{S.value}'s, at equal cost the "
-            f"variance is <b>{uc.variance / rows[names[2]].variance:.2f}×</b> IWAE-{s2}'s. " + bias
+            f"<b>{works['ucvae'] / works[names[1]]:.2f}×</b> IWAE-{S.value}'s, at equal cost "
+            f"the variance is <b>{uc.var_est / rows[names[2]].var_est:.2f}×</b> IWAE-{s2}'s. "
+            + bias
         )
 
     for w in (S, kk, mm, fac, pick):

@@ -13,7 +13,6 @@ tests show that each one accepts the library's answer and rejects a typical mist
 from ._common import CheckFailed, passed
 from .landscape import check_crossover, check_expected_k, check_sumo, check_thinned
 from .training import (
-    check_crossover_budget,
     check_degenerate_tail,
     check_grid_log_likelihood,
     check_inclusive_encoder_loss,
@@ -32,7 +31,6 @@ __all__ = [
     "passed",
 ]
 __all__ += [  # notebooks 05 and 06 (checks/training.py)
-    "check_crossover_budget",
     "check_degenerate_tail",
     "check_grid_log_likelihood",
     "check_inclusive_encoder_loss",

@@ -23,7 +23,6 @@ from ..vae import VAE, posterior_grid
 from ._common import call, expect_close, expect_shape, passed, require
 
 __all__ = [
-    "check_crossover_budget",
     "check_degenerate_tail",
     "check_grid_log_likelihood",
     "check_inclusive_encoder_loss",
@@ -339,43 +338,3 @@ def check_is_degenerate(fn, min_ess: float = practical.DEGENERATE_ESS, seed: int
             "must not decide, nor may the ESS of all draws pooled).",
         )
     passed("your rule agrees with practical.degenerate_regime on all five cases.")
-
-
-def check_crossover_budget(fn) -> None:
-    """``fn(bias_sq, var_iwae, cost_iwae, var_ucvae, cost_ucvae)`` -> C*, the budget past which
-    the unbiased estimator's MSE is the lower (``practical.crossover_budget``)."""
-    cases = [
-        (0.02, 1.0, 10, 1.5, 30),
-        (0.5, 2.0, 5, 3.0, 20),
-        (1e-4, 0.3, 50, 0.2, 100),
-        (0.1, 1.0, 10, 0.2, 30),
-        (0.0, 1.0, 10, 2.0, 30),
-    ]
-    for b2, vi, ci, vu, cu in cases:
-        nb = lambda v, c, b: practical.BiasNoise("", c, b, 0.0, v, 0.0, 0.0, 1)  # noqa: E731
-        want = practical.crossover_budget(nb(vu, cu, 0.0), nb(vi, ci, b2))[0]
-        got = float(call(fn, b2, vi, ci, vu, cu, what="your crossover_budget"))
-        if math.isinf(want) or want == 0:
-            require(
-                got == want,
-                f"With bias² = {b2}, works {vi * ci:g} (IWAE) and {vu * cu:g} "
-                f"(ucvae) the answer is {want}: "
-                + (
-                    "no bias, so IWAE never loses (inf)"
-                    if math.isinf(want)
-                    else "the unbiased one is cheaper per unit variance, "
-                    "so it wins at every budget (0)"
-                ),
-            )
-            continue
-        hint = "Set b² + w_i / C = w_u / C, with w = variance × cost, and solve for C."
-        if abs(got - (vu - vi) / b2) < 1e-6 * want:
-            hint = "The costs are missing: at budget C you average C / cost estimates."
-        elif abs(got - (vu * cu - vi * ci) / math.sqrt(b2)) < 1e-6 * want:
-            hint = "The bias enters the MSE squared."
-        require(
-            abs(got - want) <= 1e-6 * want,
-            f"C* = {want:.6g} for bias² = {b2}, "
-            f"(variance, cost) = ({vi}, {ci}) and ({vu}, {cu}); you gave {got:.6g}. {hint}",
-        )
-    passed("your crossover budget matches practical.crossover_budget on five cases.")

@@ -5,8 +5,8 @@
 * ``practical.exact_output_bias_gradient`` is exactly the autograd gradient of the grid's
   log p(x) (Fisher's identity holds exactly on a grid), and ``per_row_expectation`` of
   ``output_bias_score`` is exactly the surrogate's per-row gradient for the output biases.
-* ``estimator_samples``: ucvae is unbiased against the exact gradient (z-threshold), IWAE-2
-  is not (power check); ``bias_and_noise`` recovers a known bias² and variance.
+* ``estimator_samples`` and ``output_bias_budgets``: ucvae is unbiased against the exact
+  gradient (z-threshold, and |b̄|² within 4 SE of 0), IWAE-2 is not (power check).
 """
 
 import math
@@ -84,36 +84,26 @@ def test_ucvae_unbiased_and_iwae_biased_against_the_exact_gradient():
     model, x = vae2(), images(2)
     exact = practical.exact_output_bias_gradient(model, x, 201)
     g = torch.Generator().manual_seed(3)
-    uc, cost, tau = practical.estimator_samples(model, x, "ucvae", 4, 4000, 0, 0, 1.5, g)
-    iw, cost_i, _ = practical.estimator_samples(model, x, "iwae", 2, 4000, factor=1.5, generator=g)
-    assert cost > 8 and cost_i == 2 and (tau >= 2).all()
-    ru = practical.bias_and_noise(uc, exact, cost, "ucvae")
-    ri = practical.bias_and_noise(iw, exact, cost_i, "iwae")
-    assert ru.max_z < z_threshold(ru.num_coords) and not ru.bias_detected
-    assert ri.bias_detected and ri.bias_sq > 4 * ri.bias_sq_se  # power: the biased one fails
-    assert abs(ru.bias_sq) < 4 * ru.bias_sq_se
+    budgets, checks = practical.output_bias_budgets(
+        model, x, exact, (2,), 4, 0, 0, replicates=4000, factor=1.5, generator=g
+    )
+    uc, iw = budgets
+    assert uc.cost > 8 and iw.cost == 2 and (checks["tau"] >= 2).all()
+    assert uc.unbiased and not iw.unbiased and uc.var_data > 0
+    z, n = checks["ucvae"]
+    assert z < z_threshold(n) and abs(uc.bias2) < 4 * uc.bias2_se
+    z, n = checks["IWAE-2"]
+    assert z > z_threshold(n) and iw.bias2 > 4 * iw.bias2_se  # power: the biased one fails
+    assert uc.crossover(iw) > 0
 
 
-def test_bias_and_noise_recovers_a_known_bias_and_variance():
-    P, R, reps = 5, 400, 300
-    g = torch.Generator().manual_seed(0)
-    exact = torch.zeros(1, P, dtype=torch.float64)
-    bias = torch.tensor([0.1, 0.0, -0.05, 0.0, 0.0], dtype=torch.float64)
-    sd = torch.tensor([1.0, 0.5, 2.0, 1.0, 0.3], dtype=torch.float64)
-    out = [
-        practical.bias_and_noise(
-            bias + sd * torch.randn(1, R, P, generator=g, dtype=torch.float64), exact, 3.0
-        )  # fmt: skip
-        for _ in range(reps)
-    ]
-    b2 = torch.tensor([o.bias_sq for o in out])
-    var = torch.tensor([o.variance for o in out])
-    b2_true, var_true = bias.pow(2).sum().item(), sd.pow(2).sum().item()
-    assert abs(b2.mean() - b2_true) < 4 * b2.std() / math.sqrt(reps)  # unbiased for |b|²
-    assert abs(var.mean() - var_true) < 4 * var.std() / math.sqrt(reps)
-    reported = torch.tensor([o.bias_sq_se for o in out]).mean()
-    assert 0.8 < reported / b2.std() < 1.25  # the SE says how much b² varies
-    assert out[0].work == pytest.approx(out[0].variance * 3.0)
+def test_estimator_samples_per_image():
+    model, x = vae2(), images(3)
+    samples, tau = practical.estimator_samples(model, x, "ucvae", 3, 7, 1, 2)
+    assert len(samples) == 3 and samples[0].grads.shape == (7, 16) and tau.shape == (21,)
+    assert all(s.cost >= 2 * 3 for s in samples)
+    samples, tau = practical.estimator_samples(model, x, "iwae", 5, 7)
+    assert all(s.cost == 5 for s in samples) and (tau == 0).all()
 
 
 def test_widened_target_scales_the_encoder_and_checks_its_input():
