@@ -104,8 +104,9 @@ def latent_manifold(
 
 def posterior_vs_encoder(ax: Axes, grid: LatentGrid, q_loc: Tensor, q_scale: Tensor) -> Axes:
     """For one image: the exact posterior p_θ(z | x) on the grid (filled contours) and the
-    encoder's density q_φ(z | x) = N(q_loc, diag q_scale²) (black contour lines), zoomed to
-    where either has its mass. The contour levels hold 50% and 90% of each density's mass."""
+    encoder's density q_φ(z | x) = N(q_loc, diag q_scale²) (black lines holding 50% and 90% of
+    its mass), zoomed to where either has its mass. The filled bands hold 99.99%, 99.9%, 99%,
+    90%, 75%, 50% and 25% of the posterior's mass, so that a small second mode shows."""
     a1, a2 = (a.detach().cpu().numpy() for a in grid.axes)
     post = grid.posterior_weights[0].detach().reshape(len(a1), len(a2)).T.cpu()  # [z₂, z₁]
     z1, z2 = np.meshgrid(a1, a2)
@@ -113,12 +114,13 @@ def posterior_vs_encoder(ax: Axes, grid: LatentGrid, q_loc: Tensor, q_scale: Ten
     zz = torch.tensor(np.stack([z1, z2], -1), device="cpu")
     log_q = -0.5 * (((zz - loc) / scale) ** 2).sum(-1) - scale.log().sum() - math.log(2 * math.pi)
     q = (log_q.exp() * grid.cell).numpy()
-    ax.contourf(z1, z2, post.numpy(), levels=_mass_levels(post.numpy(), 8), cmap="Blues")
-    ax.contour(z1, z2, q, levels=_mass_levels(q, [0.9, 0.5]), colors="k", linewidths=1)
+    masses = (0.9999, 0.999, 0.99, 0.9, 0.75, 0.5, 0.25)  # of the posterior, filled
+    ax.contourf(z1, z2, post.numpy(), levels=_mass_levels(post.numpy(), masses), cmap="Blues")
+    ax.contour(z1, z2, q, levels=_mass_levels(q, (0.9, 0.5))[:-1], colors="k", linewidths=1)
     mean = grid.expectation(lambda z: z)[0].detach().cpu()
     ax.plot(*mean.numpy(), "+", color="tab:blue", ms=10, mew=2, label="posterior mean")
     ax.plot(*loc.numpy(), "x", color="k", ms=7, label="encoder mean μ_φ(x)")
-    _zoom(ax, (a1, a2), post.numpy(), q)
+    _zoom(ax, (a1, a2), post.numpy(), q, mass=0.9999)
     ax.set_xlabel("z₁")
     ax.set_ylabel("z₂")
     ax.set_aspect("equal")
@@ -127,14 +129,12 @@ def posterior_vs_encoder(ax: Axes, grid: LatentGrid, q_loc: Tensor, q_scale: Ten
 
 
 def _mass_levels(cells: np.ndarray, masses) -> list[float]:
-    """Density levels whose upper sets hold the given masses (or ``masses`` evenly spaced
-    levels when it is an integer), increasing, for ``contour``."""
-    if isinstance(masses, int):
-        masses = np.linspace(0.99, 0.05, masses)
+    """Increasing density levels whose upper sets hold the given masses, topped by the largest
+    density (so ``contourf`` fills up to the peak)."""
     flat = np.sort(cells.ravel())[::-1]
     cum = np.cumsum(flat) / flat.sum()
-    levels = sorted({float(flat[min(np.searchsorted(cum, m), len(flat) - 1)]) for m in masses})
-    return levels + ([flat[0] * 1.001] if len(levels) == 1 else [])
+    levels = {float(flat[min(np.searchsorted(cum, m), len(flat) - 1)]) for m in masses}
+    return sorted(levels | {float(flat[0]) * 1.001})
 
 
 def _zoom(ax: Axes, axes: tuple[np.ndarray, np.ndarray], *densities: np.ndarray,
@@ -191,10 +191,12 @@ def weight_diagnostics(
     """Histograms over images of within-set ESS / S and of PSIS k̂, one colour per proposal,
     with the thresholds of ``practical.degenerate_regime`` dashed."""
     a, b = axes
+    all_khat = np.concatenate([np.asarray(k, float) for _, k in diags.values()])
+    khat_bins = np.linspace(min(all_khat.min(), 0.0), max(all_khat.max(), 1.0), 25)
     for i, (label, (ess, khat)) in enumerate(diags.items()):
         a.hist(np.asarray(ess, float) / num_samples, bins=12, range=(0, 1), alpha=0.6,
                color=f"C{i}", label=label)  # fmt: skip
-        b.hist(np.asarray(khat, float), bins=12, alpha=0.6, color=f"C{i}", label=label)
+        b.hist(np.asarray(khat, float), bins=khat_bins, alpha=0.6, color=f"C{i}", label=label)
     a.axvline(min_ess / num_samples, color="k", ls="--", lw=1)
     a.set(xlabel="within-set ESS / S (per image)", ylabel="images")
     a.set_title("ESS (dashed: degenerate below)", fontsize=9)

@@ -35,7 +35,7 @@ def _figure(ncols: int) -> Figure:
     mathtext tick labels take most of a redraw's time)."""
     fig = Figure(figsize=(3.3 * ncols, 3.0))
     fig.subplots(1, ncols)
-    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.22, top=0.88, wspace=0.42)
+    fig.subplots_adjust(left=0.07, right=0.96, bottom=0.22, top=0.88, wspace=0.5)
     return fig
 
 

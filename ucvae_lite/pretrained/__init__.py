@@ -39,6 +39,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from ..data import BinaryImages, load_dataset
 from ..evaluate import evaluate, load_model, log_likelihood
@@ -115,14 +116,23 @@ def retrain_one(
     eval_samples: int = EVAL_SAMPLES,
     progress: bool = True,
 ) -> Path:
-    """Train ``name`` from scratch and write its checkpoint into ``folder``; returns the path."""
+    """Train ``name`` from scratch and write its checkpoint into ``folder``; returns the path.
+
+    ``progress``: one bar over the epochs (with the validation bound), not a line per epoch."""
     cfg = config(name, epochs, subset)
     data = load_dataset("digits")
     if subset is not None:
         data = data.subset(*subset)
     start = time.perf_counter()
+    bar = tqdm(total=epochs, desc=f"digits_{name}", unit="epoch", disable=not progress)
+
+    def advance(epoch: int, model: VAE, hist: dict) -> None:
+        bar.set_postfix({"valid LL": f"{hist['val_ll'][-1]:.2f}"}, refresh=False)
+        bar.update()
+
     with tempfile.TemporaryDirectory() as tmp:  # train's own resumable checkpoint: not shipped
-        model, hist = train(replace(cfg, out=tmp), progress=progress, data=data)
+        model, hist = train(replace(cfg, out=tmp), progress=False, data=data, callback=advance)
+    bar.close()
     seconds = time.perf_counter() - start
     model.eval()
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
