@@ -2,9 +2,9 @@
 
 Every third-party module imported by ``ucvae_lite/*.py`` (found with ``ast``, including
 imports inside functions) must be a declared distribution. Modules imported only by the
-notebook helpers (``widgets.py``, ``student.py``) belong to the ``notebooks`` extra; all
-others are core ``dependencies``, and the core list holds nothing else (scipy, used only by
-the tests, is in the ``test`` extra).
+notebook helpers (``widgets*.py``, ``student.py``) belong to the
+``notebooks`` extra; all others are core ``dependencies``, and the core list holds nothing
+else (scipy, used only by the tests, is in the ``test`` extra).
 """
 
 from __future__ import annotations
