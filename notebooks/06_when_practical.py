@@ -14,377 +14,409 @@
 # ---
 
 # %% [markdown]
-# # 06 · When is the unbiased estimator practical?
+# # 06 · When is the unbiased gradient practical?
 #
-# $H_{k:m}$ is unbiased whenever the coupled chains meet in finite time with a light enough
-# tail. *Practical* asks more: that its variance per unit of compute is not hopelessly above
-# IWAE's. This notebook measures both on a real VAE (digits, 5 latents) and shows where it
-# breaks:
+# $H_{k:m}$ is unbiased (notebook 04) and trains a VAE (notebook 05). Useful needs more: the
+# chains must meet quickly, and the extra noise must cost less than IWAE's bias. We measure
+# both on the digits VAEs of notebook 05.
 #
-# 1. **meeting times** against the **degenerate-weights law**. When one particle of a set takes
-#    nearly all the weight (within-set ESS ≈ 1), CIS selection is an argmax: the chain with the
-#    bigger reference stays put until a fresh set beats it, and
-#    $$P(\tau > t) = \frac{S+1}{S+1+(S-1)(t-1)} \quad (\text{a } 1/t \text{ tail, } E[\tau]=\infty,
-#    \text{ for every } S).$$
-# 2. **importance-weight diagnostics** that say which regime you are in, before you train:
-#    within-set ESS/S and PSIS $\hat k$ (computed by ArviZ via `ucvae_lite.diagnostics`).
-# 3. **variance per compute** of the decoder gradient, ucvae vs IWAE at the same $S$ and at the
-#    $S'$ that costs as much (widget: move $S$, $k$, $m$).
-# 4. a **rejuvenation move** on the reference (coupled random-walk Metropolis–Hastings): does
-#    moving the reference rescue the degenerate regime?
+# **Learning objectives.** After this notebook you can
+# 1. derive the 1/t law of meeting times for degenerate weights and read a measured tail
+#    against it;
+# 2. tell from within-set ESS and PSIS $\hat k$, before training, whether the weights are
+#    degenerate, and write that rule;
+# 3. judge "practical" with IWAE's bias included: the error of an averaged gradient against
+#    compute, the crossover budget $C^*$, and why SGD cares;
+# 4. say what the levers ($S$, $k$, $m$, the proposal's width, a move of the reference) change.
 #
-# The full measurement over latent size, encoder family (diagonal, full-covariance, a
-# normalising flow) and objective, $S$, $(k, m)$ and the rejuvenation move is
-# `benchmarks/variance_study.py` (README, "When is the estimator practical?"); section 6 shows
-# its figures.
+# **Prerequisites.** Notebooks 03 (meeting times), 04 ($H_{k:m}$, variance × cost) and 05 (the
+# trained models). Notebook 07 derives the error-against-budget formula used in §3.
+#
+# **Study time: about 50 minutes.** Estimated from ≈ 1,550 words at 150 a minute (10 min),
+# three predictions (5 min), the widget (10 min), three exercises (25 min: one derivation, two
+# short functions) and the run time (measured on 2 CPU cores: about 20 s in fast mode, 1 min
+# in full mode).
+#
+# **Fast or full.** Stored outputs: fast mode (`UCVAE_FAST=1`, fewer images and replicates).
+# `UCVAE_FAST=0` runs the full sizes; every asserted conclusion holds in both, and each printed
+# number says which mode made it.
 
 # %%
 # %matplotlib inline
+import csv
 import math
-import tempfile
+import time
+from dataclasses import replace
 
 import torch
-from IPython.display import Image, display
+from IPython.display import display
 
-from ucvae_lite import RandomWalkMH, coupled_estimate, practical, viz
+from ucvae_lite import RandomWalkMH, checks, coupled_estimate, pictures, practical, pretrained, viz
 from ucvae_lite.data import load_dataset
-from ucvae_lite.diagnostics import degenerate_survival, psis_khat, tau_summary
-from ucvae_lite.distributions import Gaussian
+from ucvae_lite.diagnostics import degenerate_survival, tau_summary
 from ucvae_lite.iwae import effective_sample_size
-from ucvae_lite.targets import ImportanceTarget
-from ucvae_lite.teaching import figures_dir
-from ucvae_lite.train import TrainConfig, fast_mode, train
-from ucvae_lite.widgets import practical_widget
+from ucvae_lite.runtime import REPO_ROOT, fast_mode
+from ucvae_lite.widgets_practical import practical_widget
 
-FAST = fast_mode()  # UCVAE_FAST=1 (CI): a briefly trained model, fewer images; same claims
-EPOCHS = 6 if FAST else 60
-N_IMG = 10 if FAST else 40  # test images
-R = 50 if FAST else 100  # chains (or gradient samples) per image
+START = time.perf_counter()
+FAST = fast_mode()
+MODE = "fast" if FAST else "full"
+N_IMG, R = (10, 50) if FAST else (40, 100)  # test images; chains (or gradients) per image
 S = 10
 torch.set_num_threads(1)  # tiny tensors: one thread is fastest
+g = torch.Generator().manual_seed(0)
 data = load_dataset("digits")
-with tempfile.TemporaryDirectory() as tmp:
-    cfg = TrainConfig(objective="iwae", num_samples=S, latent_dim=5, epochs=EPOCHS, out=tmp)
-    model, hist = train(cfg, progress=False, data=data)
-model.eval()
+model, ckpt = pretrained.load("iwae")  # IWAE-10, 5 latents, 2000 epochs (notebook 05)
+model2, _ = pretrained.load("iwae_2d")  # the same with 2 latents: exact posterior on a grid
 x = data.test[:N_IMG]
-print(f"IWAE-{S} VAE, d = 5, {EPOCHS} epochs: validation IWAE-100 {hist['val_ll'][-1]:.2f} nats")
+print(f"{MODE} mode: {N_IMG} test images × {R} replicates; model test LL {ckpt['test']['ll']:.2f}")
 
 # %% [markdown]
 # ## 1 · Meeting times against the 1/t law
 #
-# We run $R$ pairs of chains on each test image with the trained encoder $q_\phi$, and, to see
-# the other regime on the same model, with proposals **2× and 3× wider** than $q_\phi$ (same
-# mean): too-wide proposals put most draws where the posterior is tiny, so one draw dominates
-# each set, just like a 50-latent MNIST encoder does (see the README's MNIST study).
-
+# **The law.** Suppose one particle of every set takes nearly all the weight (within-set
+# ESS ≈ 1). Selection is then an argmax: each chain keeps the heaviest particle it has seen.
+# There are $S+1$ starting candidates ($X_0$'s $S$ draws and $Y_0$'s reference), and each
+# coupled step adds $S-1$ fresh draws shared by both chains. The chains meet at the first step
+# whose fresh draws beat every starting candidate. By step $t$ there are $(S-1)(t-1)$ fresh
+# draws, and the heaviest of i.i.d. draws is equally likely to be any of them:
+#
+# $$P(\tau > t) = \frac{S+1}{S+1+(S-1)(t-1)} \approx \frac{S+1}{(S-1)\,t},$$
+#
+# a $1/t$ tail: $E[\tau] = \sum_t P(\tau > t) = \infty$ for every $S$ (Exercise 1).
+#
+# Proposals too narrow **and** too wide get there. One $c$ times wider than a Gaussian
+# posterior in $d$ dimensions bounds the weights, but only by about $c^d$: bounded weights give
+# a geometric tail whose rate can still be terrible.
+#
+# **Predict, then check.** With the trained encoder $q_\phi$ and with proposals 2× and 3×
+# wider (same mean), where will each survival curve sit against the dashed law?
 
 # %%
-def widened_target(x, factor):
-    """The importance target of the model with q_φ's standard deviations × factor."""
-    q = model.proposal(x, detach=True)
-    return ImportanceTarget(model, x, Gaussian(q.loc, q.scale * factor))
-
-
-g = torch.Generator().manual_seed(0)
 xr = x.repeat_interleave(R, 0)
-WIDTHS = [1.0, 2.0, 3.0]
+WIDTHS = (1.0, 2.0, 3.0)
 taus = {}
 with torch.no_grad():
     for f in WIDTHS:
-        est = coupled_estimate(widened_target(xr, f), S, 0, 0, max_steps=100_000, generator=g)
-        taus[f"q × {f:g}"] = est.tau
-for name, tau in taus.items():
-    s = tau_summary(tau)
-    print(f"{name}: mean τ {s['mean']:.2f}, p99 {s['p99']:.0f}, max {s['max']:.0f}")
-
-fig = viz.new_figure(size=(5.5, 3.8))
-viz.survival_vs_degenerate(fig.axes[0], taus, S, f"meeting times, S = {S}, {len(xr)} chains")
-viz.save(fig, "06_tau_survival")
-fig
-
-# %% [markdown]
-# The trained encoder's curve drops far below the dashed 1/t law: τ has a light tail (its
-# 99th percentile is a handful of steps). Widening the proposal lifts the tail towards the
-# law. We check both claims at t = 8 with the binomial standard error of each empirical
-# $P(\tau > 8)$.
+        target = practical.widened_target(model, xr, f)
+        taus[f"q × {f:g}"] = coupled_estimate(target, S, max_steps=100_000, generator=g).tau
 
 
-# %%
 def p_above(tau, t):
-    """Empirical P(τ > t) and its standard error (at least that of one exceedance)."""
+    """Empirical P(τ > t) and its binomial standard error (at least one exceedance's)."""
     p = (tau > t).double().mean().item()
     return p, math.sqrt(max(p, 1 / len(tau)) * (1 - p) / len(tau))
 
 
 T8 = 8
 law8 = degenerate_survival(torch.tensor([float(T8)]), S).item()
+for name, tau in taus.items():
+    s, (p, se) = tau_summary(tau), p_above(tau, T8)
+    print(f"{name}: mean τ {s['mean']:.2f}, max {s['max']:.0f}, P(τ > 8) = {p:.3f} ± {se:.3f}"
+          f"  (1/t law: {law8:.3f})")  # fmt: skip
+fig = viz.new_figure(size=(5.5, 3.8))
+viz.survival_vs_degenerate(fig.axes[0], taus, S, f"meeting times, S = {S}, {len(xr)} chain pairs")
+viz.save(fig, "06_tau_survival")
+display(fig)
+
 p1, se1 = p_above(taus["q × 1"], T8)
 p3, se3 = p_above(taus["q × 3"], T8)
-print(f"P(τ > 8): trained q {p1:.4f} ± {se1:.4f}, q × 3 {p3:.4f} ± {se3:.4f}; 1/t law {law8:.3f}")
 assert p1 + 3 * se1 < law8, "the trained encoder's tail should sit well below the 1/t law"
-assert p3 - p1 > 3 * math.hypot(se1, se3), "a too-wide proposal should give a heavier tail"
+assert p3 - p1 > 3 * math.hypot(se1, se3), "a 3× wider proposal should have a heavier tail"
 
 # %% [markdown]
-# ## 2 · Importance-weight diagnostics: which regime are we in?
+# The trained encoder's tail sits far below the law; widening the proposal lifts it towards
+# the law (on MNIST with 50 latents the trained encoder itself sits near it: README).
 #
-# `practical.weight_diagnostics` computes, per image, the **within-set ESS** $(\sum_s w_s)^2 /
-# \sum_s w_s^2$ averaged over sets of $S$ draws (between 1 and $S$) and the **PSIS $\hat k$** of
-# 1000 draws (ArviZ's generalised-Pareto fit to the largest weights; $\hat k > 0.7$: the
-# weights' tail is too heavy for importance sampling to be reliable). `practical.degenerate_regime`
-# turns them into the warning that the training loop prints for ucvae (`train.py`; refuse with
-# `degenerate="raise"`).
+# ## 2 · Which regime are we in? Diagnostics before training
+#
+# Two numbers per image, from draws of $q_\phi$ alone: the **within-set ESS**
+# $(\sum_s w_s)^2/\sum_s w_s^2$ of sets of $S$ (1 to $S$; near 1: one particle takes the set)
+# and **PSIS $\hat k$** (Vehtari et al.), the fitted tail shape of the largest weights (above
+# 0.7: too heavy-tailed for importance sampling). `practical.degenerate_regime` flags a median
+# ESS below `practical.DEGENERATE_ESS` particles or a median $\hat k$ above 0.7; the training
+# loop warns with it (Exercises 2 and 3 write it).
 
 # %%
 diags = {}
 for f in WIDTHS:
-    tgt = widened_target(x, f)
-    with torch.no_grad():
-        lw_sets = tgt.log_weight(tgt.sample(50 * S, g)).view(len(x), 50, S)  # 50 sets of S
-        lw_big = tgt.log_weight(tgt.sample(1000, g))
-    ess = effective_sample_size(lw_sets).mean(-1)
-    khat = psis_khat(lw_big)
-    diags[f] = (ess, khat)
-    msg = practical.degenerate_regime(ess.median().item(), S, khat.median().item())
-    print(
-        f"q × {f:g}: median ESS {ess.median():.2f} of S = {S}, median k̂ {khat.median():.2f}"
-        f" -> {'DEGENERATE: ' + msg[:60] + '...' if msg else 'fine'}"
-    )
-
+    d = practical.weight_diagnostics(model, x, S, generator=g, factor=f)
+    diags[f"q × {f:g}"] = (d["ess"], d["khat"])
+    verdict = practical.degenerate_regime(d["median_ess"], S, d["median_khat"])
+    print(f"q × {f:g}: median ESS {d['median_ess']:.2f} of {S}, median k̂ "
+          f"{d['median_khat']:.2f} -> {'degenerate' if verdict else 'fine'}")  # fmt: skip
 fig = viz.new_figure(ncols=2, size=(4.0, 3.2))
-for f, (ess, khat) in diags.items():
-    fig.axes[0].hist(ess.numpy() / S, bins=12, range=(0, 1), alpha=0.6, label=f"q × {f:g}")
-    fig.axes[1].hist(khat.numpy(), bins=12, alpha=0.6, label=f"q × {f:g}")
-fig.axes[0].axvline(practical.DEGENERATE_ESS / S, color="k", ls="--", lw=1)
-fig.axes[0].set(xlabel="within-set ESS / S per image", title="ESS (dashed: warning threshold)")
-fig.axes[1].axvline(0.7, color="k", ls="--", lw=1)
-fig.axes[1].set(xlabel="PSIS k̂ per image", title="k̂ (dashed: 0.7)")
-fig.axes[0].legend(fontsize=8)
+pictures.weight_diagnostics(fig.axes, diags, S, practical.DEGENERATE_ESS)
 viz.save(fig, "06_weight_diagnostics")
-fig
+display(fig)
 
-# %%
-ess1, k1 = (v.median().item() for v in diags[1.0])
-ess3, k3 = (v.median().item() for v in diags[3.0])
-assert practical.degenerate_regime(ess1, S) is None and ess1 > 2 * practical.DEGENERATE_ESS
-assert practical.degenerate_regime(ess3, S) is not None, "q × 3 should be flagged degenerate"
-assert k1 < 0.7 < k3, (k1, k3)
+med = {k: (ess.median().item(), khat.median().item()) for k, (ess, khat) in diags.items()}
+assert practical.degenerate_regime(med["q × 1"][0], S, med["q × 1"][1]) is None
+assert practical.degenerate_regime(med["q × 3"][0], S, med["q × 3"][1]) is not None
+assert med["q × 1"][1] < practical.DEGENERATE_KHAT < med["q × 3"][1]
 
 # %% [markdown]
-# The trained encoder: ESS well above 1, $\hat k < 0.7$; the proposal three times too wide:
-# ESS near 1 (one particle takes the set), $\hat k > 0.7$, and τ's tail bends towards the law.
-# The same diagnostics on the IWAE paper's MNIST model (50 latents) sit in the degenerate
-# regime ($\hat k > 0.7$ for most test images, `benchmarks/variance_study.py`) and the
-# unbiased gradient there is hundreds of times noisier than IWAE's.
+# ## 3 · Bias and noise at equal compute
 #
-# ## 3 · Variance per compute: the price of unbiasedness
+# Variance per unit of compute leaves out what the unbiased estimator is for: IWAE's bias. A
+# minibatch step (batch $B$, $c$ evaluations per image) has mean $g^* + \bar b$ (exact
+# full-data gradient plus bias, zero for $H_{k:m}$) and total variance
+# $(\operatorname{tr}\Sigma_{data} + \operatorname{tr}\Sigma_{est})/B$: the minibatch noise
+# plus the estimator's own. Averaging $T$ steps at a budget of $C = TBc$ evaluations,
 #
-# For one image replicated $R$ times, `practical.compare` draws $R$ decoder gradients
-# $g = \sum_n c_n \nabla_\theta \log p_\theta(x \mid z_n)$ from ucvae ($H_{1:2}$), IWAE-$S$ and
-# IWAE-$S'$ ($S'$ = ucvae's mean number of log-weight evaluations), and reports the total
-# variance $\sum_\theta \operatorname{Var}(g_\theta)$ and the cost. Variance × cost is the
-# variance after spending a fixed budget (lower is better).
+# $$\mathrm{MSE}(C) = |\bar b|^2 + \frac{c\,(\operatorname{tr}\Sigma_{data} +
+# \operatorname{tr}\Sigma_{est})}{C}.$$
+#
+# **Why SGD cares:** a small step size averages many steps' gradients, so the noise keeps
+# shrinking and the bias stays. The unbiased estimator wins past a crossover budget $C^*$
+# (notebook 07 derives it).
+#
+# We measure every term on the 2-D model of notebook 05, whose exact gradient is a sum over a
+# grid, for the decoder's 64 output biases: $\nabla_b \log p_\theta(x) =
+# E_{p(z|x)}[x - \sigma(f_\theta(z))]$, closed form at every particle.
+#
+# **Which images.** Those whose posterior the encoder covers (mass beyond 4 encoder standard
+# deviations below $10^{-3}$). Elsewhere both estimators see part of the posterior only in rare
+# draws with huge weights, and a few thousand replicates do not yet show the unbiased one's
+# unbiasedness (try such an image in the widget of §5).
+
+# %%
+SCAN, N_BUDGET, R_BUDGET = (12, 6, 1000) if FAST else (60, 20, 4000)
+uncovered = practical.uncovered_mass(model2, data.test[:SCAN])
+chosen = (uncovered < 1e-3).nonzero().flatten()[:N_BUDGET]
+x2 = data.test[chosen]
+exact = practical.exact_output_bias_gradient(model2, x2)  # on a zoomed 201 × 201 grid
+worst = int(uncovered.argmax())
+print(f"{MODE} mode: {len(chosen)} covered images of the first {SCAN} ({chosen.tolist()}), "
+      f"{R_BUDGET} estimates each; not covered, e.g. image {worst}: "
+      f"{uncovered[worst]:.2%} of its posterior beyond 4 encoder sds")  # fmt: skip
+
+# %% [markdown]
+# **Predict, then check.** IWAE's bias is $O(1/S)$. Which IWAE-$S$ has the largest squared bias,
+# and will the unbiased estimator's measured $|\bar b|^2$ be distinguishable from zero?
+
+# %%
+gb = torch.Generator().manual_seed(1)
+budgets, zcheck = practical.output_bias_budgets(
+    model2, x2, exact, (2, 5, 10, 50), S, 1, 2, R_BUDGET, generator=gb
+)
+ref_check, _ = practical.output_bias_budgets(model2, x2, exact, (5000,), S, 0, 0, 20, generator=gb)
+by = {b.name: b for b in budgets}
+uc = by["ucvae"]
+print(f"{'method':>8} {'evals c':>8} {'|b̄|² ± SE':>22} {'tr Σ_est':>9} {'tr Σ_data':>9}")
+for b in budgets + ref_check[1:]:
+    print(f"{b.name:>8} {b.cost:8.1f} {b.bias2:11.2e} ± {b.bias2_se:8.1e} {b.variance:9.3g} "
+          f"{b.data_variance:9.3g}")  # fmt: skip
+iw10 = by["IWAE-10"]
+assert abs(uc.bias2) < 4 * uc.bias2_se, "ucvae's bias should be consistent with zero"
+assert iw10.bias2 > 4 * iw10.bias2_se, "IWAE-10's bias should be detected"
+assert by["IWAE-2"].bias2 > by["IWAE-10"].bias2 > by["IWAE-50"].bias2  # shrinks with S
+assert abs(ref_check[1].bias2) < 4 * ref_check[1].bias2_se + 0.05 * iw10.bias2  # grid vs IWAE-5000
+
+# %% [markdown]
+# IWAE-5000 (bias $O(1/5000)$) agrees with the grid: the reference is right. Now the error of
+# the averaged gradient against compute, with each $C^*$ marked. The range beside each $C^*$
+# comes from moving IWAE's $|\bar b|^2$ by two standard errors.
+
+# %%
+fig = viz.new_figure(size=(6.2, 4.0))
+viz.mse_vs_budget(fig.axes[0], torch.logspace(2, 8, 200).numpy(), budgets, bands=False,
+                  title=f"output-bias gradient, {MODE} mode")  # fmt: skip
+B_TRAIN = 100  # the training batch size
+for b in budgets[1:]:
+    c_star = uc.crossover(b)
+    lo, hi = (uc.crossover(replace(b, bias2=b.bias2 + k * b.bias2_se)) for k in (2, -2))
+    if 0 < c_star < math.inf:
+        fig.axes[0].axvline(c_star, color="0.5", ls=":", lw=0.8)
+        print(f"{b.name}: C* = {c_star:.2g} evaluations (range {lo:.2g} to {hi:.2g}), "
+              f"≈ {c_star / (B_TRAIN * b.cost):,.0f} steps of batch {B_TRAIN}")  # fmt: skip
+    else:
+        print(f"{b.name}: {'never' if c_star == math.inf else 'at every budget'} (C* = {c_star})")
+viz.save(fig, "06_error_against_budget")
+display(fig)
+c10 = uc.crossover(iw10)
+assert 0 < c10 < math.inf and c10 > uc.crossover(by["IWAE-2"])  # a smaller bias takes longer
+assert by["IWAE-50"].cost > uc.cost and uc.crossover(by["IWAE-50"]) == 0
+assert uc.data_variance > 3 * max(b.variance for b in budgets)  # minibatch noise dominates
+
+# %% [markdown]
+# Adam with learning rate $10^{-3}$ averages, very roughly, the last thousand steps: compare
+# the steps column. The minibatch noise dwarfs both estimators' own, so what decides is the
+# cost per image and the bias: an IWAE that costs more per image than ucvae loses at every
+# budget. The error at one $\theta$ is not the whole story of training: notebook 05's IWAE-10
+# model still scored higher than its ucvae model.
+#
+# ## 4 · Variance per compute of the whole decoder gradient
+#
+# Without the bias, for all 8,704 decoder parameters of the 5-latent model
+# (`practical.compare`, $(k, m) = (1, 2)$): how many times IWAE-10's compute does ucvae need
+# for the same variance? Beside it, the README's variance study (models trained 40 epochs in
+# its quick run, 150 in its full run), read from the committed tables.
 
 # %%
 N_VAR = 5 if FAST else 20
-comps = {}
-for km in [(0, 0), (1, 2)]:
-    comps[km] = [
-        practical.compare(model, xi, S, *km, replicates=R, generator=g) for xi in x[:N_VAR]
+ratios = torch.tensor(
+    [
+        practical.compare(model, xi, S, 1, 2, replicates=R, generator=g).work_ratio
+        for xi in x[:N_VAR]
     ]
-rows = {km: practical.summarise(c) for km, c in comps.items()}
-for km, r in rows.items():
-    print(
-        f"(k, m) = {km}: evals {r['evals_ucvae']:.1f}; "
-        f"Var×cost = {r['work_ratio']:.2f}× IWAE-{S}'s "
-        f"(median image {r['work_ratio_median_image']:.2f}×); at equal cost Var = "
-        f"{r['ratio_same_cost']:.2f}× IWAE-{r['matched_s']}'s"
-    )
-
-fig = viz.new_figure(size=(5.5, 3.4))
-ax = fig.axes[0]
-for i, (km, cs) in enumerate(comps.items()):
-    ratios = [c.work_ratio for c in cs]
-    ax.scatter([i] * len(ratios), ratios, alpha=0.6, label=f"(k, m) = {km}")
-ax.axhline(1.0, color="k", lw=1)
-ax.set_xticks([0, 1], ["(0, 0)", "(1, 2)"])
-ax.set_yscale("log")
-ax.set(ylabel="Var×cost of ucvae / IWAE-10's", title="one dot per test image (1 = parity)")
-viz.save(fig, "06_variance_per_compute")
-fig
-
-# %% [markdown]
-# Even on this well-behaved model ucvae needs **more compute per unit of gradient variance than
-# IWAE** (bias not counted: IWAE's gradient is biased, ucvae's is not), and $(k, m) = (1, 2)$
-# roughly halves the gap left by $(0, 0)$. We check both on the log scale, per image, with the
-# standard error over images.
+).log()
+m_log, se_log = ratios.mean().item(), (ratios.std() / math.sqrt(len(ratios))).item()
+print(f"{MODE} mode, converged model: ucvae needs {math.exp(m_log):.1f}× IWAE-10's compute "
+      f"(geometric mean over {N_VAR} images; ×/÷ {math.exp(2 * se_log):.2f} at 2 SE)")  # fmt: skip
 
 
-# %%
-def mean_se(v):
-    v = torch.tensor(v).log()
-    return v.mean().item(), (v.std() / math.sqrt(len(v))).item()
+def study_range(name: str) -> tuple[float, float]:
+    """Var×cost ratios at S = 10, (k, m) = (1, 2), diagonal IWAE models, in a committed table."""
+    with open(REPO_ROOT / "figures" / name) as f:
+        rows = [r for r in csv.DictReader(f) if r["lever"] == "latent_dim" and r["S"] == "10"]
+    values = [float(r["work_ratio"]) for r in rows]
+    return min(values), max(values)
 
 
-m12, se12 = mean_se([c.work_ratio for c in comps[(1, 2)]])
-m00, se00 = mean_se([c.work_ratio for c in comps[(0, 0)]])
-pairs = zip(comps[(0, 0)], comps[(1, 2)], strict=True)
-diff, sed = mean_se([a.work_ratio / b.work_ratio for a, b in pairs])
-print(f"log(Var×cost ratio): (1,2) {m12:.2f} ± {se12:.2f}; (0,0) {m00:.2f} ± {se00:.2f}")
-print(f"log((0,0) / (1,2)) paired by image: {diff:.2f} ± {sed:.2f}")
-assert m12 - 2 * se12 > 0, "ucvae should cost more per unit variance than IWAE here"
-assert diff - 2 * sed > 0, "(1, 2) should beat (0, 0) per unit of compute"
+for name, what in (("variance_study_quick.csv", "quick study, 40 epochs"),
+                   ("variance_study.csv", "full study, 150 epochs")):  # fmt: skip
+    lo, hi = study_range(name)
+    print(f"README {what}: {lo:.1f}–{hi:.1f}× over latent sizes (figures/{name})")
+assert m_log - 2 * se_log > 0, "ucvae should need more compute per unit variance than IWAE"
 
 # %% [markdown]
-# ## 4 · Move S, k, m yourself
+# The longer a model trains, the more compute the unbiased gradient needs per unit of
+# variance: its weights get less even and τ's tail heavier (notebook 05, §6).
 #
-# The widget reruns `practical.compare` on one test image: bars of variance × cost for ucvae,
-# IWAE-$S$ and IWAE-$S'$, and τ's survival against the 1/t law. Try $S = 2$ (the tail grows),
-# $S = 50$ (ucvae's ratio to IWAE improves but never reaches 1 here), $k = m = 0$ vs $(1, 2)$.
+# ## 5 · Move the levers yourself
+#
+# On the 2-D model, one test image at a time (output-bias gradient): variance × cost of ucvae,
+# IWAE-$S$ and IWAE-$S'$ ($S'$ costs what ucvae costs), τ against the 1/t law, and the error
+# against compute with IWAE's exact bias (one image, so no minibatch noise). Try the width
+# factor 1 → 3, $S = 2$ and $50$, $(k, m) = (0, 0)$, and the uncovered image printed in §3.
 
 # %%
-w = practical_widget(model, x[0], num_samples=S, k=1, m=2, replicates=R)
+w = practical_widget(model2, data.test[:SCAN], (8, 8), num_samples=S, k=1, m=2, replicates=400)
 display(w)
-w.S.value = 5  # what moving the slider does
+w.factor.value = 2.0  # what moving a slider does
 print(w.summary.value.replace("<b>", "").replace("</b>", ""))
 
 # %% [markdown]
-# ## 5 · Moving the reference: does a rejuvenation move fix the tail?
+# ## 6 · Moving the reference: a rejuvenation move
 #
-# In the degenerate regime the reference stays put until a fresh draw beats it. An obvious
-# remedy is to move it anyway: after each index selection, one **random-walk
-# Metropolis–Hastings step** targeting $p(z \mid x)$,
-# $r' = r + s \odot \xi$, accepted with probability $\min\{1, p(x, r')/p(x, r)\}$.
-# It keeps $p(z \mid x)$ invariant, so $H_{k:m}$ stays unbiased (tested against the exact
-# linear-Gaussian answers in `tests/test_rejuvenation.py`). The two chains' proposals come from
-# the *reflection–maximal coupling* of $N(r^X, s^2)$ and $N(r^Y, s^2)$ and share the acceptance
-# uniform, so the chains can also meet by accepting the same point
-# (`coupled_estimate(..., rejuvenate=s)`; off by default). Each move costs one more log-weight
-# evaluation per chain. We try it on the degenerate proposal ($q_\phi$ three times too wide)
-# with $s = c\,\sigma_\phi(x)$.
+# In the degenerate regime the reference stays put until a fresh draw beats it. A remedy to
+# try: after each selection, move both references by a coupled random-walk Metropolis–Hastings
+# step targeting $p(z\mid x)$ (step $s = c\,\sigma_\phi(x)$). It keeps $H_{k:m}$ unbiased
+# (`tests/test_rejuvenation.py`) and costs one evaluation per chain per move. Does it shorten
+# the 3× wide proposal's tail?
 
 # %%
-q_rows = model.proposal(xr, detach=True)
-moves = {"no move": None, "MH, s = 0.3 σ": 0.3, "MH, s = 1.0 σ": 1.0}
+moves = {"no move": None, "s = 0.3 σ": 0.3, "s = 1.0 σ": 1.0}
 taus_mh, evals_mh = {}, {}
+scale = model.proposal(xr, detach=True).scale
 with torch.no_grad():
     for name, c in moves.items():
-        move = None if c is None else RandomWalkMH(c * q_rows.scale)
-        est = coupled_estimate(
-            widened_target(xr, 3.0), S, 0, 0, max_steps=100_000, generator=g, move=move
-        )
-        taus_mh[f"q × 3, {name}"] = est.tau
-        evals_mh[name] = est.num_evals.double().mean().item()
-for (name, tau), ev in zip(taus_mh.items(), evals_mh.values(), strict=True):
-    s_ = tau_summary(tau)
-    print(
-        f"{name}: mean τ {s_['mean']:.2f}, p99 {s_['p99']:.0f}, max {s_['max']:.0f}, evals {ev:.1f}"
-    )
+        move = None if c is None else RandomWalkMH(c * scale)
+        target = practical.widened_target(model, xr, 3.0)
+        est = coupled_estimate(target, S, max_steps=100_000, generator=g, move=move)
+        taus_mh[f"q × 3, {name}"], evals_mh[name] = est.tau, est.num_evals.double().mean().item()
+p0, se0 = p_above(taus_mh["q × 3, no move"], T8)
+for name in moves:
+    p, se = p_above(taus_mh[f"q × 3, {name}"], T8)
+    z = (p - p0) / math.hypot(se, se0) if name != "no move" else 0.0
+    verdict = "heavier" if z > 2 else "lighter" if z < -2 else "no change beyond 2 SE"
+    print(f"{name}: P(τ > 8) = {p:.3f} ± {se:.3f}"
+          + (f" ({z:+.1f} SE against no move: {verdict})" if name != "no move" else "")
+          + f", {evals_mh[name]:.1f} evaluations per estimate")  # fmt: skip
+    if name != "no move":
+        assert z > -3, "the move should not shorten the tail"
+        assert evals_mh[name] > evals_mh["no move"], "the move costs evaluations"
 fig = viz.new_figure(size=(5.5, 3.8))
 viz.survival_vs_degenerate(fig.axes[0], taus_mh, S, "q × 3: with and without the MH move")
 viz.save(fig, "06_rejuvenation")
-fig
+display(fig)
 
 # %% [markdown]
-# The move keeps the chains in the heavy-tailed regime. A small step (0.3 σ) does nothing for
-# the tail and costs more evaluations. A step as wide as the encoder's σ trims the far end
-# (p99 and max come down) for a few per cent more evaluations, but the bulk of the tail,
-# $P(\tau > 8)$, does not drop and the curve keeps the slope of the 1/t law. Two reasons:
-# (i) a move that explores $p(z \mid x)$ takes the reference to *typical* posterior points,
-# whose weights are as large as ever, so a fresh draw beats both references no more often;
-# (ii) meeting through the move needs both chains to accept one common proposal, which the
-# reflection coupling makes likely only when the references are within a few $s$ of each
-# other, while two independent posterior draws are about $\sqrt{2d}$ posterior standard
-# deviations apart. On MNIST with 50 latents the benchmark sees the same pattern (README). We
-# check the two claims that hold for both step sizes: $P(\tau > 8)$ is not lower with the
-# move (3 binomial standard errors), and the move costs evaluations.
-
-# %%
-p_no, se_no = p_above(taus_mh["q × 3, no move"], T8)
-for name in ("MH, s = 0.3 σ", "MH, s = 1.0 σ"):
-    p_mh, se_mh = p_above(taus_mh[f"q × 3, {name}"], T8)
-    print(f"P(τ > 8): no move {p_no:.4f} ± {se_no:.4f}; {name} {p_mh:.4f} ± {se_mh:.4f}")
-    assert p_mh > p_no - 3 * math.hypot(se_no, se_mh), "the move should not shorten the tail"
-    assert evals_mh[name] > evals_mh["no move"], "the move costs log-weight evaluations"
-
-# %% [markdown]
-# ## 6 · The whole study
+# Read the differences with their standard errors: neither step lowers $P(\tau > 8)$, and
+# both cost evaluations (in full mode, with 4,000 chain pairs, both make the tail measurably
+# heavier). A move that explores $p(z\mid x)$ takes the references to typical posterior
+# points, whose weights fresh draws beat no more often; and meeting through the move needs the
+# two references within a few $s$ of each other.
 #
-# `python benchmarks/variance_study.py --quick` repeats sections 1–3 over the levers of the
-# question "what would make it practical?": latent size (2–50), encoder family (diagonal,
-# full-covariance, a 4-layer affine-coupling **normalising flow**), the encoder's objective
-# (IWAE bound or the inclusive KL estimated by the chains), $S$, $(k, m)$ and the rejuvenation
-# move. Its figures (the digits quick run and the MNIST run, as committed):
+# ## Exercises
+#
+# **Exercise 1 (2 points, derivation).** In the degenerate regime at $S = 10$: what is
+# $P(\tau > 20)$, and what is the smallest $t$ with $P(\tau > t) < 0.01$? Assign `p_tail` and
+# `t_99`. (Compare the median, 2 steps: most chains meet at once, a few run very long.)
 
-# %%
-FIG = figures_dir()
-for stem in ("variance_study_tau_quick", "variance_study_work_quick",
-             "variance_study_tau_mnist_quick", "variance_study_work_mnist_quick"):  # fmt: skip
-    path = FIG / f"{stem}.png"
-    if path.exists():
-        display(Image(filename=str(path)))
-    else:
-        print(f"{path.name} not found: run benchmarks/variance_study.py to make it")
+# %% nbgrader={"grade": false, "grade_id": "ex1_tail", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
+### BEGIN SOLUTION
+p_tail = 11 / (11 + 9 * 19)  # (S+1)/(S+1+(S−1)(t−1)) at S = 10, t = 20
+t_99 = 1 + math.floor(99 * 11 / 9) + 1  # (S−1)(t−1) > 99 (S+1), i.e. t − 1 > 121
+### END SOLUTION
+
+# %% nbgrader={"grade": true, "grade_id": "ex1_tail_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+checks.check_degenerate_tail(p_tail, t_99)
+
+# %% [markdown]
+# **Exercise 2 (2 points).** Write `within_set_ess(log_w)`: for log-weights [..., S] return
+# Kish's ESS $(\sum_s w_s)^2/\sum_s w_s^2$ over the last dimension. Log-weights of images run
+# into the hundreds: never exponentiate them directly.
+
+
+# %% nbgrader={"grade": false, "grade_id": "ex2_ess", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
+def within_set_ess(log_w):
+    ### BEGIN SOLUTION
+    w_bar = torch.softmax(log_w, -1)  # normalised weights: the scale of w cancels
+    return 1.0 / w_bar.pow(2).sum(-1)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex2_ess_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+checks.check_within_set_ess(within_set_ess)
+### BEGIN HIDDEN TESTS
+checks.check_within_set_ess(within_set_ess, seed=7)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# **Exercise 3 (2 points).** Write `is_degenerate(log_w, min_ess)`: log-weights
+# [images, sets, S] of sets drawn from $q_\phi$ → `True` when the median over images of the
+# image's mean within-set ESS is below `min_ess` (the ESS half of
+# `practical.degenerate_regime`). Why the median, and why within sets rather than over all of
+# an image's draws? Then apply it to `diags` above for a quick check of your own.
+
+
+# %% nbgrader={"grade": false, "grade_id": "ex3_rule", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
+def is_degenerate(log_w, min_ess):
+    ### BEGIN SOLUTION
+    ess_per_image = effective_sample_size(log_w).mean(-1)  # mean over an image's sets
+    return ess_per_image.median().item() < min_ess  # a few bad images must not decide
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "ex3_rule_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+checks.check_is_degenerate(is_degenerate)
+### BEGIN HIDDEN TESTS
+checks.check_is_degenerate(is_degenerate, min_ess=2.0, seed=5)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Summary
 #
-# * Practical = **weights that are not degenerate at the S in use**: within-set ESS well above
-#   1, PSIS $\hat k$ below 0.7. Then τ's tail is light and the unbiased gradient costs a small
-#   constant factor (≈ 2–3× here) more compute than IWAE for the same variance.
-# * Degenerate weights (ESS ≈ 1) put τ on the 1/t law for every S; no choice of k, m fixes the
-#   tail. The training loop warns about it (`TrainConfig(degenerate="warn" | "raise" | "ignore")`).
-# * Moving the reference with a coupled MH step keeps the estimator unbiased but does not
-#   escape the 1/t regime: a step of the encoder's width trims the far tail, a small step only
-#   adds cost (on MNIST with 50 latents it made the tail *heavier*: max τ 6,477, README).
-#   Neither a full-covariance or flow encoder, nor the inclusive KL, nor larger S escapes it
-#   there either (study, README).
-# * On digits, IWAE's bias is smaller than its noise, so the unbiased gradient does not buy test
-#   log-likelihood (README results table): unbiasedness is worth its price only where the bias
-#   matters and the weights are healthy.
+# * Degenerate weights (ESS ≈ 1) put τ on the 1/t law for every $S$: infinite expected cost.
+#   Too narrow **or** too wide a proposal gets there; bounded weights do not prevent it.
+# * Within-set ESS and PSIS $\hat k$ tell the regime before training.
+# * Judge "practical" by the error of the averaged gradient, $|\bar b|^2 + cV/C$: noise
+#   averages away over SGD steps, bias does not. With the minibatch noise dominating, $C^*$ is
+#   set by cost per image and IWAE's bias.
+# * Per unit of variance ucvae needs several times IWAE's compute on digits, more the longer
+#   the model trains (§4). Moving the reference does not shorten the tail.
 #
-# ## Exercises
-#
-# **1.** For this model, find the smallest widening factor of $q_\phi$ (try 1.0, 1.5, …, 4.0)
-# at which `practical.degenerate_regime` fires. What is the median PSIS $\hat k$ there?
+# ## References
+# * Burda, Grosse & Salakhutdinov (2016). Importance weighted autoencoders. ICLR.
+# * Jacob, O'Leary & Atchadé (2020). Unbiased Markov chain Monte Carlo methods with couplings.
+#   JRSS B.
+# * Ruiz, Titsias, Cemgil & Doucet (2021). Unbiased gradient estimation for variational
+#   auto-encoders using coupled Markov chains. UAI.
+# * Vehtari, Simpson, Gelman, Yao & Gabry (2024). Pareto smoothed importance sampling. JMLR.
+# * Andrieu, Lee & Vihola (2018). Uniform ergodicity of the iterated conditional SMC and
+#   geometric ergodicity of particle Gibbs samplers. Bernoulli. (CIS, i-SIR.)
 
-# %% tags=["solution"]
-for f in [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]:
-    tgt = widened_target(x, f)
-    with torch.no_grad():
-        ess = effective_sample_size(tgt.log_weight(tgt.sample(50 * S, g)).view(len(x), 50, S))
-        lw_big = tgt.log_weight(tgt.sample(1000, g))
-    med = ess.mean(-1).median().item()
-    if practical.degenerate_regime(med, S) is not None:
-        khat = psis_khat(lw_big).median().item()
-        print(f"degenerate from q × {f}: median ESS {med:.2f}, median k̂ {khat:.2f}")
-        break
-    print(f"q × {f}: median ESS {med:.2f}")
-
-# %% [markdown]
-# **2.** Widen the proposal much further (10×) and compare τ's survival with the 1/t law. Is the
-# law reached? Does larger S (say 50) shorten the tail in this regime?
-
-# %% tags=["solution"]
-with torch.no_grad():
-    far = {}
-    for s_ in (10, 50):
-        e = coupled_estimate(widened_target(xr[:200], 10.0), s_, max_steps=100_000, generator=g)
-        far[f"q × 10, S = {s_}"] = e.tau
-fig = viz.new_figure(size=(5.0, 3.5))
-viz.survival_vs_degenerate(fig.axes[0], far, {"q × 10, S = 10": 10, "q × 10, S = 50": 50})
-for name, tau in far.items():
-    print(name, {k: round(v, 2) for k, v in tau_summary(tau).items()})
-fig
-
-# %% [markdown]
-# **3.** At which S in {5, 10, 20, 50} is ucvae's variance × cost closest to IWAE's for the
-# first test image? Does it ever reach parity?
-
-# %% tags=["solution"]
-for s_ in (5, 10, 20, 50):
-    c = practical.compare(model, x[0], s_, 1, 2, replicates=R, generator=g)
-    print(
-        f"S = {s_}: Var×cost {c.work_ratio:.2f}× IWAE-{s_}, "
-        f"mean τ {c.ucvae.tau.double().mean():.2f}"
-    )
+# %%
+print(f"notebook ran in {time.perf_counter() - START:.0f} s ({MODE} mode)")

@@ -183,3 +183,20 @@ def test_lab_helpers(lg, meta_default):
     iw = u.iwae_estimate(target, 3, g)
     crossover_budget(eb, error_budget(iw.mean(), model.posterior(x1)[0][0] + 1.0, 3))
     T.group_mean_gradients(model, x1, iw, groups=4).sum().item()
+
+
+def test_grid_and_bias_noise_at_equal_compute(meta_default):
+    """Notebook 06's measurements: the grid posterior, the exact gradient, estimator samples."""
+    from ucvae_lite.vae import posterior_grid
+
+    with torch.device("cpu"):  # the inputs live on the CPU; the library must follow them
+        torch.manual_seed(0)
+        model = VAE(12, (8,), 2)
+        x = (torch.rand(2, 12, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    g = torch.Generator().manual_seed(0)
+    posterior_grid(model, x, 4.0, 11).log_marginal.sum().item()
+    exact = P.exact_output_bias_gradient(model, x, 11)
+    budgets, checks = P.output_bias_budgets(model, x, exact, (2,), 3, replicates=4, generator=g)
+    budgets[0].crossover(budgets[1])
+    P.uncovered_mass(model, x, n=11)
+    assert math.isfinite(budgets[0].variance) and checks["tau"].device.type == "cpu"

@@ -1,5 +1,6 @@
 """When is the estimator practical: per-row gradients, diagnostics, the training-loop warning,
-the full-covariance encoder and the notebook-06 widget (all small and fast)."""
+the full-covariance encoder (all small and fast; the notebook-06 widget is tested in
+test_widgets_practical.py)."""
 
 import warnings
 
@@ -12,7 +13,6 @@ import torch  # noqa: E402
 
 from ucvae_lite import coupled_estimate, log_likelihood_surrogate, particle_log_joint  # noqa: E402
 from ucvae_lite import practical as P  # noqa: E402
-from ucvae_lite import widgets as wd  # noqa: E402
 from ucvae_lite.data import load_dataset  # noqa: E402
 from ucvae_lite.surrogate import per_row_gradients  # noqa: E402
 from ucvae_lite.train import DegenerateWeightsError, TrainConfig, train  # noqa: E402
@@ -138,14 +138,3 @@ def test_training_refuses_with_raise_and_ignore_overrides(tmp_path, tiny_digits)
     assert hist["degenerate"] == []
     with pytest.raises(ValueError, match="degenerate"):
         train(_cfg(tmp_path, degenerate="maybe"), progress=False, data=tiny_digits)
-
-
-def test_practical_widget_callbacks():
-    w = wd.practical_widget(small_vae(), images(1)[0], num_samples=4, k=0, m=0, replicates=10)
-    img, text = bytes(w.image.value), w.summary.value
-    assert img.startswith(b"\x89PNG") and "IWAE-4" in text and len(w.history) == 1
-    w.S.value = 6
-    assert bytes(w.image.value) != img and "IWAE-6" in w.summary.value
-    assert w.history[-1].iwae_same_s.cost == 6
-    w.k.value = 2  # m < k: m is moved up to k, then one update runs
-    assert w.m.value == 2 and "(k, m) = (2, 2)" in w.summary.value

@@ -20,6 +20,7 @@ the θ-gradient of the surrogate's term for data point b, with the coefficients 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -27,11 +28,15 @@ from torch import Tensor
 
 from .coupled import coupled_estimate
 from .diagnostics import psis_khat, tau_summary
+from .distributions import Gaussian
+from .estimate import Estimate
 from .iwae import effective_sample_size, iwae_estimate
+from .landscape import ErrorBudget, GradientSamples, error_budget
 from .rejuvenation import RandomWalkMH
 from .stats import VarianceCost, variance_and_cost
 from .surrogate import per_row_gradients
-from .vae import VAE
+from .targets import ImportanceTarget
+from .vae import VAE, zoomed_posterior_grid
 
 # The degenerate regime: median within-set ESS below this many particles (1 = one particle
 # takes all the weight, the limit in which P(τ > t) → (S+1)/(S+1+(S−1)(t−1))).
@@ -48,14 +53,20 @@ def weight_diagnostics(
     num_sets: int = 50,
     num_khat: int = 1000,
     generator: torch.Generator | None = None,
+    factor: float = 1.0,
 ) -> dict:
     """Importance-weight diagnostics of q_φ for the images x [B, P], per image.
+
+    ``factor`` ≠ 1 widens q_φ's standard deviations by that factor (``widened_target``; only
+    with ``eps = 0``), to see the diagnostics of a worse proposal on the same model.
 
     Returns tensors [B]: ``ess`` (mean within-set ESS in particles, over ``num_sets`` sets of
     S = ``num_samples``), ``ess_frac`` (= ess / S), ``khat`` (PSIS k̂ of ``num_khat`` draws;
     skipped when 0), and the floats ``median_ess``, ``median_ess_frac``, ``median_khat``.
     """
-    target = model.target(x, eps)
+    if factor != 1.0 and eps:
+        raise ValueError("widen the encoder (factor) or mix in the prior (eps), not both")
+    target = model.target(x, eps) if factor == 1.0 else widened_target(model, x, factor)
     lw = target.log_weight(target.sample(num_sets * num_samples, generator))
     ess = effective_sample_size(lw.view(len(x), num_sets, num_samples)).mean(-1)
     out = {"ess": ess, "ess_frac": ess / num_samples}
@@ -232,3 +243,172 @@ def summarise(comparisons: list[Comparison]) -> dict:
     out["ratio_same_cost"] = out["var_ucvae"] / out["var_iwae_matched"]
     out["ratio_same_cost_median_image"] = med([c.ratio_same_cost for c in comparisons])
     return out
+
+
+# --- bias and noise at equal compute (notebook 06 §3 and its widget) --------------------------
+def widened_target(model: VAE, x: Tensor, factor: float = 1.0) -> ImportanceTarget:
+    """The importance target of ``model`` on x with q_φ's standard deviations × ``factor``.
+
+    Same mean as the encoder: ``factor > 1`` proposes too widely (the weights grow degenerate,
+    τ's tail heavier), ``factor < 1`` too narrowly. Diagonal Gaussian encoders only.
+    """
+    if not factor > 0:
+        raise ValueError(f"the widening factor must be > 0, got {factor}")
+    q = model.proposal(x, detach=True)
+    if not isinstance(q, Gaussian) or q.full:
+        raise ValueError("widened_target needs a diagonal Gaussian encoder (covariance='diag')")
+    return ImportanceTarget(model, x, Gaussian(q.loc, q.scale * factor))
+
+
+def output_bias_score(model: VAE, x: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """f(rows, z) = ∇_b log p_θ(x_rows, z) = x_rows − σ(f_θ(z)): the gradient of the log joint
+    with respect to the decoder's output biases b (one per pixel), for the Bernoulli decoder.
+
+    Fisher's identity makes E_{p(z|x)}[f] = ∇_b log p_θ(x), and any estimate Σ_n c_n f(z_n) of
+    posterior expectations is an estimate of that gradient block (P numbers, closed form: no
+    backward pass needed). ``rows`` [M] say which image of x each particle z [M, D] belongs to.
+    """
+
+    def score(rows: Tensor, z: Tensor) -> Tensor:
+        logits, xr = model.decoder(z), x[rows]
+        # x − σ(ℓ) = x σ(−ℓ) − (1 − x) σ(ℓ): no cancellation where x = 1 and σ(ℓ) ≈ 1
+        return xr * torch.sigmoid(-logits) - (1 - xr) * torch.sigmoid(logits)
+
+    return score
+
+
+@torch.no_grad()
+def per_row_expectation(
+    estimate: Estimate, f: Callable[[Tensor, Tensor], Tensor], chunk: int = 1 << 15
+) -> Tensor:
+    """Σ_{n ∈ b} c_n f(rows_n, z_n) for every data point b, over the flat particles: [B, ...].
+
+    Unlike ``Estimate.expectation`` it never pads, so a few long chains cost their own
+    particles, not batch size × the longest chain.
+    """
+    out = None
+    for start in range(0, estimate.rows.numel(), chunk):
+        rows = estimate.rows[start : start + chunk]
+        values = f(rows, estimate.flat_particles[start : start + chunk])
+        coef = estimate.flat_coef[start : start + chunk].to(values.dtype)
+        if out is None:
+            out = values.new_zeros(estimate.batch_size, *values.shape[1:])
+        out.index_add_(0, rows, coef.reshape(-1, *([1] * (values.dim() - 1))) * values)
+    return out
+
+
+IGNORED_VARIANCE = 1e-6  # coordinates with less (relative) variance are left out of z-tests
+
+
+def estimator_samples(
+    model: VAE,
+    x: Tensor,
+    method: str,
+    num_samples: int,
+    replicates: int,
+    k: int = 0,
+    m: int = 0,
+    factor: float = 1.0,
+    generator: torch.Generator | None = None,
+    max_steps: int = 20_000,
+) -> tuple[list[GradientSamples], Tensor]:
+    """R estimates of ∇_b log p_θ(x_i) (the decoder's output biases) for each image x_i [N, P].
+
+    ``method`` "ucvae" (H_{k:m} from coupled chains; a chain unmet at ``max_steps`` is
+    truncated, with τ = max_steps + 1) or "iwae" (IWAE-S), with the proposal q_φ widened by
+    ``factor``. Returns one ``landscape.GradientSamples`` per image (``grads`` [R, P], ``cost``
+    its mean log-weight evaluations per estimate), ready for ``landscape.error_budget``, and the
+    meeting times τ [N·R] (zeros for IWAE).
+    """
+    if method not in ("ucvae", "iwae"):
+        raise ValueError(f"method must be 'ucvae' or 'iwae', got {method!r}")
+    N = x.shape[0]
+    xr = x.repeat_interleave(replicates, 0)
+    with torch.no_grad():
+        target = widened_target(model, xr, factor)
+        if method == "ucvae":
+            est = coupled_estimate(
+                target, num_samples, k, m, max_steps, generator, on_timeout="truncate"
+            )
+        else:
+            est = iwae_estimate(target, num_samples, generator)
+        g = per_row_expectation(est, output_bias_score(model, xr)).view(N, replicates, -1)
+    cost = est.num_evals.double().view(N, replicates).mean(1)
+    samples = [GradientSamples(g[i], cost[i].item()) for i in range(N)]
+    return samples, est.tau.clone()
+
+
+def max_z(samples: list[GradientSamples], exact: Tensor) -> tuple[float, int]:
+    """The largest |z-score| of the replicate means against the exact gradients [N, P], and
+    over how many coordinates: those whose variance is at least ``IGNORED_VARIANCE`` of the
+    largest in their image (a pixel the decoder is sure of, σ ≈ 0 or 1, has a gradient of
+    ~1e-10 whose heavy-tailed noise leaves no usable standard error). An unbiased estimator
+    stays below ``stats.z_threshold`` of that many coordinates."""
+    worst, count = 0.0, 0
+    for s, g in zip(samples, exact.double(), strict=True):
+        grads = s.grads.double()
+        var = grads.var(0)
+        keep = var >= IGNORED_VARIANCE * var.max()
+        z = (grads.mean(0) - g)[keep] / (var[keep] / grads.shape[0]).sqrt()
+        worst, count = max(worst, z.abs().max().item()), count + int(keep.sum())
+    return worst, count
+
+
+def output_bias_budgets(
+    model: VAE,
+    x: Tensor,
+    exact: Tensor,
+    sizes: tuple[int, ...] = (2, 5, 10, 50),
+    num_samples: int = 10,
+    k: int = 1,
+    m: int = 2,
+    replicates: int = 1000,
+    factor: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[list[ErrorBudget], dict]:
+    """``landscape.ErrorBudget``s of the output-bias gradient on the images x [N, P] against
+    the exact gradients [N, P]: ucvae (S = ``num_samples``, k, m) and IWAE-S for S in
+    ``sizes``. Also returns {name: (max |z|, coordinates)} from ``max_z`` and "tau": ucvae's τ.
+    """
+    budgets, checks = [], {}
+    runs = [("ucvae", "ucvae", num_samples)] + [(f"IWAE-{S}", "iwae", S) for S in sizes]
+    for name, method, S in runs:
+        samples, tau = estimator_samples(model, x, method, S, replicates, k, m, factor, generator)
+        budgets.append(error_budget(name, samples, exact, unbiased=method == "ucvae"))
+        checks[name] = max_z(samples, exact)
+        if method == "ucvae":
+            checks["tau"] = tau
+    return budgets, checks
+
+
+def exact_output_bias_gradient(model: VAE, x: Tensor, n: int = 201, limit: float = 4.0) -> Tensor:
+    """∇_b log p_θ(x_i) [N, P] for a 2-D latent, by the posterior on an n × n grid zoomed on
+    each image's posterior (``vae.zoomed_posterior_grid``: exact up to the grid); one image at
+    a time, to bound memory. ∇_b log p_θ(x) = E_{p(z|x)}[x − σ(f_θ(z))] (Fisher's identity)."""
+    out = []
+    with torch.no_grad():
+        for xi in x.split(1):
+            grid = zoomed_posterior_grid(model, xi, n, limit)
+            rows = torch.zeros(len(grid.points), dtype=torch.long, device=x.device)
+            f = output_bias_score(model, xi)(rows, grid.points)  # [n², P]
+            out.append((grid.posterior_weights[0, :, None] * f).sum(0, keepdim=True))
+    return torch.cat(out)
+
+
+def uncovered_mass(model: VAE, x: Tensor, radius: float = 4.0, n: int = 201) -> Tensor:
+    """[N] the posterior mass (on a zoomed grid, 2-D latent) farther than ``radius`` encoder
+    standard deviations from the encoder's mean: |(z − μ_φ(x)) / σ_φ(x)| > radius.
+
+    q_φ puts about e^{−radius²/2} of its own mass there, so posterior mass well above that sits
+    where q rarely proposes: a second mode, or a tail the Gaussian encoder cannot follow. Every
+    importance-sampling estimator (IWAE and the coupled one alike) then sees that mass only in
+    rare draws with very large weights.
+    """
+    out = []
+    with torch.no_grad():
+        for xi in x.split(1):
+            grid = zoomed_posterior_grid(model, xi, n)
+            q = model.encode(xi)
+            dist = ((grid.points - q.loc[0]) / q.scale[0]).norm(dim=-1)
+            out.append(grid.posterior_weights[0][dist > radius].sum())
+    return torch.stack(out)

@@ -4,7 +4,8 @@ Each factory returns an ``ipywidgets.VBox`` to ``display(...)``. The figure is r
 into an ``ipywidgets.Image`` (works in JupyterLab without an interactive matplotlib backend);
 the controls and outputs are attributes of the returned box, so tests can drive a widget by
 setting ``.value`` on a slider and check that ``box.image.value`` and ``box.summary.value``
-change. Callbacks only call ``teaching``/``viz`` functions and re-render.
+change. Callbacks only call ``teaching``/``viz`` functions and re-render. Notebook 06's widget
+is in ``widgets_practical``.
 """
 
 from __future__ import annotations
@@ -477,60 +478,3 @@ def variance_widget(
 def getattr_value(vc: teaching.VarianceCost, key: str) -> float:
     """The bar heights of ``variance_widget``: mean variance, cost or variance × cost."""
     return {"var": vc.variance.mean().item(), "cost": vc.cost, "work": vc.work}[key]
-
-
-def practical_widget(
-    model,
-    x: Tensor,
-    num_samples: int = 10,
-    k: int = 1,
-    m: int = 2,
-    replicates: int = 100,
-    seed: int = 0,
-) -> W.VBox:
-    """Sliders for S, k, m on a real VAE: variance per compute of ucvae vs IWAE (notebook 06).
-
-    ``x`` is one image. Each change calls ``practical.compare`` (R = ``replicates`` gradient
-    samples of ucvae's H_{k:m}, of IWAE-S and of IWAE-S', S' = ucvae's mean cost) and draws
-    variance × cost of the three, and τ's survival against the degenerate-weights 1/t law.
-    Attributes: ``S``, ``k``, ``m`` (IntSliders), ``image``, ``summary``, ``history`` (one
-    ``practical.Comparison`` per update), ``update()``.
-    """
-    from . import practical
-
-    S = W.IntSlider(value=num_samples, min=2, max=100, description="S", continuous_update=False)
-    kk = W.IntSlider(value=k, min=0, max=8, description="k", continuous_update=False)
-    mm = W.IntSlider(value=m, min=0, max=32, description="m", continuous_update=False)
-    image, summary = _image(), W.HTML()
-    box = W.VBox([W.HBox([S, kk, mm]), summary, image])
-    box.S, box.k, box.m, box.image, box.summary = S, kk, mm, image, summary
-    box.history = []
-
-    def update(_=None) -> None:
-        if mm.value < kk.value:
-            mm.value = kk.value  # triggers update again
-            return
-        g = torch.Generator().manual_seed(seed)
-        c = practical.compare(model, x, S.value, kk.value, mm.value, replicates, generator=g)
-        box.history.append(c)
-        fig = viz.new_figure(ncols=2, size=(3.6, 3.0))
-        names = ["ucvae", f"IWAE-{S.value}", f"IWAE-{c.matched_s}"]
-        works = [c.ucvae.work, c.iwae_same_s.work, c.iwae_same_cost.work]
-        fig.axes[0].bar(names, works, color=[viz.COLORS["x"], viz.COLORS["iwae"], "tab:pink"])
-        fig.axes[0].set_yscale("log")
-        fig.axes[0].set_title("variance × cost (lower is better)", fontsize=9)
-        viz.survival_vs_degenerate(fig.axes[1], {"ucvae τ": c.ucvae.tau}, S.value, "τ vs 1/t law")
-        image.value = viz.to_png(fig)
-        summary.value = (
-            f"S = {S.value}, (k, m) = ({kk.value}, {mm.value}): ESS/S {c.ucvae.ess_frac:.2f}, "
-            f"mean τ {c.ucvae.tau.double().mean():.2f} (max {int(c.ucvae.tau.max())}), cost "
-            f"{c.ucvae.cost:.1f} evals; variance × cost = <b>{c.work_ratio:.2f}×</b> IWAE-"
-            f"{S.value}'s; at equal cost its variance is <b>{c.ratio_same_cost:.2f}×</b> IWAE-"
-            f"{c.matched_s}'s (IWAE's bias is not in these numbers)."
-        )
-
-    for w in (S, kk, mm):
-        w.observe(update, names="value")
-    box.update = update
-    update()
-    return box

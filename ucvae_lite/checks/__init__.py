@@ -25,6 +25,15 @@ from .lab import (
     check_value,
 )
 from .landscape import check_expected_k, check_sumo, check_thinned
+from .training import (
+    check_degenerate_tail,
+    check_grid_log_likelihood,
+    check_inclusive_encoder_loss,
+    check_is_degenerate,
+    check_iwae_encoder_loss,
+    check_ucvae_decoder_loss,
+    check_within_set_ess,
+)
 
 __all__ = [
     "ANSWERS",
@@ -43,4 +52,13 @@ __all__ = [
     "check_thinned",
     "check_value",
     "passed",
+]
+__all__ += [  # notebooks 05 and 06 (checks/training.py)
+    "check_degenerate_tail",
+    "check_grid_log_likelihood",
+    "check_inclusive_encoder_loss",
+    "check_is_degenerate",
+    "check_iwae_encoder_loss",
+    "check_ucvae_decoder_loss",
+    "check_within_set_ess",
 ]

@@ -1,0 +1,71 @@
+"""The homework notebooks (05, 06) keep the course's conventions.
+
+* They open with learning objectives, prerequisites, a study time and how to switch fast/full
+  mode, and end with a summary and references.
+* Each exercise is in nbgrader's format: a solution cell (``solution: true``, tagged
+  ``solution``, collapsed, the answer between ``### BEGIN/END SOLUTION``) followed by a locked
+  test cell with points that calls a checker from ``ucvae_lite.checks``.
+* The stored notebooks show no solution output, and 05 loads the shipped models by default.
+"""
+
+import json
+from pathlib import Path
+
+import jupytext
+import pytest
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+HOMEWORK = ["05_training", "06_when_practical"]
+
+
+def cells(stem: str):
+    return jupytext.read(NOTEBOOKS / f"{stem}.py").cells
+
+
+@pytest.mark.parametrize("stem", HOMEWORK)
+def test_opens_with_objectives_and_ends_with_summary_and_references(stem):
+    c = cells(stem)
+    head = c[0].source
+    for part in ("**Learning objectives.**", "**Prerequisites.**", "**Study time", "UCVAE_FAST"):
+        assert part in head, f"{stem}: the first cell lacks {part}"
+    markdown = [x.source for x in c if x.cell_type == "markdown"]
+    assert any(s.lstrip().startswith("## Summary") for s in markdown[-3:])
+    references = next(s for s in markdown if "## References" in s)
+    for author in ("Burda", "Ruiz", "Jacob"):
+        assert author in references, f"{stem}: no reference to {author}"
+
+
+@pytest.mark.parametrize("stem", HOMEWORK)
+def test_exercises_in_nbgrader_format_with_checkers(stem):
+    c = cells(stem)
+    ids = []
+    solutions = [i for i, x in enumerate(c) if x.metadata.get("nbgrader", {}).get("solution")]
+    assert len(solutions) >= 3
+    for i in solutions:
+        sol, test = c[i], c[i + 1]
+        assert "solution" in sol.metadata["tags"]
+        assert sol.metadata["jupyter"]["source_hidden"] is True
+        assert "### BEGIN SOLUTION" in sol.source and "### END SOLUTION" in sol.source
+        assert "Exercise" in c[i - 1].source and c[i - 1].cell_type == "markdown"
+        grade = test.metadata["nbgrader"]
+        assert grade["grade"] is True and grade["locked"] is True and grade["points"] > 0
+        assert "checks.check_" in test.source
+        ids += [sol.metadata["nbgrader"]["grade_id"], grade["grade_id"]]
+    assert len(ids) == len(set(ids)), f"{stem}: grade ids must be unique"
+
+
+@pytest.mark.parametrize("stem", HOMEWORK)
+def test_stored_notebook_hides_solutions(stem):
+    nb = json.loads((NOTEBOOKS / f"{stem}.ipynb").read_text())
+    solutions = [x for x in nb["cells"] if x["metadata"].get("nbgrader", {}).get("solution")]
+    assert solutions
+    for cell in solutions:
+        assert cell["outputs"] == [] and cell["execution_count"] is None
+        assert cell["metadata"]["jupyter"]["source_hidden"] is True
+    outputs = [o for x in nb["cells"] if x["cell_type"] == "code" for o in x["outputs"]]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+
+
+def test_training_notebook_loads_the_shipped_models_by_default():
+    source = (NOTEBOOKS / "05_training.py").read_text()
+    assert "TRAIN_FROM_SCRATCH = False" in source and "pretrained.load(" in source
