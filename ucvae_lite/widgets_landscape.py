@@ -12,11 +12,12 @@ from dataclasses import replace
 
 import ipywidgets as W
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 from . import viz
 from .budget import ErrorBudget
 
-COMPUTE = np.geomspace(1e2, 1e7, 120)  # the budgets the curves are drawn at
+COMPUTE = np.geomspace(1e2, 1e7, 60)  # the budgets the curves are drawn at
 
 
 def budget_widget(budgets: list[ErrorBudget], log10_budget: float = 4.0) -> W.VBox:
@@ -46,13 +47,15 @@ def budget_widget(budgets: list[ErrorBudget], log10_budget: float = 4.0) -> W.VB
         c = 10.0**budget.value
         mse = {b.name: b.mse(c) for b in scaled}
         box.winner = min(mse, key=mse.get)
-        fig = viz.new_figure(ncols=2, size=(3.9, 3.2))
+        fig = viz.widget_figure(ncols=2, size=(3.9, 3.2), wspace=0.75)
         viz.mse_vs_budget(fig.axes[0], COMPUTE, scaled, bands=False, title="MSE against compute")
         fig.axes[0].axvline(c, color="k", lw=0.8, ls=":")
         names = [b.name for b in scaled]
         fig.axes[1].barh(names, [mse[n] for n in names], color="0.6")
         fig.axes[1].barh([box.winner], [mse[box.winner]], color="tab:green")
         fig.axes[1].set_xscale("log")
+        fig.axes[1].xaxis.set_minor_formatter(NullFormatter())  # no crowded minor labels
+        fig.axes[0].legend(fontsize=6, ncol=2, loc="lower left")
         fig.axes[1].set_xlabel(f"MSE at C = 10^{budget.value:g}")
         fig.axes[1].tick_params(axis="y", labelsize=7)
         image.value = viz.to_png(fig)
