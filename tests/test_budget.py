@@ -67,3 +67,16 @@ def test_bad_input():
     u = ErrorBudget("u", 0.0, 0.0, 1.0, 0.1, 1.0)
     with pytest.raises(ValueError, match="no measurable bias"):
         crossover_budget(u, ErrorBudget("i", -1e-4, 1e-3, 1.0, 0.1, 1.0))
+
+
+def test_crossover_counts_the_minibatch_noise_both_methods_pay():
+    """With minibatch noise tr Σ_data, each method pays it at its own cost: C* uses the noise
+    c (V + tr Σ_data) of both, and the two MSE curves cross there."""
+    u = ErrorBudget("u", 0.0, 0.0, 4.0, 0.1, 20.0, 0.5, data_variance=3.0, unbiased=True)
+    i = ErrorBudget("i", 0.05, 0.001, 0.5, 0.01, 5.0, data_variance=3.0)
+    c_star, se = crossover_budget(u, i)
+    assert c_star == pytest.approx((20 * (4 + 3) - 5 * (0.5 + 3)) / 0.05)
+    assert c_star == pytest.approx(u.crossover(i))
+    assert u.mse(c_star) == pytest.approx(i.mse(c_star))
+    assert u.mse(2 * c_star) < i.mse(2 * c_star) and u.mse(c_star / 2) > i.mse(c_star / 2)
+    assert 0 < se < c_star
