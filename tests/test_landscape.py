@@ -93,3 +93,111 @@ def test_crossover_and_optimal_thinning_formulas():
     assert work(p) <= min(work(p * 0.9), work(min(1.0, p * 1.1)))
     cheaper = L.ErrorBudget("b", 0.0, 0, 1, 0, 1, unbiased=True)
     assert cheaper.crossover(L.ErrorBudget("c", 0.0, 0, 1, 0, 2)) == 0.0  # no bias: always wins
+
+
+def test_row_copies_of_a_linear_gaussian_match_per_replicate_gradients(model, x):
+    """Each replicate's gradient lands in its own copy of θ (``teaching``'s independent copies
+    give the reference), not in a copy shared with other rows."""
+    r = 6
+    est = u.coupled_estimate(model.target(x[:1].expand(r, -1), shift=0.5, scale=1.5), 3, 1, 2,
+                             generator=torch.Generator().manual_seed(3))  # fmt: skip
+    copies = L.RowCopies(model, r)
+    u.log_likelihood_surrogate(est, u.particle_log_joint(copies, x[:1].expand(r, -1))).backward()
+    torch.testing.assert_close(copies.gradients(), T.per_replicate_gradients(model, x[:1], est))
+
+
+def test_ucvae_correction_is_the_estimate_minus_iwae_on_its_own_x0(model, x):
+    """``correction`` = H − h(X_0): subtracted from the gradients it leaves IWAE's gradient on the
+    same X_0 (both estimators draw X_0 first, so the same seed gives the same X_0)."""
+    q = model.proposal(x[:1].expand(50, -1), shift=0.5, scale=1.5)
+    uc = L.gradient_samples(L.Method("u", "ucvae", 4, 1, 2), model, x[:1], q, 50,
+                            torch.Generator().manual_seed(4))  # fmt: skip
+    iw = L.gradient_samples(L.Method("i", "iwae", 4), model, x[:1], q, 50,
+                            torch.Generator().manual_seed(4))  # fmt: skip
+    torch.testing.assert_close(uc.grads - uc.correction, iw.grads)
+    assert uc.correction.abs().max() > 0.1  # the chains did correct something
+
+
+def test_msc_gradient_samples_follow_the_chain_age(model, x):
+    """Age 1 is IWAE (biased, rejected); at age 20 the bias is below this test's resolution."""
+    R, S = 2000, 5
+    exact = T.exact_gradient(model, x[:1])
+    q = model.proposal(x[:1].expand(R, -1), shift=0.5, scale=1.5)
+    limit = z_threshold(exact.numel())
+    zs = []
+    for age in (1, 20):
+        s = L.gradient_samples(L.Method("m", "msc", S, age=age), model, x[:1], q, R,
+                               torch.Generator().manual_seed(age))  # fmt: skip
+        zs.append(z_score(s.grads, exact).abs().max().item())
+    assert zs[0] > limit > zs[1], zs
+
+
+def _independent(true: torch.Tensor, bias: float, R: int, g: torch.Generator):
+    """R samples per data point around true[i] + bias, independent N(0, 1) coordinates."""
+    return [
+        L.GradientSamples(t + bias + torch.randn(R, t.numel(), generator=g, dtype=t.dtype), 5.0)
+        for t in true
+    ]
+
+
+def test_error_budget_bias_is_unbiased_at_zero_and_the_naive_square_is_not():
+    """The U-statistic leaves out the pairs g = h: with no bias its mean over replications is
+    0, while |mean b̂|², which keeps them, is pushed up by the noise (power check)."""
+    bias2, naive = [], []
+    for seed in range(40):
+        g = torch.Generator().manual_seed(seed)
+        true = torch.randn(3, 20, generator=g, dtype=torch.float64)
+        samples = _independent(true, 0.0, 20, g)
+        bias2.append(L.error_budget("x", samples, true).bias2)
+        means = torch.stack([s.grads.mean(0) for s in samples])
+        naive.append((means - true).mean(0).pow(2).sum().item())
+    limit = z_threshold(2)
+    for values, biased in ((bias2, False), (naive, True)):
+        v = torch.tensor(values, dtype=torch.float64)
+        z = v.mean().item() / (v.std().item() / math.sqrt(len(v)))
+        assert (abs(z) > limit) == biased, (z, biased)
+
+
+def test_error_budget_with_an_estimated_reference():
+    """A reference with its own noise (variance ``reference_var``): |b̄|² and tr Σ_data stay
+    unbiased; ignoring that noise would shift both (power checks)."""
+    N, P, v, truth = 6, 20, 0.2, 20 * 0.05**2
+    bias2, data, shifted_bias2, shifted_data = [], [], [], []
+    for seed in range(40):
+        g = torch.Generator().manual_seed(seed)
+        true = torch.randn(N, P, generator=g, dtype=torch.float64)
+        samples = _independent(true, 0.05, 20, g)
+        reference = true + v**0.5 * torch.randn(N, P, generator=g, dtype=torch.float64)
+        b = L.error_budget("x", samples, reference, torch.full((N, P), v, dtype=torch.float64))
+        naive = L.error_budget("x", samples, reference)  # the reference's noise ignored
+        exact_data = true.var(0).sum().item()
+        bias2.append(b.bias2 - truth)
+        data.append(b.data_variance - exact_data)
+        shifted_bias2.append(naive.bias2 - truth)
+        shifted_data.append(naive.data_variance - exact_data)
+    limit = z_threshold(4)
+    for values, biased in ((bias2, False), (data, False), (shifted_bias2, True),
+                           (shifted_data, True)):  # fmt: skip
+        d = torch.tensor(values, dtype=torch.float64)
+        z = d.mean().item() / (d.std().item() / math.sqrt(len(d)))
+        assert (abs(z) > limit) == biased, (z, biased)
+
+
+def test_error_budget_variances_cost_and_correction_size():
+    """tr Σ_est (mean over data points, summed over coordinates), tr Σ_data (of the reference
+    gradients), the mean cost and E|C|² against known values."""
+    N, R, P = 5, 400, 8
+    g = torch.Generator().manual_seed(0)
+    true = torch.randn(N, P, generator=g, dtype=torch.float64)
+    sd = torch.linspace(0.5, 2.0, P, dtype=torch.float64)  # tr Σ_est = Σ sd²
+    samples = []
+    for i in range(N):
+        grads = true[i] + sd * torch.randn(R, P, generator=g, dtype=torch.float64)
+        correction = 0.3 + torch.randn(R, P, generator=g, dtype=torch.float64)  # E|C|² = P·1.09
+        samples.append(L.GradientSamples(grads, 4.0 + i, correction))
+    b = L.error_budget("x", samples, true)
+    assert abs(b.variance - sd.pow(2).sum().item()) < 4 * b.variance_se
+    assert b.data_variance == pytest.approx(true.var(0).sum().item())
+    assert b.cost == pytest.approx(6.0)
+    sq = torch.cat([s.correction.pow(2).sum(1) for s in samples])
+    assert abs(b.correction2 - P * 1.09) < 4 * sq.std().item() / math.sqrt(len(sq))
