@@ -201,3 +201,22 @@ def test_error_budget_variances_cost_and_correction_size():
     assert b.cost == pytest.approx(6.0)
     sq = torch.cat([s.correction.pow(2).sum(1) for s in samples])
     assert abs(b.correction2 - P * 1.09) < 4 * sq.std().item() / math.sqrt(len(sq))
+
+
+def test_error_budget_splits_into_the_groups_asked_for():
+    """R = 12 replicates into G = 10 groups (sizes 2 and 1): the U-statistic and its jackknife
+    are over those 10 groups."""
+    g = torch.Generator().manual_seed(5)
+    true = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    samples = _independent(true, 0.2, 12, g)
+    per_point = [torch.stack([c.mean(0) for c in s.grads.tensor_split(10)]) for s in samples]
+    groups = (torch.stack(per_point) - true[:, None, :]).mean(0)  # b̂_g, [10, P]
+
+    def u_stat(b):
+        n = b.shape[0]
+        return ((b.sum(0).pow(2).sum() - b.pow(2).sum()) / (n * (n - 1))).item()
+
+    loo = torch.tensor([u_stat(torch.cat([groups[:i], groups[i + 1 :]])) for i in range(10)])
+    budget = L.error_budget("x", samples, true, groups=10)
+    assert budget.bias2 == pytest.approx(u_stat(groups))
+    assert budget.bias2_se == pytest.approx(math.sqrt(0.9 * (loo - loo.mean()).pow(2).sum().item()))

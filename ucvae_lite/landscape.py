@@ -267,7 +267,7 @@ def error_budget(
     ref = reference.double()
     per_group = torch.stack(  # [G, |θ|]: b̂_g
         [
-            torch.stack([chunk.double().mean(0) for chunk in s.grads.chunk(G)]) - ref[i]
+            torch.stack([chunk.double().mean(0) for chunk in s.grads.tensor_split(G)]) - ref[i]
             for i, s in enumerate(samples)
         ]
     ).mean(0)
