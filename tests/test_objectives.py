@@ -12,11 +12,13 @@ import math
 import pytest
 import torch
 
+import ucvae_lite.objectives as objectives
 from ucvae_lite.iwae import iwae_bound
 from ucvae_lite.msc import MSCMemory
 from ucvae_lite.objectives import UCVAE_DEFAULTS, StepContext, decoder_gradient, ucvae
 from ucvae_lite.objectives import objective as objective_fn
 from ucvae_lite.stats import z_score, z_threshold
+from ucvae_lite.sumo import sumo_from_log_weights
 from ucvae_lite.surrogate import log_likelihood_surrogate, particle_log_joint
 from ucvae_lite.vae import VAE
 
@@ -150,14 +152,29 @@ def test_sumo_decoder_gradient_unbiased():
     assert _max_z(_batch_grads(model, x, "sumo", cfg, 5), exact) < z_threshold(exact.numel())
 
 
-def test_sumo_encoder_minimises_the_second_moment():
+def test_sumo_encoder_minimises_the_second_moment(monkeypatch):
     """φ's gradient is that of (1/B) Σ SUMO² with θ held fixed: θ gets only −∇ SUMO."""
     model, x = _model()
     xb = x.expand(6, -1)
+    seen = []  # (log-weights, SUMO) for θ's pass, then φ's
+
+    def spy(log_w, k, roulette):
+        seen.append((log_w, sumo_from_log_weights(log_w, k, roulette)))
+        return seen[-1][1]
+
+    monkeypatch.setattr(objectives, "sumo_from_log_weights", spy)
     step = objective_fn("sumo")(model, xb, UCVAE_DEFAULTS, torch.Generator().manual_seed(0))
     theta, phi = list(model.decoder.parameters()), list(model.encoder.parameters())
     assert _grads(step.loss, phi).abs().sum() > 0 and _grads(step.loss, theta).abs().sum() > 0
     assert step.diagnostics["evals"] >= 2 and step.diagnostics["k_mean"] >= 1
+    (lw_theta, sumo_theta), (lw_phi, sumo_phi) = seen
+    torch.testing.assert_close(lw_theta.detach(), lw_phi.detach())  # the same draws
+    unused = lambda out, params: all(  # noqa: E731
+        g is None for g in torch.autograd.grad(out, params, allow_unused=True, retain_graph=True)
+    )
+    assert unused(lw_theta.sum(), phi) and unused(lw_phi.sum(), theta)  # graphs kept apart
+    expected = -sumo_theta.mean() + sumo_phi.pow(2).mean()
+    torch.testing.assert_close(_grads(step.loss, theta + phi), _grads(expected, theta + phi))
 
 
 def test_msc_first_visit_is_iwae_then_the_chains_move():
@@ -180,3 +197,62 @@ def test_msc_first_visit_is_iwae_then_the_chains_move():
     assert bool((memory.visits == 2).all()) and not torch.equal(before, memory.reference)
     with pytest.raises(ValueError, match="StepContext"):
         objective_fn("msc")(model, xb, cfg, torch.Generator())
+
+
+def _msc_setup(B: int, S: int, encoder: str = "iwae"):
+    model, x = _model()
+    memory = MSCMemory.empty(B, 1, "toy")
+    memory.reference = memory.reference.double()
+    cfg = UCVAE_DEFAULTS.with_(num_samples=S, encoder=encoder)
+    return model, x.expand(B, -1), memory, StepContext(torch.arange(B), memory), cfg
+
+
+def test_msc_selects_the_new_reference_from_the_reweighted_set():
+    """A visit keeps the old reference or takes one of the S − 1 fresh draws (never the unused
+    fresh slot 0), with P(keep) = w̄_0 of the set re-weighted under the current θ."""
+    B, S = 2000, 3
+    model, xb, memory, context, cfg = _msc_setup(B, S)
+    memory.reference[:] = torch.linspace(-1.5, 1.5, B, dtype=torch.float64)[:, None]
+    memory.visits[:] = 1
+    old = memory.reference.clone()
+    objective_fn("msc")(model, xb, cfg, torch.Generator().manual_seed(0), context)
+    q = model.proposal(xb)
+    fresh = q.sample(S, torch.Generator().manual_seed(0)).detach()  # the step's own draws
+    visited = torch.cat([old[:, None], fresh[:, 1:]], 1)  # X = (r, z_2..z_S)
+    match = (visited == memory.reference[:, None]).all(-1)
+    assert bool(match.any(1).all())
+    with torch.no_grad():
+        w0 = torch.softmax(model.log_joint(xb, visited) - q.log_prob(visited), -1)[:, 0]
+    kept = match[:, 0].double()
+    se = (w0 * (1 - w0)).sum().sqrt().item() / B
+    assert abs(kept.mean().item() - w0.mean().item()) < 4 * se
+    assert 0.05 < kept.mean().item() < 0.95  # both outcomes occur
+
+
+def test_msc_inclusive_encoder_follows_the_weighted_log_q():
+    """encoder='inclusive': φ's gradient is that of −(1/B) Σ_b Σ_j w̄_j log q_φ(z_j | x_b)."""
+    B, S = 8, 4
+    model, xb, memory, context, cfg = _msc_setup(B, S, "inclusive")
+    step = objective_fn("msc")(model, xb, cfg, torch.Generator().manual_seed(0), context)
+    q = model.proposal(xb)
+    z = q.sample(S, torch.Generator().manual_seed(0)).detach()  # first visit: X = the draws
+    w = torch.softmax(model.log_joint(xb, z) - q.log_prob(z), -1).detach()
+    expected = -(w * q.log_prob(z)).sum(-1).mean()
+    phi = list(model.encoder.parameters())
+    torch.testing.assert_close(_grads(step.loss, phi), _grads(expected, phi))
+
+
+def test_ucvae_diagnostics_with_a_thinned_correction():
+    """τ's mean is over the pairs that ran (thinned-out ones have τ = 0); the other numbers
+    are read off the step's estimate."""
+    model, x = _model()
+    B, S = 200, 3
+    cfg = UCVAE_DEFAULTS.with_(num_samples=S, k=0, m=0, correction_prob=0.3)
+    step = ucvae(model, x.expand(B, -1), cfg, torch.Generator().manual_seed(0))
+    est, d = step.estimate, step.diagnostics
+    ran = est.corrected
+    assert 0 < int(ran.sum()) < B
+    assert d["tau_mean"] == pytest.approx(est.tau[ran].double().mean().item())
+    assert d["tau_mean"] >= 2 and d["tau_max"] == int(est.tau.max())
+    assert d["corrected"] == pytest.approx(ran.double().mean().item())
+    assert d["evals"] == pytest.approx(est.num_evals.double().mean().item())
