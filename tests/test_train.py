@@ -261,3 +261,18 @@ def test_time_limit_counts_optimisation_steps_on_the_chosen_clock(tmp_path, data
     assert hist["epoch"] == [1] and 0 < hist["train_time"][0] <= hist["time"][0]
     with pytest.raises(ValueError, match="clock"):
         _cfg(tmp_path, clock="sundial")
+
+
+def test_resume_keeps_a_best_epoch_from_before_the_stop(tmp_path, data, monkeypatch):
+    """Validation gets worse after epoch 1: a run resumed after epoch 2 must still return (and
+    save) epoch 1's weights as the best model."""
+    scores = iter([-1.0, -2.0, -3.0])
+    monkeypatch.setattr(train_mod, "validate", lambda *a: (next(scores), 0.1))
+    train(_cfg(tmp_path, epochs=2, objective="elbo"), progress=False, data=data)
+    best = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["best_model"]
+    model, hist = train(_cfg(tmp_path, epochs=3, objective="elbo"), True, False, data)
+    assert hist["val_ll"] == [-1.0, -2.0, -3.0]
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["best_epoch"] == 1
+    for k, v in best.items():
+        assert torch.equal(v, model.state_dict()[k]) and torch.equal(v, ckpt["best_model"][k]), k
