@@ -162,3 +162,22 @@ def test_hkm_weights_regroup_the_term_by_term_sum(model):
             if t >= 1:
                 total += torch.where(ok, b[:, None] * hy[t - 1], 0.0)
         torch.testing.assert_close(total, T.h_km_terms(run, k, m).total, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("move", [None, 0.4], ids=["plain", "mh-move"])
+def test_tau_is_the_first_step_with_equal_sets(model, move):
+    """τ = inf{t ≥ 1 : X_t = Y_{t−1}}, read off the record's particle ids: before τ the two sets
+    differ, from τ on they are equal (or the pair has stopped: ids −1 in both). With the MH
+    move the chains can also meet by accepting the same proposal."""
+    x = _distinct_points(model, 12)
+    kwargs = {"move": u.RandomWalkMH(move)} if move else {}
+    run = T.lag_coupled_chains(model.target(x, shift=0.7, scale=0.8), 3, 2,
+                               generator=torch.Generator().manual_seed(8), **kwargs)  # fmt: skip
+    equal = torch.stack(
+        [(run.xs[t].ids == run.ys[t - 1].ids).all(1) for t in range(1, run.steps + 1)]
+    )  # [T, B]: step t = 1..T
+    first = torch.where(equal.any(0), equal.double().argmax(0) + 1, run.steps + 1)
+    assert torch.equal(first, run.tau)
+    t = torch.arange(1, run.steps + 1)[:, None]
+    assert torch.equal(equal, t >= run.tau)  # met chains stay met
+    assert len(set(run.tau.tolist())) > 2
