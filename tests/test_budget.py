@@ -80,3 +80,31 @@ def test_crossover_counts_the_minibatch_noise_both_methods_pay():
     assert u.mse(c_star) == pytest.approx(i.mse(c_star))
     assert u.mse(2 * c_star) < i.mse(2 * c_star) and u.mse(c_star / 2) > i.mse(c_star / 2)
     assert 0 < se < c_star
+
+
+def test_squared_bias_estimate_is_unbiased_with_three_replicates():
+    """With n = 3 the correction tr Σ̂ / n matters most: still mean 0 at zero bias, while
+    tr Σ̂ / (n − 1), an easy off-by-one, is rejected (power check)."""
+    values, off_by_one = [], []
+    for s in range(2000):
+        x = _samples(3, [0.0, 0.0], [1.0, 1.0], s)
+        values.append(error_budget(x, [0.0, 0.0], 1).bias2)
+        off_by_one.append((x.mean(0).pow(2).sum() - x.var(0).sum() / 2).item())
+    for v, biased in ((values, False), (off_by_one, True)):
+        v = torch.tensor(v, dtype=torch.float64)
+        z = v.mean().item() / (v.std().item() / math.sqrt(len(v)))
+        assert (abs(z) > 4) == biased, (z, biased)
+
+
+def test_negative_bias_estimates_and_a_cheaper_unbiased_method():
+    """A negative |b|² estimate is noise: the MSE clips it at 0 (never below the noise term),
+    and then no budget makes the unbiased method win. An unbiased method that is also less
+    noisy per evaluation wins at every budget: C* = 0."""
+    noisy_zero = ErrorBudget("i", -0.01, 0.005, 1.0, 0.1, 2.0)
+    assert noisy_zero.mse(100.0) == pytest.approx(2.0 / 100.0)
+    u = ErrorBudget("u", 0.0, 0.0, 4.0, 0.1, 20.0, unbiased=True)
+    assert u.crossover(noisy_zero) == math.inf
+    cheap = ErrorBudget("u", 0.0, 0.0, 0.5, 0.1, 2.0, unbiased=True)
+    biased = ErrorBudget("i", 0.05, 0.001, 4.0, 0.1, 5.0)
+    assert cheap.crossover(biased) == 0.0
+    assert np.all(cheap.mse([1.0, 1e3, 1e6]) < biased.mse([1.0, 1e3, 1e6]))
