@@ -215,3 +215,27 @@ def test_msc_memory_round_trip_and_wrong_data(model):
         MSCMemory.empty(5, 2, "mnist").load_state_dict(state)
     with pytest.raises(ValueError, match="same --dataset"):
         MSCMemory.empty(6, 2, "digits").load_state_dict(state)
+
+
+def test_sumo_cost_counts_every_evaluation(model, x):
+    """``return_cost``: per data point, the log-weights actually evaluated (rounds included)."""
+    counts = torch.zeros(500, dtype=torch.long)
+
+    class Counting:
+        def __init__(self, inner, rows):
+            self.inner, self.rows = inner, rows
+
+        def sample(self, n, generator=None):
+            return self.inner.sample(n, generator)
+
+        def log_weight(self, z):
+            counts[self.rows] += z.shape[1]
+            return self.inner.log_weight(z)
+
+        def select(self, index):
+            return Counting(self.inner.select(index), self.rows[index])
+
+    target = Counting(model.target(x[:1].expand(500, -1), shift=0.5, scale=1.5), torch.arange(500))
+    _, made = sumo_log_marginal(target, torch.Generator().manual_seed(0), return_cost=True)
+    assert torch.equal(made, counts)
+    assert int(made.min()) >= 2 and int(made.max()) > 4  # some rows needed several rounds
