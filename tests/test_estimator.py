@@ -179,3 +179,21 @@ def test_bad_targets(model, x, mode, match, estimator):
 def test_iwae_bad_num_samples(model, x):
     with pytest.raises(ValueError, match="num_samples"):
         u.iwae_estimate(model.target(x), 1)
+
+
+def test_a_bad_log_weight_after_the_start_is_caught(model, x):
+    """Not only X_0: a NaN in a later evaluation (here the first fresh draws) raises too,
+    instead of turning the selection probabilities into NaN."""
+
+    class LateNaN(_Broken):
+        calls = 0
+
+        def log_weight(self, z):
+            LateNaN.calls += 1
+            lw = self.t.log_weight(z)
+            if LateNaN.calls == 3:  # X_0, Y_0's reference, then the fresh slots
+                lw[0, 0] = float("nan")
+            return lw
+
+    with pytest.raises(ValueError, match="NaN"):
+        u.coupled_estimate(LateNaN(model.target(x), None), 3)
