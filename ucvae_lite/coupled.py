@@ -244,9 +244,10 @@ def coupled_estimate(
         unbiased) and Var(H^p) = Var(H) + (1/p − 1) E[C²]; the chains run only where Z = 1,
         so a data point costs S + Z·(the chains' evaluations). ``corrected`` says where Z = 1.
 
-    Returns an ``Estimate``: ``tau`` (τ ≥ 2), ``num_evals`` (log-weight evaluations per data
-    point: S for X_0, S for (X_1, Y_0), S − 1 per further step that needs new particles, plus
-    the move's) and ``expectation(f)``.
+    Returns an ``Estimate``: ``tau`` (τ ≥ 2 where the chains ran; 0 where the thinned
+    correction skipped them; max_steps + 1 where truncated), ``num_evals`` (log-weight
+    evaluations per data point: S for X_0, S for (X_1, Y_0), S − 1 per further step that needs
+    new particles, plus the move's) and ``expectation(f)``.
     """
     _check_args(num_samples, k, m, max_steps, on_timeout)
     store = ParticleStore(keep_log_weights)
