@@ -241,9 +241,9 @@ assert uc.data_variance > 3 * max(b.variance for b in budgets)  # minibatch nois
 
 # %% [markdown]
 # Adam with learning rate $10^{-3}$ averages, very roughly, the last thousand steps: compare
-# the steps column. The minibatch noise dwarfs both estimators' own, so what decides is the
-# cost per image and the bias: an IWAE that costs more per image than ucvae loses at every
-# budget. The error at one $\theta$ is not the whole story of training: notebook 05's IWAE-10
+# the steps column. The minibatch noise is several times both estimators' own, so what
+# decides is the cost per image and the bias: an IWAE that costs more per image than ucvae
+# loses at every budget. The error at one $\theta$ is not the whole story of training: notebook 05's IWAE-10
 # model still scored higher than its ucvae model.
 #
 # ## 4 · Variance per compute of the whole decoder gradient
