@@ -106,16 +106,34 @@ def _grads(loss, params):
 
 
 @pytest.mark.parametrize("encoder", ["iwae", "inclusive"])
-def test_training_step_theta_gradient_is_the_surrogates(encoder):
+@pytest.mark.parametrize("p", [1.0, 0.4])
+def test_training_step_theta_gradient_is_the_surrogates(encoder, p):
     """The ucvae loss's θ-gradient is exactly −(1/B) ∇_θ of the surrogate on the step's own
-    estimate (evaluated afresh, no reuse): the encoder's loss contributes nothing to θ."""
+    estimate (evaluated afresh, no reuse). With encoder='iwae' the encoder's IWAE loss supplies
+    the h(X_0) part of it and the surrogate only the correction: the sum must still be H."""
     model, x = _model()
     xb = x.expand(7, -1)
-    step = ucvae(model, xb, UCVAE_DEFAULTS.with_(num_samples=4, encoder=encoder),
-                 torch.Generator().manual_seed(0))  # fmt: skip
+    cfg = UCVAE_DEFAULTS.with_(num_samples=4, encoder=encoder, correction_prob=p)
+    step = ucvae(model, xb, cfg, torch.Generator().manual_seed(0))
+    if p < 1:
+        assert 0 < int(step.estimate.corrected.sum()) < 7
     theta = list(model.decoder.parameters())
     surrogate = log_likelihood_surrogate(step.estimate, particle_log_joint(model, xb), "mean")
     torch.testing.assert_close(_grads(step.loss, theta), -_grads(surrogate, theta))
+
+
+def test_correction_is_zero_where_the_thinned_correction_skipped():
+    """Estimate.correction() = H − h(X_0): no particle of a skipped data point is left to
+    evaluate, and adding h(X_0) back gives the estimate."""
+    model, x = _model()
+    cfg = UCVAE_DEFAULTS.with_(num_samples=3, correction_prob=0.3)
+    est = ucvae(model, x.expand(40, -1), cfg, torch.Generator().manual_seed(1)).estimate
+    corr = est.correction()
+    skipped = ~est.corrected[corr.rows]
+    assert bool(skipped.any()) and bool((corr.flat_coef[skipped] == 0).all())
+    f = lambda z: z[..., 0]  # noqa: E731
+    h0 = torch.softmax(est.initial_log_weights, -1) * est.flat_particles[:120, 0].view(40, 3)
+    torch.testing.assert_close(corr.expectation(f) + h0.sum(-1), est.expectation(f))
 
 
 def test_ucvae_encoder_iwae_trains_phi_on_the_iwae_bound_only():

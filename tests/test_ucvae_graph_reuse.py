@@ -23,7 +23,10 @@ def test_gradients_do_not_depend_on_graph_reuse(monkeypatch, encoder):
         step.loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
         reused.append(int(step.estimate.flat_has_graph.sum()))
-    assert reused[0] > reused[1] > reused[2] > 0  # X_0 always keeps its graph
+    assert reused[0] > reused[1] > reused[2]
+    # X_0 keeps θ's graph only where the surrogate needs it for h(X_0): with encoder='iwae'
+    # the encoder's IWAE pass supplies that term, and X_0 is evaluated again only if corrected
+    assert (reused[2] > 0) == (encoder == "inclusive")
     for g in grads[1:]:
         torch.testing.assert_close(g, grads[0])
 

@@ -28,7 +28,8 @@ The ucvae chains select indices and meet on *detached* log-weights, and start fr
 own IWAE sample set (X_0 is a fresh q^S draw either way). They do not run under
 ``torch.no_grad()``: their large evaluations deliberately keep θ's autograd graph, so that the
 surrogate reuses them instead of evaluating the decoder again (``machinery``). A ucvae step
-costs one IWAE pass, the chains, and one batched decoder call on the few tail particles.
+costs one IWAE pass (which also gives θ the h(X_0) term, see ``ucvae``), the chains, and one
+batched decoder call on the few tail particles.
 """
 
 from __future__ import annotations
@@ -204,16 +205,26 @@ def ucvae(
     The loss's θ-gradient is −(1/B) Σ_b H_{k:m}[∇_θ log p_θ(x_b, ·)]; its value is not a bound
     (the tracked ``bound`` is the IWAE-S bound of X_0, computed anyway). ``Step.estimate`` is
     the coupled estimate the step used.
+
+    With ``encoder="iwae"`` one decoder pass over X_0 serves both parameters (performance):
+    the θ-gradient of the IWAE bound on X_0 is Σ_s w̄_s ∇_θ log p_θ(x, z_s) = h(X_0), so
+    −IWAE(X_0) gives φ its gradient and θ the term h(X_0), and the surrogate adds only the
+    correction H − h(X_0) (``Estimate.correction``), which is zero where the thinned
+    correction skipped a data point: those cost S evaluations, as IWAE does.
     """
     B, S = x.shape[0], cfg.num_samples
     q = model.proposal(x, cfg.eps)
     q_fixed = q.detach()
     z = q.sample(S, generator)  # reparameterised: the encoder's IWAE bound uses it
     z0 = z.detach()
-    enc_loss = x.new_zeros(())
-    if cfg.encoder == "iwae":  # φ-only objective: the decoder is held fixed in it
-        enc_loss = -iwae_bound(_log_weights(model, x, q, z, detach_decoder=True)).mean()
-    log_w0 = model.log_joint(x, z0) - q_fixed.log_prob(z0)  # with θ's graph: reused below
+    fused = cfg.encoder == "iwae"
+    if fused:  # graphs to θ and φ: −IWAE trains φ and gives θ the term h(X_0)
+        log_w0 = _log_weights(model, x, q, z)
+        base_loss = -iwae_bound(log_w0).mean()
+        log_w0 = log_w0.detach()
+    else:  # θ's graph only: the surrogate reuses it for h(X_0)'s share of H
+        log_w0 = model.log_joint(x, z0) - q_fixed.log_prob(z0)
+        base_loss = x.new_zeros(())
     target = GraphForLargeBatches(ImportanceTarget(model, x, q_fixed))
     move = None
     if cfg.rejuvenate is not None:  # the optional MH move, scale c × σ_φ(x)
@@ -233,7 +244,9 @@ def ucvae(
         correction_prob=cfg.correction_prob,
     )
     log_joint = particle_log_joint(model, x)
-    theta_loss = -log_likelihood_surrogate(est, log_joint, "mean", reuse_log_weights=True)
+    rest = est.correction() if fused else est  # what the surrogate still has to supply
+    theta_loss = -log_likelihood_surrogate(rest, log_joint, "mean", reuse_log_weights=True)
+    enc_loss = x.new_zeros(())
     if cfg.encoder == "inclusive":  # −(1/B) Σ_b Σ_n c_n log q_φ(z_n | x_b)
         log_q = lambda rows, zs: q.select(rows).log_prob(zs[:, None])[:, 0]  # noqa: E731
         enc_loss = -log_likelihood_surrogate(est, log_q, "mean")
@@ -247,22 +260,21 @@ def ucvae(
         )
     met = est.tau[est.corrected & ~est.truncated].double()  # pairs that ran and met
     chain_evals = int(est.num_evals.sum())
-    live = est.flat_coef != 0
+    live = rest.flat_coef != 0  # particles the surrogate differentiates
     diagnostics = {
         "tau_mean": met.mean().item() if met.numel() else float("nan"),
         "tau_max": est.tau.max().item(),
         "evals": chain_evals / B,
         "evals_vs_iwae": chain_evals / (B * S),
         "ess": (est.initial_ess / S).mean().item(),
-        "particles": int(live.sum()),
-        # decoder evaluations in this step: encoder pass + chains + tail re-evaluations
-        "decoder_evals": (B * S if cfg.encoder == "iwae" else 0)
-        + chain_evals
-        + int((live & ~est.flat_has_graph).sum()),
+        "particles": int((est.flat_coef != 0).sum()),
+        # decoder evaluations in this step: the chains (X_0 included: one pass, fused or not)
+        # + the surrogate's re-evaluations of particles it has no graph for
+        "decoder_evals": chain_evals + int((live & ~est.flat_has_graph).sum()),
         "truncated": truncated,
         "corrected": est.corrected.double().mean().item(),
     }
-    return Step(theta_loss + enc_loss, est.bound.mean().item(), diagnostics, est)
+    return Step(base_loss + theta_loss + enc_loss, est.bound.mean().item(), diagnostics, est)
 
 
 def sumo(
