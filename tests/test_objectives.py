@@ -107,13 +107,14 @@ def _grads(loss, params):
 
 @pytest.mark.parametrize("encoder", ["iwae", "inclusive"])
 @pytest.mark.parametrize("p", [1.0, 0.4])
-def test_training_step_theta_gradient_is_the_surrogates(encoder, p):
+@pytest.mark.parametrize("extra", [{}, {"k": 0, "m": 2, "rejuvenate": 0.5}])
+def test_training_step_theta_gradient_is_the_surrogates(encoder, p, extra):
     """The ucvae loss's θ-gradient is exactly −(1/B) ∇_θ of the surrogate on the step's own
     estimate (evaluated afresh, no reuse). With encoder='iwae' the encoder's IWAE loss supplies
     the h(X_0) part of it and the surrogate only the correction: the sum must still be H."""
     model, x = _model()
     xb = x.expand(7, -1)
-    cfg = UCVAE_DEFAULTS.with_(num_samples=4, encoder=encoder, correction_prob=p)
+    cfg = UCVAE_DEFAULTS.with_(num_samples=4, encoder=encoder, correction_prob=p, **extra)
     step = ucvae(model, xb, cfg, torch.Generator().manual_seed(0))
     if p < 1:
         assert 0 < int(step.estimate.corrected.sum()) < 7

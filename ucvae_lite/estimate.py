@@ -87,6 +87,8 @@ class Estimate:
         base = torch.softmax(self.initial_log_weights.detach(), -1).reshape(B * S)
         coef = self.flat_coef.clone()
         coef[: B * S] -= base.to(coef.dtype)
+        if self.corrected is not None:  # exactly 0 where Z = 0, not a rounding residual
+            coef = torch.where(self.corrected[self.rows], coef, coef.new_zeros(()))
         return replace(self, flat_coef=coef, _padded=None)
 
     # --- padded view ----------------------------------------------------------------------
