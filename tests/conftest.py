@@ -46,3 +46,20 @@ def x(model) -> torch.Tensor:
 def replicate(x: torch.Tensor, r: int) -> torch.Tensor:
     """Each row of x repeated r times (rows [i*r, (i+1)*r) are copies of x[i])."""
     return x.repeat_interleave(r, 0)
+
+
+class NoSelect:
+    """A target with only the contract's methods (``sample``, ``log_weight``, and
+    ``log_proposal`` for the MH move), no ``select``: the estimator falls back to its row view."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def sample(self, n, generator=None):
+        return self.inner.sample(n, generator)
+
+    def log_weight(self, z):
+        return self.inner.log_weight(z)
+
+    def log_proposal(self, z):
+        return self.inner.log_proposal(z)

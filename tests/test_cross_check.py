@@ -12,6 +12,7 @@ term-by-term sum.
 
 import pytest
 import torch
+from conftest import NoSelect
 
 import ucvae_lite as u
 from ucvae_lite import teaching as T
@@ -68,22 +69,6 @@ def _coefficients_from_estimate(est: u.Estimate) -> torch.Tensor:
     return out
 
 
-class _NoSelect:
-    """A target with only the contract's methods (and log_proposal, for the MH move)."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def sample(self, n, generator=None):
-        return self.inner.sample(n, generator)
-
-    def log_weight(self, z):
-        return self.inner.log_weight(z)
-
-    def log_proposal(self, z):
-        return self.inner.log_proposal(z)
-
-
 CASES = {
     "plain": {},
     "mh-move": {"move": 0.4},
@@ -100,7 +85,7 @@ def test_runner_and_estimator_identical(model, case, k, m):
     x = _distinct_points(model)
     B, S, seed = x.shape[0], 3, 17 + k + m
     inner = model.target(x, shift=0.7, scale=0.8)
-    target = _NoSelect(inner) if opts.get("no_select") else inner
+    target = NoSelect(inner) if opts.get("no_select") else inner
     kwargs = {}
     if opts.get("move"):
         kwargs["move"] = u.RandomWalkMH(opts["move"])

@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from conftest import NoSelect
 
 import ucvae_lite as u
 from ucvae_lite import diagnostics as D
@@ -45,27 +46,13 @@ def lg():
     return model, model.sample_data(3, torch.Generator().manual_seed(1))
 
 
-class _NoSelect:
-    def __init__(self, inner):
-        self.inner = inner
-
-    def sample(self, n, generator=None):
-        return self.inner.sample(n, generator)
-
-    def log_weight(self, z):
-        return self.inner.log_weight(z)
-
-    def log_proposal(self, z):
-        return self.inner.log_proposal(z)
-
-
 def test_linear_gaussian_and_estimators(lg, meta_default):
     model, x = lg
     g = torch.Generator().manual_seed(0)
     model.log_marginal(x).sum().item()
     model.posterior_moments(x)
     target = model.target(x.repeat_interleave(20, 0), shift=0.5, scale=1.5, defensive=0.1)
-    for tgt in (target, _NoSelect(target)):
+    for tgt in (target, NoSelect(target)):
         z0 = target.sample(3, g)
         est = u.coupled_estimate(
             tgt, 3, 1, 2, generator=g, move=u.RandomWalkMH(0.3), initial=(z0, target.log_weight(z0))

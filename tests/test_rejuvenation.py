@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from conftest import replicate
+from conftest import NoSelect, replicate
 
 import ucvae_lite as u
 from ucvae_lite.kernels import Particle
@@ -134,26 +134,10 @@ def test_move_bad_inputs(model, x):
         u.coupled_estimate(NoProposal(), 3, move=RandomWalkMH(0.5))
 
 
-class _NoSelect:
-    """A target without ``select``: the estimator falls back to its row view."""
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def sample(self, n, generator=None):
-        return self.inner.sample(n, generator)
-
-    def log_weight(self, z):
-        return self.inner.log_weight(z)
-
-    def log_proposal(self, z):
-        return self.inner.log_proposal(z)
-
-
 def test_move_on_a_target_without_select_is_unbiased(model, x):
     # The fallback row view must pass log_proposal through with the right rows.
     R, B = 2000, x.shape[0]
-    target = _NoSelect(model.target(replicate(x, R), shift=0.3, scale=0.6))
+    target = NoSelect(model.target(replicate(x, R), shift=0.3, scale=0.6))
     g = torch.Generator().manual_seed(21)
     est = u.coupled_estimate(target, 3, 1, 2, generator=g, move=RandomWalkMH(0.5))
     exact_mean, _ = model.posterior_moments(x)
@@ -180,7 +164,7 @@ def test_each_row_keeps_its_own_scale_as_chains_drop_out(model, select):
             return super().coupled(target, ref_x, ref_y, store, generator)
 
     inner = model.target(xs, scale=0.5)
-    target = inner if select else _NoSelect(inner)
+    target = inner if select else NoSelect(inner)
     est = u.coupled_estimate(target, 3, 0, 0, generator=torch.Generator(), move=Spy(scales))
     assert len(seen) >= 3 and len(seen[-1][0]) < n  # rows did drop out
     for rows, scale in seen:
@@ -191,7 +175,7 @@ def test_each_row_keeps_its_own_scale_as_chains_drop_out(model, select):
 def test_a_shared_proposal_is_evaluated_once(model, x):
     calls = []
 
-    class Counting(_NoSelect):
+    class Counting(NoSelect):
         def log_weight(self, z):
             calls.append(z.shape[0] * z.shape[1])
             return self.inner.log_weight(z)
