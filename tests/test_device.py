@@ -81,7 +81,6 @@ def test_teaching(lg, meta_default):
     T.exact_gradient(model, x[:1])
     z = T.posterior_draws(model, x[:1], 10, g)
     T.joint_gradients(model, x[:1], z).sum().item()
-    T.iwae_gradient_bias(model, x[:1], [2, 3], 10, generator=g)
     T.variance_cost(model.target(x[:1].expand(20, -1)), 3, 0, 0, g)
     T.iwae_bound_samples(model.target(x), 3, 5, g)
     from ucvae_lite import landscape as L

@@ -113,36 +113,6 @@ def posterior_draws(model: LinearGaussian, x: Tensor, n: int, generator=None) ->
     return mean[0] + eps @ torch.linalg.cholesky(cov[0]).T
 
 
-@dataclass
-class GradientBias:
-    """IWAE gradient bias versus S: |mean − exact| (Euclidean norm) and its standard error."""
-
-    num_samples: list[int]
-    bias_norm: list[float]
-    max_z: list[float]  # largest |z-score| over gradient coordinates
-
-
-def iwae_gradient_bias(
-    model: LinearGaussian,
-    x: Tensor,
-    num_samples: list[int],
-    replicates: int,
-    shift: float = 0.5,
-    scale: float = 1.5,
-    generator=None,
-) -> GradientBias:
-    """Measure E[IWAE gradient] − ∇ log p(x) for each S, by ``replicates`` independent runs."""
-    exact = exact_gradient(model, x)
-    target = model.target(x.expand(replicates, -1), shift=shift, scale=scale)
-    out = GradientBias([], [], [])
-    for S in num_samples:
-        grads = per_replicate_gradients(model, x, iwae_estimate(target, S, generator))
-        out.num_samples.append(S)
-        out.bias_norm.append((grads.mean(0) - exact).norm().item())
-        out.max_z.append(z_score(grads, exact).abs().max().item())
-    return out
-
-
 # --- notebook 02: one CIS chain -------------------------------------------------------------
 
 
