@@ -7,6 +7,8 @@ import torch
 from ..sumo import Roulette, sumo_from_log_weights
 from ._common import call, expect_close, expect_unbiased, passed, require
 
+__all__ = ["check_expected_k", "check_sumo", "check_thinned"]
+
 
 def _sumo_inputs(seed: int, B: int = 64, N: int = 40):
     g = torch.Generator().manual_seed(seed)
