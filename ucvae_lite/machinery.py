@@ -1,7 +1,7 @@
 """Performance machinery of the coupled estimator. Not part of the method.
 
 Nothing here changes what is estimated; it only makes an unbiased step cost the log-weight
-evaluations its chains need and little else. Three pieces:
+evaluations its chains need and little else. Four pieces:
 
 * ``ParticleStore``: every evaluated particle is stored once and named by an id (its position
   in the store). The estimator credits coefficients to ids; a particle that enters several
@@ -10,8 +10,10 @@ evaluations its chains need and little else. Three pieces:
 * ``still_needed``: which chains must keep running. A chain pair that has met and is past step
   m adds nothing more to H_{k:m}, so it leaves the batch: the batch costs the sum of its
   meeting times, not batch size × the slowest chain.
-* ``GraphForLargeBatches``: which evaluations keep θ's autograd graph, so that the gradient
+* ``GraphWhereWorthIt``: which evaluations keep θ's autograd graph, so that the gradient
   surrogate can reuse them instead of evaluating the decoder a second time.
+* ``log_joint_for_theta_and_z``: one decoder pass whose output θ and the encoder (through a
+  reparameterised z) read with different weights, so that a particle both need is decoded once.
 
 And ``padded_groups``, which lays out particles of very different counts per data point as a
 few padded blocks, for per-data-point gradients (``surrogate.per_row_gradients``).
@@ -20,11 +22,14 @@ few padded blocks, for per-data-point gradients (``surrogate.per_row_gradients``
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.func import functional_call
 
+from .estimate import Estimate
 from .targets import Target
 
 
@@ -117,26 +122,33 @@ class StoreRows:
         return StoreRows(self.store, self.global_rows[index])
 
 
-# Chain evaluations of at least this many particles keep θ's autograd graph, so the surrogate
-# reuses them; smaller ones (the chains' tail) run without autograd and are evaluated again in
-# one batched call. Measured in benchmarks/step_cost.py: keeping every graph makes the backward
-# pass a long series of tiny calls; keeping none costs a second forward pass over everything.
-GRAPH_MIN_PARTICLES = 1000
+# Which chain evaluations keep θ's autograd graph. Keeping it lets the surrogate reuse the
+# evaluation (each particle decoded once) but gives the backward pass one more call of its
+# own; dropping it costs a second forward pass over its particles, all such particles together
+# in one batched call. So a graph is worth keeping when the forward work it saves outweighs
+# the fixed cost of a call: when particles × (multiply-adds per particle, about the decoder's
+# parameter count) reaches GRAPH_MIN_WORK. On the small digits decoder (8,900 parameters)
+# that is about 110 particles, so the first m steps (every pair runs until t = m) keep their
+# graphs and the trickle of tiny tail evaluations is decoded again; on the MNIST decoder
+# (207,000 parameters) every evaluation of 5 or more particles keeps its graph. Measured in
+# benchmarks/step_cost.py --graph-rule.
+GRAPH_MIN_WORK = 3_000_000
 
 
-class GraphForLargeBatches:
-    """A target whose log-weights carry autograd graphs only for evaluations of at least
-    ``min_particles`` particles (``None``: ``GRAPH_MIN_PARTICLES``, read at call time)."""
+class GraphWhereWorthIt:
+    """A target whose log-weights carry autograd graphs only for evaluations whose decoder
+    work, particles × ``work_per_particle``, reaches ``min_work`` (``None``:
+    ``GRAPH_MIN_WORK``, read at call time); smaller ones run under ``torch.no_grad()``."""
 
-    def __init__(self, target: Target, min_particles: int | None = None):
-        self.target, self.min_particles = target, min_particles
+    def __init__(self, target: Target, work_per_particle: int, min_work: float | None = None):
+        self.target, self.work_per_particle, self.min_work = target, work_per_particle, min_work
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return self.target.sample(n, generator)
 
     def log_weight(self, z: Tensor) -> Tensor:
-        threshold = GRAPH_MIN_PARTICLES if self.min_particles is None else self.min_particles
-        if z.shape[0] * z.shape[1] >= threshold:
+        threshold = GRAPH_MIN_WORK if self.min_work is None else self.min_work
+        if z.shape[0] * z.shape[1] * self.work_per_particle >= threshold:
             return self.target.log_weight(z)
         with torch.no_grad():
             return self.target.log_weight(z)
@@ -144,8 +156,35 @@ class GraphForLargeBatches:
     def log_proposal(self, z: Tensor) -> Tensor:
         return self.target.log_proposal(z)
 
-    def select(self, index: Tensor) -> GraphForLargeBatches:
-        return GraphForLargeBatches(self.target.select(index), self.min_particles)
+    def select(self, index: Tensor) -> GraphWhereWorthIt:
+        return GraphWhereWorthIt(self.target.select(index), self.work_per_particle, self.min_work)
+
+
+# X_0's decoder pass is shared with the encoder (``log_joint_for_theta_and_z``); θ's view of it
+# costs a backward sweep over all of X_0 however few of its particles the estimate uses. With
+# k ≥ 1 and no thinning only the particle X_1 keeps as its reference has a coefficient, so the
+# surrogate decodes those few again instead (measured in benchmarks/step_cost.py: 7-9% faster
+# on digits and MNIST at (k, m) = (1, 2); level at p = 0.41, where every corrected row's X_0
+# enters the estimate). Reuse θ's view when at least this fraction of X_0 is live.
+X0_MIN_LIVE = 1 / 3
+
+
+def reuse_initial_graph_if_dense(est: Estimate) -> Estimate:
+    """``est`` with X_0's kept graphs dropped (``flat_has_graph`` False on X_0, the first B·S
+    particles) unless at least ``X0_MIN_LIVE`` of them have a nonzero coefficient: then the
+    surrogate re-evaluates only X_0's live particles, in the batched call it makes anyway."""
+    B, S = est.initial_log_weights.shape
+    live = float((est.flat_coef[: B * S] != 0).double().mean())
+    if est.flat_has_graph is None or live >= X0_MIN_LIVE:
+        return est
+    graph = est.flat_has_graph.clone()
+    graph[: B * S] = False
+    return replace(est, flat_has_graph=graph, _padded=None)
+
+
+def decoder_work(model) -> int:
+    """Multiply-adds per particle through ``model.decoder``: about its parameter count."""
+    return sum(p.numel() for p in model.decoder.parameters())
 
 
 def padded_groups(
@@ -193,3 +232,57 @@ def padded_groups(
         z[local[piece_of[mine]], slot[mine]] = zf[mine]
         c[local[piece_of[mine]], slot[mine]] = cf[mine]
         yield owner[group], z, c
+
+
+# --- one decoder pass, two gradients ------------------------------------------------------
+
+
+class _TwoViews(torch.autograd.Function):
+    """f(z, θ) evaluated once, returned twice: gradients reaching the first copy go to θ only,
+    those reaching the second go to z only. Backward runs one vector-Jacobian product per
+    copy on the same forward graph (θ's needs no gradient with respect to z, z's none with
+    respect to θ), so nothing is evaluated twice."""
+
+    @staticmethod
+    def forward(ctx, fn, z, *params):
+        with torch.enable_grad():
+            z_in = z.detach().requires_grad_(z.requires_grad)
+            p_in = [p.detach().requires_grad_(p.requires_grad) for p in params]
+            out = fn(z_in, p_in)
+        ctx.graph = (out, z_in, p_in)
+        ctx.set_materialize_grads(False)
+        return out.detach(), out.detach().clone()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_theta, grad_z):
+        out, z_in, p_in = ctx.graph
+        wanted = [p for p in p_in if p.requires_grad]
+        grads = {}
+        if grad_theta is not None and wanted:
+            found = torch.autograd.grad(out, wanted, grad_theta, retain_graph=True)
+            grads = {id(p): g for p, g in zip(wanted, found, strict=True)}
+        dz = None
+        if grad_z is not None and z_in.requires_grad:
+            (dz,) = torch.autograd.grad(out, z_in, grad_z, retain_graph=True)
+        return (None, dz, *(grads.get(id(p)) for p in p_in))
+
+
+def log_joint_for_theta_and_z(model, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    """log p_θ(x_b, z) [B, n] from ONE decoder pass, as two tensors of equal value:
+
+    * the first differentiates to θ only (z held fixed): ``model.log_joint(x, z.detach())``;
+    * the second to z only (θ held fixed): ``model.log_joint(x, z, detach_decoder=True)``.
+
+    An objective whose θ-term and φ-term (through a reparameterised z) need the same
+    particles, weighted differently (ucvae's X_0: H's coefficients for θ, IWAE's weights for
+    φ; SUMO: −SUMO for θ, SUMO² for φ), pays for one decoder pass instead of two. θ is
+    ``model.decoder``'s parameters; ``model(x, z)`` must be the log joint (``VAE.forward``).
+    """
+    names, params = zip(*model.decoder.named_parameters(), strict=True)
+
+    def log_joint(z_in: Tensor, p_in: list[Tensor]) -> Tensor:
+        decoder = {f"decoder.{n}": p for n, p in zip(names, p_in, strict=True)}
+        return functional_call(model, decoder, (x, z_in))
+
+    return _TwoViews.apply(log_joint, z, *params)

@@ -28,8 +28,12 @@ The ucvae chains select indices and meet on *detached* log-weights, and start fr
 own IWAE sample set (X_0 is a fresh q^S draw either way). They do not run under
 ``torch.no_grad()``: their large evaluations deliberately keep θ's autograd graph, so that the
 surrogate reuses them instead of evaluating the decoder again (``machinery``). A ucvae step
-costs one IWAE pass (which also gives θ the h(X_0) term, see ``ucvae``), the chains, and one
-batched decoder call on the few tail particles.
+costs one decoder pass over X_0 (shared by θ and φ, see ``ucvae``), one over each of the
+chains' new particles, and one batched call on the few tail particles evaluated again.
+
+Every objective reports ``evals`` (log-weight evaluations per data point) and
+``decoder_evals`` (particles through the decoder per data point: what a step pays for; it
+exceeds ``evals`` where a particle is decoded twice, or where a pass serves only the encoder).
 """
 
 from __future__ import annotations
@@ -44,10 +48,15 @@ from .coupled import check_correction_prob, coupled_estimate
 from .estimate import Estimate
 from .iwae import effective_sample_size, iwae_bound, normalized_weights
 from .kernels import CISState
-from .machinery import GraphForLargeBatches
+from .machinery import (
+    GraphWhereWorthIt,
+    decoder_work,
+    log_joint_for_theta_and_z,
+    reuse_initial_graph_if_dense,
+)
 from .msc import MSCMemory, advance, particle_sets
 from .rejuvenation import RandomWalkMH
-from .sumo import Roulette, log_weights_in_rounds, sumo_from_log_weights
+from .sumo import Roulette, log_weights_per_row, sumo_from_log_weights
 from .surrogate import log_likelihood_surrogate, particle_log_joint
 from .targets import ImportanceTarget
 from .vae import VAE
@@ -179,7 +188,7 @@ def elbo(
     q = model.proposal(x)
     log_w = _log_weights(model, x, q, q.sample(cfg.num_samples, generator))
     value = log_w.mean(-1).mean()
-    return Step(-value, value.item(), {"ess": _ess(log_w)})
+    return Step(-value, value.item(), _plain_diagnostics(log_w))
 
 
 def iwae(
@@ -189,7 +198,13 @@ def iwae(
     q = model.proposal(x)
     log_w = _log_weights(model, x, q, q.sample(cfg.num_samples, generator))
     value = iwae_bound(log_w).mean()
-    return Step(-value, value.item(), {"ess": _ess(log_w)})
+    return Step(-value, value.item(), _plain_diagnostics(log_w))
+
+
+def _plain_diagnostics(log_w: Tensor) -> dict:
+    """ELBO's and IWAE's: S log-weight evaluations, S decoder evaluations per data point."""
+    S = float(log_w.shape[-1])
+    return {"ess": _ess(log_w), "evals": S, "decoder_evals": S}
 
 
 def _ess(log_w: Tensor) -> float:
@@ -206,26 +221,27 @@ def ucvae(
     (the tracked ``bound`` is the IWAE-S bound of X_0, computed anyway). ``Step.estimate`` is
     the coupled estimate the step used.
 
-    With ``encoder="iwae"`` one decoder pass over X_0 serves both parameters (performance):
-    the θ-gradient of the IWAE bound on X_0 is Σ_s w̄_s ∇_θ log p_θ(x, z_s) = h(X_0), so
-    −IWAE(X_0) gives φ its gradient and θ the term h(X_0), and the surrogate adds only the
-    correction H − h(X_0) (``Estimate.correction``), which is zero where the thinned
-    correction skipped a data point: those cost S evaluations, as IWAE does.
+    X_0 is the encoder's reparameterised IWAE sample set. With ``encoder="iwae"`` one decoder
+    pass over it serves both parameters (``machinery.log_joint_for_theta_and_z``, performance):
+    φ reads it through the IWAE bound, θ through H's coefficients on X_0's particles (the
+    surrogate reuses its graph). Each particle of the step is decoded once with θ's graph,
+    except the chains' small tail evaluations (``machinery.GraphWhereWorthIt``) and, when
+    few of X_0's particles enter H (k ≥ 1, no thinning), those few
+    (``machinery.reuse_initial_graph_if_dense``): both are decoded again, in one call.
     """
     B, S = x.shape[0], cfg.num_samples
     q = model.proposal(x, cfg.eps)
     q_fixed = q.detach()
     z = q.sample(S, generator)  # reparameterised: the encoder's IWAE bound uses it
     z0 = z.detach()
-    fused = cfg.encoder == "iwae"
-    if fused:  # graphs to θ and φ: −IWAE trains φ and gives θ the term h(X_0)
-        log_w0 = _log_weights(model, x, q, z)
-        base_loss = -iwae_bound(log_w0).mean()
-        log_w0 = log_w0.detach()
-    else:  # θ's graph only: the surrogate reuses it for h(X_0)'s share of H
+    enc_loss = x.new_zeros(())
+    if cfg.encoder == "iwae":  # one pass: θ's view for the chains, z's view for −IWAE (φ)
+        for_theta, for_z = log_joint_for_theta_and_z(model, x, z)
+        enc_loss = -iwae_bound(for_z - q.log_prob(z)).mean()
+        log_w0 = for_theta - q_fixed.log_prob(z0)
+    else:  # θ's graph only: the surrogate reuses it
         log_w0 = model.log_joint(x, z0) - q_fixed.log_prob(z0)
-        base_loss = x.new_zeros(())
-    target = GraphForLargeBatches(ImportanceTarget(model, x, q_fixed))
+    target = GraphWhereWorthIt(ImportanceTarget(model, x, q_fixed), decoder_work(model))
     move = None
     if cfg.rejuvenate is not None:  # the optional MH move, scale c × σ_φ(x)
         with torch.no_grad():
@@ -243,10 +259,9 @@ def ucvae(
         move=move,
         correction_prob=cfg.correction_prob,
     )
+    est = reuse_initial_graph_if_dense(est)  # performance: which graphs the surrogate reuses
     log_joint = particle_log_joint(model, x)
-    rest = est.correction() if fused else est  # what the surrogate still has to supply
-    theta_loss = -log_likelihood_surrogate(rest, log_joint, "mean", reuse_log_weights=True)
-    enc_loss = x.new_zeros(())
+    theta_loss = -log_likelihood_surrogate(est, log_joint, "mean", reuse_log_weights=True)
     if cfg.encoder == "inclusive":  # −(1/B) Σ_b Σ_n c_n log q_φ(z_n | x_b)
         log_q = lambda rows, zs: q.select(rows).log_prob(zs[:, None])[:, 0]  # noqa: E731
         enc_loss = -log_likelihood_surrogate(est, log_q, "mean")
@@ -259,8 +274,8 @@ def ucvae(
             stacklevel=2,
         )
     met = est.tau[est.corrected & ~est.truncated].double()  # pairs that ran and met
-    chain_evals = int(est.num_evals.sum())
-    live = rest.flat_coef != 0  # particles the surrogate differentiates
+    chain_evals = int(est.num_evals.sum())  # X_0 included
+    again = (est.flat_coef != 0) & ~est.flat_has_graph  # the surrogate evaluates these again
     diagnostics = {
         "tau_mean": met.mean().item() if met.numel() else float("nan"),
         "tau_max": est.tau.max().item(),
@@ -268,13 +283,13 @@ def ucvae(
         "evals_vs_iwae": chain_evals / (B * S),
         "ess": (est.initial_ess / S).mean().item(),
         "particles": int((est.flat_coef != 0).sum()),
-        # decoder evaluations in this step: the chains (X_0 included: one pass, fused or not)
-        # + the surrogate's re-evaluations of particles it has no graph for
-        "decoder_evals": chain_evals + int((live & ~est.flat_has_graph).sum()),
+        # decoder evaluations per data point: X_0's pass, the chains' new particles, and the
+        # surrogate's second look at the particles it has no graph for
+        "decoder_evals": (chain_evals + int(again.sum())) / B,
         "truncated": truncated,
         "corrected": est.corrected.double().mean().item(),
     }
-    return Step(base_loss + theta_loss + enc_loss, est.bound.mean().item(), diagnostics, est)
+    return Step(theta_loss + enc_loss, est.bound.mean().item(), diagnostics, est)
 
 
 def sumo(
@@ -283,36 +298,40 @@ def sumo(
     """SUMO (``sumo``): θ climbs an unbiased estimate of log p_θ(x); φ minimises its second
     moment E[SUMO²] (the estimator's variance), by reparameterisation.
 
-    The same draws give both: log-weights with θ's graph (z and q held fixed) for
-    −(1/B) Σ_b SUMO_b, and with φ's graph (θ held fixed) for (1/B) Σ_b SUMO_b². Draws are made
-    in doubling rounds (``sumo.log_weights_in_rounds``); the tracked ``bound`` is the mean
-    SUMO estimate (an unbiased estimate of log p(x), not a bound).
+    The same draws give both, from one decoder pass (``machinery.log_joint_for_theta_and_z``):
+    log-weights with θ's graph (z and q held fixed) for −(1/B) Σ_b SUMO_b, and with φ's graph
+    (θ held fixed) for (1/B) Σ_b SUMO_b². K is drawn first and each data point gets exactly
+    m + K_b draws (``sumo.log_weights_per_row``); the tracked ``bound`` is the mean SUMO
+    estimate (an unbiased estimate of log p(x), not a bound).
     """
     roulette = cfg.roulette()
     q = model.proposal(x, cfg.eps)
     q_fixed = q.detach()
 
-    def weigh(rows: Tensor, n: int) -> tuple[Tensor, Tensor]:
-        z = q.select(rows).sample(n, generator)  # reparameterised
-        xr = x[rows]
-        with_theta = model.log_joint(xr, z.detach()) - q_fixed.select(rows).log_prob(z.detach())
-        with_phi = model.log_joint(xr, z, detach_decoder=True) - q.select(rows).log_prob(z)
-        return with_theta, with_phi
+    def weigh(rows: Tensor | None, n: int) -> tuple[Tensor, Tensor]:
+        """θ's and φ's views of the log-weights of n draws of each data point ``rows``."""
+        qr, qr_fixed, xr = (q, q_fixed, x) if rows is None else (
+            q.select(rows), q_fixed.select(rows), x[rows]
+        )  # fmt: skip
+        z = qr.sample(n, generator)  # reparameterised
+        for_theta, for_z = log_joint_for_theta_and_z(model, xr, z)
+        return for_theta - qr_fixed.log_prob(z.detach()), for_z - qr.log_prob(z)
 
     B = x.shape[0]
+    first = weigh(None, roulette.min_terms + 1)  # every row needs m + K ≥ m + 1 draws
     k = roulette.sample(B, generator, x.device)
-    everyone = torch.arange(B, device=x.device)
-    first = weigh(everyone, roulette.min_terms + 1)
-    (lw_theta, lw_phi), made = log_weights_in_rounds(roulette.min_terms + k, first, weigh)
+    flat = lambda rows: tuple(v[:, 0] for v in weigh(rows, 1))  # noqa: E731
+    lw_theta, lw_phi = log_weights_per_row(first, k - 1, flat)
     est_theta = sumo_from_log_weights(lw_theta, k, roulette)
     est_phi = sumo_from_log_weights(lw_phi, k, roulette)
     loss = -est_theta.mean() + est_phi.pow(2).mean()
+    evals = (roulette.min_terms + k).double().mean().item()
     diagnostics = {
-        "evals": made.double().mean().item(),
+        "evals": evals,
+        "decoder_evals": evals,  # one pass serves θ and φ
         "k_mean": k.double().mean().item(),
         "k_max": int(k.max()),
         "sumo_sd": est_theta.detach().std().item() if B > 1 else float("nan"),
-        "decoder_evals": 2 * int(made.sum()),  # θ's and φ's passes over the same draws
     }
     return Step(loss, est_theta.detach().mean().item(), diagnostics)
 
@@ -322,9 +341,14 @@ def msc(
 ) -> Step:
     """Markovian score climbing (``msc``): one CIS step of each example's persistent chain;
     θ follows h(X) = Σ_j w̄_j ∇_θ log p_θ(x, z_j), which is BIASED (consistent only as the
-    chains age); φ by ``cfg.encoder`` (the IWAE bound on the step's fresh draws, θ held fixed,
-    or the inclusive KL −Σ_j w̄_j log q_φ(z_j | x)). Needs ``context`` with the examples'
-    indices and an ``msc.MSCMemory`` (``train`` provides both). Costs S evaluations, as IWAE.
+    chains age); φ by ``cfg.encoder`` (the IWAE bound on the step's S fresh draws, θ held
+    fixed, or the inclusive KL −Σ_j w̄_j log q_φ(z_j | x)). Needs ``context`` with the examples'
+    indices and an ``msc.MSCMemory`` (``train`` provides both).
+
+    X = (reference, fresh_2..S) and the encoder's IWAE set fresh_1..S share S − 1 draws: one
+    decoder pass over the S + 1 distinct particles serves both (``machinery
+    .log_joint_for_theta_and_z``), S + 1 decoder evaluations per data point; with the
+    inclusive encoder, S, as IWAE.
     """
     if context is None or context.memory is None:
         raise ValueError(
@@ -336,11 +360,18 @@ def msc(
     q = model.proposal(x, cfg.eps)
     q_fixed = q.detach()
     fresh = q.sample(S, generator)  # reparameterised: the encoder's IWAE bound uses it
+    z = particle_sets(context.memory, context.index, fresh)  # (r, fresh_2..S), detached
     enc_loss = x.new_zeros(())
-    if cfg.encoder == "iwae":
-        enc_loss = -iwae_bound(_log_weights(model, x, q, fresh, detach_decoder=True)).mean()
-    z = particle_sets(context.memory, context.index, fresh)
-    log_w = model.log_joint(x, z) - q_fixed.log_prob(z)  # θ's graph; references re-weighted
+    if cfg.encoder == "iwae":  # one pass over (r, fresh_1..S): θ reads X, φ reads fresh_1..S
+        both = torch.cat([z[:, :1], fresh], 1)
+        for_theta, for_z = log_joint_for_theta_and_z(model, x, both)
+        enc_loss = -iwae_bound(for_z[:, 1:] - q.log_prob(fresh)).mean()
+        log_p = torch.cat([for_theta[:, :1], for_theta[:, 2:]], 1)
+        decoder_evals = S + 1
+    else:
+        log_p = model.log_joint(x, z)
+        decoder_evals = S
+    log_w = log_p - q_fixed.log_prob(z)  # θ's graph; the reference re-weighted
     w = normalized_weights(log_w.detach())
     theta_loss = -(w * log_w).sum(-1).mean()  # θ-gradient: −(1/B) Σ_b Σ_j w̄_j ∇_θ log p
     if cfg.encoder == "inclusive":
@@ -349,6 +380,7 @@ def msc(
     diagnostics = {
         "ess": _ess(log_w),
         "evals": float(S),
+        "decoder_evals": float(decoder_evals),
         "age_mean": context.memory.visits[context.index].double().mean().item(),
     }
     return Step(theta_loss + enc_loss, iwae_bound(log_w.detach()).mean().item(), diagnostics)

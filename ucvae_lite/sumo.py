@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from .iwae import check_log_weights
-from .targets import Target, selectable
+from .targets import Target
 
 
 @dataclass(frozen=True)
@@ -90,31 +90,35 @@ def sumo_from_log_weights(log_w: Tensor, k: Tensor, roulette: Roulette) -> Tenso
     return bounds[:, m - 1] + torch.where(kept, deltas * weights, 0.0).sum(-1)
 
 
-def log_weights_in_rounds(
-    needed: Tensor, first: tuple[Tensor, ...], draw: Callable[[Tensor, int], tuple[Tensor, ...]]
-) -> tuple[tuple[Tensor, ...], Tensor]:
-    """Log-weights of the first ``needed[b]`` draws of each row, evaluated in rounds.
+def draw_rows(counts: Tensor) -> Tensor:
+    """[Σ_b counts_b] the data point of each draw: b repeated counts_b times (in row order)."""
+    return torch.repeat_interleave(torch.arange(counts.shape[0], device=counts.device), counts)
 
-    ``first`` holds the first round for every row (tensors [B, n_0]: one or several, e.g. with
-    and without the decoder's graph). Each later round doubles the draws made so far, for the
-    rows that still need more: ``draw(rows, n)`` returns the same tensors [len(rows), n] for n
-    fresh draws of the batch rows ``rows``. No row gets more than twice the draws it needs.
-    Returns the tensors padded to [B, N] with zeros, and the draws made per row [B].
+
+def pad_by_row(values: Tensor, counts: Tensor) -> Tensor:
+    """Flat per-draw values [Σ_b counts_b] (in ``draw_rows`` order) as [B, max_b counts_b],
+    zero-padded (finite, as ``sumo_from_log_weights`` allows). Differentiable in ``values``."""
+    rows = draw_rows(counts)
+    start = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(rows.shape[0], device=rows.device) - start[rows]
+    out = values.new_zeros(counts.shape[0], max(int(counts.max()), 1))
+    return out.index_put((rows, pos), values)
+
+
+def log_weights_per_row(
+    first: tuple[Tensor, ...], extra: Tensor, weigh: Callable[[Tensor], tuple[Tensor, ...]]
+) -> tuple[Tensor, ...]:
+    """Log-weights of exactly m + K_b draws per row, none wasted.
+
+    ``first`` holds the m + 1 draws every row needs (tensors [B, m + 1]: one or several, e.g.
+    the two views of one decoder pass); ``extra`` [B] = K_b − 1 more per row, made in one call
+    ``weigh(rows)``: one fresh draw for each entry of ``rows`` (a data point repeated as often
+    as it needs draws), returning the same tensors flat [len(rows)]. Returns them [B, N].
     """
-    B, device = needed.shape[0], needed.device
-    done = first[0].shape[1]
-    full = [f for f in first]
-    made = torch.full((B,), done, dtype=torch.long, device=device)
-    rows = (needed > done).nonzero().flatten()
-    while rows.numel():
-        parts = draw(rows, done)
-        full = [torch.cat([f, f.new_zeros(B, done)], 1) for f in full]
-        for f, part in zip(full, parts, strict=True):
-            f[rows, done:] = part
-        made[rows] += done
-        done *= 2
-        rows = rows[needed[rows] > done]
-    return tuple(full), made
+    if not bool((extra > 0).any()):
+        return first
+    more = weigh(draw_rows(extra))
+    return tuple(torch.cat([f, pad_by_row(v, extra)], 1) for f, v in zip(first, more, strict=True))
 
 
 def sumo_log_marginal(
@@ -129,11 +133,13 @@ def sumo_log_marginal(
     """[B] unbiased estimates of log p(x_b), one SUMO draw per data point of ``target``.
 
     ``min_terms`` m ≥ 1, ``cutoff`` c ≥ 1 and ``ratio`` ρ in (0, 1) set the roulette (module
-    docstring). ``return_cost=True`` also returns the log-weight evaluations made per data
-    point [B] (at least m + K, less than twice that: draws are made in doubling rounds).
+    docstring). Each data point gets exactly m + K_b draws: m + 1 for all, then K_b − 1 more
+    in one call (``target.select`` with each row repeated as often as it needs draws).
+    ``return_cost=True`` also returns the log-weight evaluations per data point [B], m + K_b.
+    A target without ``select`` cannot draw a different number per row: every row then gets
+    the largest m + K_b, and the cost returned counts it.
     """
     roulette = Roulette(min_terms, cutoff, ratio)
-    first = roulette.min_terms + 1  # every row needs m + K ≥ m + 1 draws
 
     def weigh(tgt: Target, n: int) -> Tensor:
         z = tgt.sample(n, generator)
@@ -141,12 +147,18 @@ def sumo_log_marginal(
         check_log_weights(log_w.detach(), z)
         return log_w
 
-    log_w0 = weigh(target, first)
-    B, device = log_w0.shape[0], log_w0.device
-    rows_target = selectable(target, B, device)
+    first = weigh(target, roulette.min_terms + 1)  # every row needs m + K ≥ m + 1 draws
+    B, device = first.shape[0], first.device
     k = roulette.sample(B, generator, device)
-    (log_w,), made = log_weights_in_rounds(
-        roulette.min_terms + k, (log_w0,), lambda rows, n: (weigh(rows_target.select(rows), n),)
-    )
+    extra = k - 1
+    if hasattr(target, "select"):
+        (log_w,) = log_weights_per_row(
+            (first,), extra, lambda rows: (weigh(target.select(rows), 1)[:, 0],)
+        )
+        made = roulette.min_terms + k
+    else:
+        n = int(extra.max())
+        log_w = torch.cat([first, weigh(target, n)], 1) if n else first
+        made = torch.full_like(k, log_w.shape[1])
     est = sumo_from_log_weights(log_w, k, roulette)
     return (est, made) if return_cost else est
