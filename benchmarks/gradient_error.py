@@ -8,7 +8,8 @@ on N data points with R independent estimates each:
 * |b̄|², the squared bias of the minibatch gradient (noise-corrected, with its standard error),
 * tr Σ_est, the estimator's mean within-image variance, and tr Σ_data, the between-image
   variance of the exact per-image gradients (the minibatch noise SGD pays anyway),
-* c, the log-weight evaluations per data point,
+* c, the cost per data point: log-weight evaluations (default) or, with --cost decoder,
+  decoder evaluations as a training step pays them (``landscape.GradientSamples``),
 * MSE(C) = |b̄|² + c · (tr Σ_data + tr Σ_est) / C of the average gradient over a budget of C
   evaluations, and the crossover C* at which each unbiased method overtakes each IWAE-S.
 
@@ -19,8 +20,9 @@ own noise enters the standard errors, cross-checked against IWAE with a large S)
 
     python benchmarks/gradient_error.py --quick     # ≤ 10 min on 2 cores
     python benchmarks/gradient_error.py             # more points and replicates
+    python benchmarks/gradient_error.py --cost decoder   # budgets in decoder evaluations
 
-Writes figures/gradient_error{_quick}.md, .csv and .png.
+Writes figures/gradient_error{_quick}{_decoder}.md, .csv and .png.
 """
 
 from __future__ import annotations
@@ -108,11 +110,13 @@ def digits_case(
     return model, xs, proposal, reference, reference_var, cross
 
 
-def report(name: str, budgets: list[L.ErrorBudget], p_star: float | None, extra: str) -> list[str]:
+def report(
+    name: str, budgets: list[L.ErrorBudget], p_star: float | None, extra: str, cost: str
+) -> list[str]:
     iwaes = [b for b in budgets if b.name.startswith("IWAE")]
     lines = [f"### {name}", "", extra, ""]
     head = (
-        "| method | evals c | abs bias² ± SE | tr Σ_est | tr Σ_data | "
+        f"| method | {cost} evals c | abs bias² ± SE | tr Σ_est | tr Σ_data | "
         + " | ".join(f"MSE at C = {c:.0e}" for c in BUDGETS)
         + " | "
         + " | ".join(f"C* vs {i.name}" for i in iwaes)
@@ -144,19 +148,27 @@ def main() -> None:
     ap.add_argument("--cases", nargs="+", default=["exact", "digits"], choices=["exact", "digits"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument(
+        "--cost",
+        choices=L.COST_UNITS,
+        default="log-weight",
+        help="what the budget C counts: log-weight evaluations (default) or decoder evaluations",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     q = args.quick
     progress = (lambda it, desc: tqdm(it, desc=desc, leave=False)) if not args.quiet else None
-    suffix = "_quick" if q else ""
+    suffix = ("_quick" if q else "") + ("_decoder" if args.cost == "decoder" else "")
+    unit = f"{args.cost} evaluations"
     t0 = time.perf_counter()
     md = [
         f"# θ-gradient bias and noise at equal compute ({'quick' if q else 'full'} run)",
         "",
-        f"Command: `python benchmarks/gradient_error.py{' --quick' if q else ''}`",
+        f"Command: `python benchmarks/gradient_error.py{' --quick' if q else ''}"
+        f"{' --cost decoder' if args.cost == 'decoder' else ''}`",
         "",
         "MSE(C) = |b̄|² + c (tr Σ_data + tr Σ_est) / C: the mean squared error of the average of "
-        "minibatch gradients over a budget of C log-weight evaluations; C* is the budget past "
+        f"minibatch gradients over a budget of C {unit}; C* is the budget past "
         "which an unbiased method's MSE is below IWAE-S's (per data point of the minibatch).",
         "",
     ]
@@ -189,31 +201,36 @@ def main() -> None:
         methods = L.default_methods()
         ucvae_row = [m for m in methods if m.name == "ucvae"]
         first = L.measure(
-            ucvae_row, model, xs, proposal, R, reference, reference_var, args.seed, progress
-        )
+            ucvae_row, model, xs, proposal, R, reference, reference_var, args.seed, progress,
+            args.cost,
+        )  # fmt: skip
         p_star = first[0].optimal_correction_prob(10)
         p_thin = max(0.05, round(p_star or 1.0, 2))
         thinned = L.Method(f"ucvae p={p_thin:g}", "ucvae", 10, 1, 2, correction_prob=p_thin)
         rest = [m for m in methods if m.kind != "ucvae"]
         budgets = L.measure(
-            rest[:3], model, xs, proposal, R, reference, reference_var, args.seed + 1, progress
-        )
+            rest[:3], model, xs, proposal, R, reference, reference_var, args.seed + 1, progress,
+            args.cost,
+        )  # fmt: skip
         budgets += first
         if p_thin < 1.0:
             budgets += L.measure(
-                [thinned], model, xs, proposal, R, reference, reference_var, args.seed + 2, progress
-            )
+                [thinned], model, xs, proposal, R, reference, reference_var, args.seed + 2,
+                progress, args.cost,
+            )  # fmt: skip
         budgets += L.measure(
-            rest[3:], model, xs, proposal, R, reference, reference_var, args.seed + 3, progress
-        )
-        md += report(case, budgets, p_star, extra)
+            rest[3:], model, xs, proposal, R, reference, reference_var, args.seed + 3, progress,
+            args.cost,
+        )  # fmt: skip
+        md += report(case, budgets, p_star, extra, args.cost)
         figure_data[case] = budgets
         for b in budgets:
             rows_csv.append(
                 {
                     "case": case,
                     "method": b.name,
-                    "evals": b.cost,
+                    "cost": b.cost,
+                    "cost_unit": args.cost,
                     "bias2": b.bias2,
                     "bias2_se": b.bias2_se,
                     "var_est": b.variance,

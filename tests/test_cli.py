@@ -93,6 +93,7 @@ BAD_FLAGS = {
     "flow on full": (["train", "--flow-layers", "2", "--covariance", "full"], ["--flow-layers"]),
     "seeds empty": (["reproduce", "--seeds"], ["--seeds"]),
     "seeds repeated": (["reproduce", "--seeds", "1", "1"], ["--seeds"]),
+    "decoder budget 0": (["reproduce", "--decoder-budget", "0"], ["--decoder-budget"]),
     "not an int": (["train", "--epochs", "many"], ["--epochs", "--help"]),
     "no such device": (["train", "--device", "nonesuch"], ["--device", "cpu"]),
     "data dir missing": (

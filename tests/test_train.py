@@ -2,6 +2,7 @@
 
 import math
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -261,6 +262,38 @@ def test_time_limit_counts_optimisation_steps_on_the_chosen_clock(tmp_path, data
     assert hist["epoch"] == [1] and 0 < hist["train_time"][0] <= hist["time"][0]
     with pytest.raises(ValueError, match="clock"):
         _cfg(tmp_path, clock="sundial")
+
+
+@pytest.mark.parametrize("objective", ["iwae", "ucvae", "sumo"])
+def test_decoder_limit_counts_what_the_decoder_saw(tmp_path, data, objective, monkeypatch):
+    """The decoder budget sums each step's decoder evaluations (a forward hook on the decoder
+    agrees); IWAE spends exactly images × S per epoch; the count survives a resume."""
+    seen = [0]
+
+    def count(module, inp, out):
+        seen[0] += inp[0].numel() // inp[0].shape[-1]
+
+    original = train_mod.Trainer.train_step
+
+    def counted(self, index, x):
+        hook = self.model.decoder.register_forward_hook(count)
+        try:
+            return original(self, index, x)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(train_mod.Trainer, "train_step", counted)
+    cfg = _cfg(tmp_path, epochs=5, objective=objective, decoder_limit=1.0, num_samples=4)
+    _, hist = train(cfg, progress=False, data=data)
+    assert hist["epoch"] == [1]  # the budget binds after the first epoch
+    assert hist["decoder_evals"] == [pytest.approx(seen[0])]
+    if objective == "iwae":
+        assert seen[0] == len(data.train) * 4
+    first = seen[0]
+    _, hist = train(replace(cfg, decoder_limit=None, epochs=2), True, False, data)
+    assert hist["decoder_evals"] == [pytest.approx(first), pytest.approx(seen[0])]
+    with pytest.raises(ValueError, match="decoder_limit"):
+        _cfg(tmp_path, decoder_limit=0)
 
 
 def test_resume_keeps_a_best_epoch_from_before_the_stop(tmp_path, data, monkeypatch):

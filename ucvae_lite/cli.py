@@ -182,6 +182,12 @@ def _check_reproduce(args: argparse.Namespace) -> None:
         args.time_budget > 0 and math.isfinite(args.time_budget),
         f"--time-budget must be a positive number of seconds, got {args.time_budget}",
     )
+    _require(
+        args.decoder_budget is None
+        or (args.decoder_budget > 0 and math.isfinite(args.decoder_budget)),
+        f"--decoder-budget must be a positive number of decoder evaluations, "
+        f"got {args.decoder_budget}",
+    )
     _at_least(args.jobs, 1, "--jobs", "runs at once")
 
 
@@ -251,6 +257,15 @@ def _train_config(args: argparse.Namespace, objective: str):
     )
 
 
+def _iwae_decoder_evals(cfg, n_train: int | None) -> float:
+    """Decoder evaluations IWAE-S spends in ``cfg.epochs`` epochs: epochs × images × S."""
+    if n_train is None:
+        from .data import load_for_config
+
+        n_train = len(load_for_config(cfg.dataset, cfg.data_dir, cfg.binarization, 0, None).train)
+    return float(cfg.epochs * n_train * cfg.objective_config().num_samples)
+
+
 def _eval_samples(args: argparse.Namespace) -> int:
     from .evaluate import EVAL_SAMPLES, FAST_EVAL_SAMPLES
 
@@ -303,10 +318,11 @@ def _reproduce(args: argparse.Namespace) -> None:
         args.out = f"runs/reproduce_{args.dataset}"
     base = _train_config(args, "ucvae")
     command = "python -m ucvae_lite " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
-    budgets = [
-        Budget("steps", base.epochs) if kind == "steps" else Budget("time", args.time_budget)
-        for kind in args.budgets
-    ]
+    values = {"steps": base.epochs, "time": args.time_budget}
+    # default decoder budget: what IWAE-S spends in --epochs epochs (S per image per step)
+    n_train = base.subset[0] if base.subset else None
+    values["decoder"] = args.decoder_budget or _iwae_decoder_evals(base, n_train)
+    budgets = [Budget(kind, values[kind]) for kind in args.budgets]
     md = reproduce(
         base,
         seeds,
@@ -652,10 +668,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--budgets",
         nargs="+",
-        choices=["steps", "time"],
+        choices=["steps", "decoder", "time"],
         default=["steps"],
-        help="steps: the same --epochs for every objective; time: the same --time-budget "
-        "seconds of optimisation steps, on this process's CPU clock (default steps)",
+        help="steps: the same --epochs for every objective; decoder: the same "
+        "--decoder-budget decoder evaluations (particles through the decoder, all steps); "
+        "time: the same --time-budget seconds of optimisation steps, on this process's CPU "
+        "clock (default steps)",
+    )
+    p.add_argument(
+        "--decoder-budget",
+        type=float,
+        default=None,
+        help="decoder evaluations per run for --budgets decoder (default: what IWAE-S "
+        "spends in --epochs epochs, epochs x training images x S)",
     )
     p.add_argument(
         "--time-budget",

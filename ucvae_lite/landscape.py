@@ -137,14 +137,22 @@ def default_methods(p_thin: float = 0.25) -> list[Method]:
     ]
 
 
+COST_UNITS = ("log-weight", "decoder")
+
+
 @dataclass
 class GradientSamples:
     """R gradient estimates of one data point: ``grads`` [R, |θ|], mean ``cost`` (log-weight
-    evaluations per estimate) and, for ucvae, ``correction`` [R, |θ|] = H − h(X_0)."""
+    evaluations per estimate), mean ``decoder_cost`` (decoder evaluations a training step
+    with this method pays per data point: the log-weight evaluations, plus MSC's extra
+    particle, since its encoder's IWAE set and its chain share all but one; ucvae's few tail
+    re-evaluations, 1–5% in ``benchmarks/step_cost.py``, are not counted) and, for ucvae,
+    ``correction`` [R, |θ|] = H − h(X_0)."""
 
     grads: Tensor
     cost: float
     correction: Tensor | None = None
+    decoder_cost: float | None = None  # None: the same as cost
 
 
 def gradient_samples(
@@ -181,7 +189,7 @@ def gradient_samples(
             copies = RowCopies(model, R)
             log_likelihood_surrogate(_x0_part(est), particle_log_joint(copies, xr)).backward()
             correction = grads - copies.gradients()
-        return GradientSamples(grads, cost, correction)
+        return GradientSamples(grads, cost, correction, cost)
     elif method.kind == "sumo":
         target = ImportanceTarget(copies, xr, proposal)
         est, made = sumo_log_marginal(target, generator, return_cost=True)
@@ -192,9 +200,10 @@ def gradient_samples(
             _msc_estimate(chains_target, method, R, generator), log_joint
         ).backward()
         cost = float(method.num_samples)
+        return GradientSamples(copies.gradients(), cost, None, cost + 1.0)
     else:
         raise ValueError(f"unknown method kind {method.kind!r}")
-    return GradientSamples(copies.gradients(), cost, correction)
+    return GradientSamples(copies.gradients(), cost, correction, cost)
 
 
 def _x0_part(est: Estimate) -> Estimate:
@@ -249,6 +258,7 @@ def error_budget(
     reference_var: Tensor | None = None,
     unbiased: bool = True,
     groups: int = 10,
+    unit: str = "log-weight",
 ) -> ErrorBudget:
     """The budget of one method from its samples for N data points and the reference gradients
     ``reference`` [N, |θ|] (exact, or estimated: ``reference_var`` [N, |θ|] is then the
@@ -285,7 +295,9 @@ def error_budget(
     var_data = ref.var(0).sum().item() if N > 1 else 0.0
     if reference_var is not None:  # an estimated reference: its own noise is not Σ_data
         var_data -= reference_var.double().sum(1).mean().item()
-    costs = torch.tensor([s.cost for s in samples], dtype=torch.float64, device=ref.device)
+    per = [s.cost if unit == "log-weight" or s.decoder_cost is None else s.decoder_cost
+           for s in samples]  # fmt: skip
+    costs = torch.tensor(per, dtype=torch.float64, device=ref.device)
     correction2 = None
     if all(s.correction is not None for s in samples):
         correction2 = (
@@ -319,9 +331,13 @@ def measure(
     reference_var: Tensor | None = None,
     seed: int = 0,
     progress: Callable | None = None,
+    unit: str = "log-weight",
 ) -> list[ErrorBudget]:
     """Error budgets of ``methods`` over the data points ``xs`` [N, P]; ``proposal_for(x, R)`` is
-    q(· | x) for one data point replicated R times (detached)."""
+    q(· | x) for one data point replicated R times (detached). ``unit``: what a budget's cost
+    counts, "log-weight" evaluations or "decoder" evaluations (``GradientSamples``)."""
+    if unit not in COST_UNITS:
+        raise ValueError(f"unit must be one of {COST_UNITS}, got {unit!r}")
     g = torch.Generator(device=xs.device).manual_seed(seed)
     out = []
     for method in methods:
@@ -332,7 +348,9 @@ def measure(
             )
             for i in rows
         ]
-        out.append(error_budget(method.name, samples, reference, reference_var, method.unbiased))
+        out.append(
+            error_budget(method.name, samples, reference, reference_var, method.unbiased, unit=unit)
+        )
     return out
 
 

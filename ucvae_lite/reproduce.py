@@ -6,6 +6,9 @@ optimiser and batches; each is then scored by the IWAE-5000 bound on the test se
 (``Budget``):
 
 * ``steps``: the same number of epochs (optimisation steps) for every objective;
+* ``decoder``: the same number of decoder evaluations (particles through the decoder, summed
+  over every step: what a step pays for, see ``objectives``) for every objective; a run stops
+  after the epoch in which it passes the budget. Deterministic, and the same on any machine;
 * ``time``: the same seconds of optimisation steps for every objective, measured on this
   process's CPU clock with one thread (robust to other programs on the machine; a run stops
   after the epoch in which it passes the budget). Such runs are not bit-reproducible.
@@ -60,29 +63,38 @@ COLORS = {
     "sumo": "tab:purple",
     "msc": "tab:brown",
 }
-EPOCH_CAP = 100_000  # the epoch cap of a time-budget run (the time limit binds first)
+EPOCH_CAP = 100_000  # the epoch cap of a time or decoder budget run (the limit binds first)
+BUDGETS = ("steps", "decoder", "time")
 
 
 @dataclass(frozen=True)
 class Budget:
-    """``kind`` "steps" (``value`` epochs) or "time" (``value`` seconds of optimisation)."""
+    """``kind`` "steps" (``value`` epochs), "decoder" (``value`` decoder evaluations) or
+    "time" (``value`` seconds of optimisation)."""
 
     kind: str
     value: float
 
     def __post_init__(self):
-        if self.kind not in ("steps", "time") or not self.value > 0:
+        if self.kind not in BUDGETS or not self.value > 0:
             raise ValueError(
-                f"a budget is ('steps', epochs > 0) or ('time', seconds > 0), got {self}"
+                f"a budget is ('steps', epochs > 0), ('decoder', decoder evaluations > 0) or "
+                f"('time', seconds > 0), got {self}"
             )
 
     @property
     def label(self) -> str:
-        return f"{int(self.value)} epochs" if self.kind == "steps" else f"{self.value:g} s"
+        if self.kind == "steps":
+            return f"{int(self.value)} epochs"
+        if self.kind == "decoder":
+            return f"{self.value:.3g} decoder evaluations"
+        return f"{self.value:g} s"
 
     def apply(self, cfg: TrainConfig) -> TrainConfig:
         if self.kind == "steps":
-            return replace(cfg, epochs=int(self.value), time_limit=None)
+            return replace(cfg, epochs=int(self.value), time_limit=None, decoder_limit=None)
+        if self.kind == "decoder":
+            return replace(cfg, epochs=EPOCH_CAP, time_limit=None, decoder_limit=self.value)
         return replace(cfg, epochs=EPOCH_CAP, time_limit=float(self.value), clock="process")
 
 
@@ -114,6 +126,7 @@ def run_one(cfg: TrainConfig, variant: str, budget: Budget, eval_samples: int, r
         "test_ll": res["ll"],
         "test_se": res["se"],
         "train_seconds": hist["train_time"][-1],
+        "decoder_evals": hist["decoder_evals"][-1],
         "wall_seconds": time.perf_counter() - t0,
         "epochs": hist["epoch"][-1],
         "steps": hist["steps"][-1],
@@ -202,6 +215,7 @@ def summarize(rows: list[dict]) -> list[dict]:
                     "pairs": n,
                     "steps": statistics.fmean(r["steps"] for r in rs),
                     "train_seconds": statistics.fmean(r["train_seconds"] for r in rs),
+                    "decoder_evals": statistics.fmean(r.get("decoder_evals", math.nan) for r in rs),
                     "evals": statistics.fmean(r["evals"] for r in rs),
                     "tau_max": max(r["tau_max"] for r in rs),
                     "truncated": sum(r["truncated"] for r in rs),
@@ -229,14 +243,18 @@ def write_tables(
     summary = summarize(rows)
     for budget in dict.fromkeys(s["budget"] for s in summary):
         ss = [s for s in summary if s["budget"] == budget]
-        what = "the same epochs" if budget == "steps" else "the same CPU seconds of steps"
+        what = {
+            "steps": "the same epochs",
+            "decoder": "the same decoder evaluations",
+            "time": "the same CPU seconds of steps",
+        }[budget]
         lines += [
             "",
             f"## Budget: {ss[0]['budget_label']} ({what} for every objective)",
             "",
             "| objective | seeds | test LL (mean ± SE) | − IWAE, paired (± SE) | wins vs IWAE | "
-            "steps | s of steps | evals / point / step | max τ | truncated |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "steps | s of steps | decoder evals | evals / point / step | max τ | truncated |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for s in ss:
             vs = "–" if s["objective"] == "iwae" else f"{s['vs_iwae']:+.3f} ± {s['vs_iwae_se']:.3f}"
@@ -245,7 +263,7 @@ def write_tables(
             lines.append(
                 f"| {s['objective']} | {s['seeds']} | {s['test_ll']:.3f} ± {s['se_seeds']:.3f} | "
                 f"{vs} | {wins} | {s['steps']:.0f} | {s['train_seconds']:.0f} | "
-                f"{s['evals']:.1f} | {tmax} | {s['truncated']} |"
+                f"{s['decoder_evals']:.3g} | {s['evals']:.1f} | {tmax} | {s['truncated']} |"
             )
         ses = [
             s["vs_iwae_se"]

@@ -62,7 +62,7 @@ DEGENERATE_POLICIES = ("warn", "raise", "ignore")
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 DEGENERATE_CHECK_IMAGES = 100  # validation images in the degenerate-regime check
 EPOCH_KEYS = ("epoch", "train_bound", "val_ll", "val_se", "time", "steps", "truncated")
-EPOCH_KEYS += ("tau_mean", "tau_max", "evals", "ess", "train_time")
+EPOCH_KEYS += ("tau_mean", "tau_max", "evals", "ess", "train_time", "decoder_evals")
 STEP_KEYS = ("step_bound", "step_tau_mean", "step_tau_max")
 CHECK_KEYS = ("check_median_ess", "degenerate")  # one entry per degenerate-regime check
 
@@ -120,6 +120,7 @@ class TrainConfig:
     val_samples: int = 100
     patience: int | None = None  # early stopping: epochs without validation improvement
     time_limit: float | None = None  # seconds of optimisation steps; stop after that epoch
+    decoder_limit: float | None = None  # decoder evaluations (all steps); stop after that epoch
     clock: str = "wall"  # how steps are timed: "wall" (perf_counter) or "process" (CPU time)
     binarization: str = "dynamic"
     data_dir: str | None = None
@@ -159,6 +160,11 @@ class TrainConfig:
         _require(
             self.time_limit is None or self.time_limit > 0,
             f"time_limit must be None (no limit) or > 0 seconds, got {self.time_limit!r}",
+        )
+        _require(
+            self.decoder_limit is None or self.decoder_limit > 0,
+            f"decoder_limit must be None (no limit) or > 0 decoder evaluations, "
+            f"got {self.decoder_limit!r}",
         )
         _require(
             self.clock in CLOCKS,
@@ -268,6 +274,7 @@ class Trainer:
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.epoch, self.step, self.elapsed, self.train_time = 0, 0, 0.0, 0.0
+        self.decoder_evals = 0.0  # particles through the decoder, summed over every step
         self.clock = CLOCKS[cfg.clock]
         self.memory = None  # msc: one persistent chain per training example
         if cfg.objective == "msc":
@@ -307,6 +314,8 @@ class Trainer:
             tick = self.clock()
             self.step, self.last = step, self.train_step(index, x)
             self.train_time += self.clock() - tick
+            per_point = self.last.diagnostics.get("decoder_evals", self.ocfg.num_samples)
+            self.decoder_evals += per_point * x.shape[0]
             self.fire("on_step_end")
         cfg = self.cfg
         self.val_ll, self.val_se = validate(self.model, self.valid, cfg.val_samples, cfg.seed)
@@ -351,6 +360,7 @@ class Trainer:
             "epoch": self.epoch - 1,  # index of the last finished epoch (0: the first)
             "elapsed": self.elapsed,
             "train_time": self.train_time,
+            "decoder_evals": self.decoder_evals,
             "memory": self.memory.state_dict() if self.memory is not None else None,
             "best_epoch": self.best["epoch"],
             "best_val": self.best["val_ll"],
@@ -380,6 +390,7 @@ class Trainer:
         self.history = new_history() | state["history"]
         self.epoch, self.elapsed = state["epoch"] + 1, state["elapsed"]
         self.train_time = state.get("train_time", state["elapsed"])
+        self.decoder_evals = state.get("decoder_evals", 0.0)  # older checkpoints: not counted
         self.best = {
             "epoch": state["best_epoch"],
             "val_ll": state["best_val"],
@@ -442,6 +453,7 @@ class History(Callback):
             "tau_max": float(max(d["tau_max"] for d in ds)) if ucvae else math.nan,
             "evals": sum(d.get("evals", t.ocfg.num_samples) for d in ds) / n,
             "train_time": t.train_time,
+            "decoder_evals": t.decoder_evals,
             "ess": sum(d.get("ess", math.nan) for d in ds) / n,
         }
         for key, value in row.items():
@@ -584,17 +596,22 @@ class EpochFunction(Callback):
 
 
 class EarlyStopping(Callback):
-    """Stops after ``patience`` epochs without a better validation bound, or after the epoch in
-    which the training time passes ``time_limit`` seconds (either may be None: no limit)."""
+    """Stops after ``patience`` epochs without a better validation bound, after the epoch in
+    which the training time passes ``time_limit`` seconds, or after the epoch in which the
+    decoder evaluations pass ``decoder_limit`` (each may be None: no limit)."""
 
-    def __init__(self, patience: int | None, time_limit: float | None):
-        self.patience, self.time_limit = patience, time_limit
+    def __init__(
+        self, patience: int | None, time_limit: float | None, decoder_limit: float | None = None
+    ):
+        self.patience, self.time_limit, self.decoder_limit = patience, time_limit, decoder_limit
 
     def on_epoch_end(self, t: Trainer) -> None:
         if self.patience is not None and t.epoch - t.best["epoch"] >= self.patience:
             t.stop_reason = "no validation improvement"
         elif self.time_limit is not None and t.train_time >= self.time_limit:
             t.stop_reason = "time limit reached"
+        elif self.decoder_limit is not None and t.decoder_evals >= self.decoder_limit:
+            t.stop_reason = "decoder-evaluation budget reached"
 
 
 def default_callbacks(
@@ -613,7 +630,7 @@ def default_callbacks(
     callbacks += [TruncationReport(), Progress(progress), Checkpoint(checkpoint, resume, progress)]
     if callback is not None:
         callbacks.append(EpochFunction(callback))
-    callbacks.append(EarlyStopping(cfg.patience, cfg.time_limit))
+    callbacks.append(EarlyStopping(cfg.patience, cfg.time_limit, cfg.decoder_limit))
     return callbacks
 
 
