@@ -119,7 +119,6 @@ def time_settings(base, data, settings, args, min_work=None) -> dict:
     if min_work is not None:
         machinery.GRAPH_MIN_WORK = min_work
     repeats = args.repeats or (5 if args.quick else 15)
-    g = torch.Generator(device=args.device).manual_seed(1)
     x_all = data.test[:1000]
     n_all = len(x_all) - len(x_all) % args.batch  # digits has 397 test images: wrap at 300
     models = {s: copy.deepcopy(base) for s in settings}
@@ -137,6 +136,9 @@ def time_settings(base, data, settings, args, min_work=None) -> dict:
         index = torch.arange(start, start + len(x), device=args.device)
         for s in order:
             name, S, k, m, p = s
+            # the same random numbers for every setting in this round: settings that share
+            # (S, k, m) run the same chains, so their ratios are paired comparisons
+            g = torch.Generator(device=args.device).manual_seed(1000 + r)
             cfg = ObjectiveConfig(num_samples=S, k=k, m=m, max_steps=100_000, correction_prob=p)
             context = StepContext(index, memory[s]) if name == "msc" else None
             dt, step, seen = one_step(models[s], opts[s], name, x, cfg, g, context)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -74,6 +74,22 @@ class Estimate:
         """[B] log (1/S) Σ_s w_s of the IWAE sample set: one draw of the IWAE bound."""
         S = self.initial_log_weights.shape[-1]
         return torch.logsumexp(self.initial_log_weights, -1) - math.log(S)
+
+    def correction(self) -> Estimate:
+        """The bias correction alone, H − h(X_0): this estimate minus IWAE's self-normalised
+        estimate h(X_0) = Σ_s w̄_s f(z_s) on its own sample set X_0.
+
+        X_0 must be stored first, S particles per data point in row order, as
+        ``coupled_estimate`` stores it. Where the thinned correction skipped a data point the
+        result is zero (no particle of it needs evaluating).
+        """
+        B, S = self.initial_log_weights.shape
+        base = torch.softmax(self.initial_log_weights.detach(), -1).reshape(B * S)
+        coef = self.flat_coef.clone()
+        coef[: B * S] -= base.to(coef.dtype)
+        if self.corrected is not None:  # exactly 0 where Z = 0, not a rounding residual
+            coef = torch.where(self.corrected[self.rows], coef, coef.new_zeros(()))
+        return replace(self, flat_coef=coef, _padded=None)
 
     # --- padded view ----------------------------------------------------------------------
     def _pad(self) -> tuple[Tensor, Tensor]:

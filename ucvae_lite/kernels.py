@@ -261,16 +261,14 @@ def init(
 
     Y_0 is an independent proposal draw in slot 1 plus X_1's fresh slots: still a q^S draw
     (only the marginal laws of X_0 and Y_0 matter), and the chains can meet at the first
-    coupled step. Y_0's slot 1 and the S − 1 shared draws are evaluated in one call.
-    ``move`` (optional) also moves X's new reference, as in every later step.
+    coupled step. ``move`` (optional) also moves X's new reference, as in every later step.
     """
     ref_x = select_reference(x0, generator)
     if move is not None:
         ref_x = move.single(target, ref_x, store, generator)
-    drawn = draw(target, x0.particles.shape[1], generator, store)  # one call: Y_0's slot 1 too
-    ref_y = reference(drawn, torch.zeros_like(drawn.ids[:, 0]))
-    fresh = CISState(drawn.particles[:, 1:], drawn.log_weights[:, 1:], drawn.ids[:, 1:])
-    return CoupledState(with_fresh(ref_x, fresh), with_fresh(ref_y, fresh), met(ref_x, ref_y))
+    y = draw(target, 1, generator, store)
+    ref_y = Particle(y.particles[:, 0], y.log_weights[:, 0], y.ids[:, 0])
+    return refresh(target, ref_x, ref_y, x0.particles.shape[1] - 1, store, generator)
 
 
 def select_indices(

@@ -22,14 +22,12 @@ few padded blocks, for per-data-point gradients (``surrogate.per_row_gradients``
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from .estimate import Estimate
 from .targets import Target
 
 
@@ -124,15 +122,18 @@ class StoreRows:
 
 # Which chain evaluations keep θ's autograd graph. Keeping it lets the surrogate reuse the
 # evaluation (each particle decoded once) but gives the backward pass one more call of its
-# own; dropping it costs a second forward pass over its particles, all such particles together
-# in one batched call. So a graph is worth keeping when the forward work it saves outweighs
-# the fixed cost of a call: when particles × (multiply-adds per particle, about the decoder's
-# parameter count) reaches GRAPH_MIN_WORK. On the small digits decoder (8,900 parameters)
-# that is about 110 particles, so the first m steps (every pair runs until t = m) keep their
-# graphs and the trickle of tiny tail evaluations is decoded again; on the MNIST decoder
-# (207,000 parameters) every evaluation of 5 or more particles keeps its graph. Measured in
-# benchmarks/step_cost.py --graph-rule.
-GRAPH_MIN_WORK = 3_000_000
+# own, and autograd's bookkeeping on every small tensor operation of it; dropping it costs a
+# second forward pass over its particles, all such particles together in one batched call. A
+# graph is kept when the forward work it saves, particles × (multiply-adds per particle, about
+# the decoder's parameter count), reaches GRAPH_MIN_WORK: on the digits decoder (8,704
+# parameters) 115 particles, so the first m steps (every pair runs until t = m) keep their
+# graphs and the tail's tiny evaluations are decoded again; on the MNIST decoder (207,984) all
+# but the smallest keep theirs. Measured on 2 CPU cores with the same chains for every rule
+# (benchmarks/step_cost.py --graph-rule): on digits this rule is the fastest (3.36x IWAE's
+# step, against 3.45x keeping every graph and 3.52x keeping none); on MNIST keeping none was
+# faster still (8.2x against 9.1x) at 1.6x the decoder evaluations. The rule keeps the
+# decoder work at its minimum.
+GRAPH_MIN_WORK = 1_000_000
 
 
 class GraphWhereWorthIt:
@@ -158,28 +159,6 @@ class GraphWhereWorthIt:
 
     def select(self, index: Tensor) -> GraphWhereWorthIt:
         return GraphWhereWorthIt(self.target.select(index), self.work_per_particle, self.min_work)
-
-
-# X_0's decoder pass is shared with the encoder (``log_joint_for_theta_and_z``); θ's view of it
-# costs a backward sweep over all of X_0 however few of its particles the estimate uses. With
-# k ≥ 1 and no thinning only the particle X_1 keeps as its reference has a coefficient, so the
-# surrogate decodes those few again instead (measured in benchmarks/step_cost.py: 7-9% faster
-# on digits and MNIST at (k, m) = (1, 2); level at p = 0.41, where every corrected row's X_0
-# enters the estimate). Reuse θ's view when at least this fraction of X_0 is live.
-X0_MIN_LIVE = 1 / 3
-
-
-def reuse_initial_graph_if_dense(est: Estimate) -> Estimate:
-    """``est`` with X_0's kept graphs dropped (``flat_has_graph`` False on X_0, the first B·S
-    particles) unless at least ``X0_MIN_LIVE`` of them have a nonzero coefficient: then the
-    surrogate re-evaluates only X_0's live particles, in the batched call it makes anyway."""
-    B, S = est.initial_log_weights.shape
-    live = float((est.flat_coef[: B * S] != 0).double().mean())
-    if est.flat_has_graph is None or live >= X0_MIN_LIVE:
-        return est
-    graph = est.flat_has_graph.clone()
-    graph[: B * S] = False
-    return replace(est, flat_has_graph=graph, _padded=None)
 
 
 def decoder_work(model) -> int:

@@ -48,12 +48,7 @@ from .coupled import check_correction_prob, coupled_estimate
 from .estimate import Estimate
 from .iwae import effective_sample_size, iwae_bound, normalized_weights
 from .kernels import CISState
-from .machinery import (
-    GraphWhereWorthIt,
-    decoder_work,
-    log_joint_for_theta_and_z,
-    reuse_initial_graph_if_dense,
-)
+from .machinery import GraphWhereWorthIt, decoder_work, log_joint_for_theta_and_z
 from .msc import MSCMemory, advance, particle_sets
 from .rejuvenation import RandomWalkMH
 from .sumo import Roulette, log_weights_per_row, sumo_from_log_weights
@@ -222,12 +217,13 @@ def ucvae(
     the coupled estimate the step used.
 
     X_0 is the encoder's reparameterised IWAE sample set. With ``encoder="iwae"`` one decoder
-    pass over it serves both parameters (``machinery.log_joint_for_theta_and_z``, performance):
-    φ reads it through the IWAE bound, θ through H's coefficients on X_0's particles (the
-    surrogate reuses its graph). Each particle of the step is decoded once with θ's graph,
-    except the chains' small tail evaluations (``machinery.GraphWhereWorthIt``) and, when
-    few of X_0's particles enter H (k ≥ 1, no thinning), those few
-    (``machinery.reuse_initial_graph_if_dense``): both are decoded again, in one call.
+    pass over it serves both parameters (performance): φ reads it through the IWAE bound, θ
+    through H's coefficients on X_0's particles (``machinery.log_joint_for_theta_and_z``: two
+    backward sweeps, one per reader); with k = m = 0, where H = h(X_0) + C, θ reads it through
+    the IWAE bound too (one sweep) and the surrogate adds the correction C, decoding again the
+    few X_0 particles C involves. Each particle of the step is otherwise decoded once with θ's
+    graph, except the chains' small tail evaluations (``machinery.GraphWhereWorthIt``),
+    decoded again in one batched call.
     """
     B, S = x.shape[0], cfg.num_samples
     q = model.proposal(x, cfg.eps)
@@ -235,7 +231,15 @@ def ucvae(
     z = q.sample(S, generator)  # reparameterised: the encoder's IWAE bound uses it
     z0 = z.detach()
     enc_loss = x.new_zeros(())
-    if cfg.encoder == "iwae":  # one pass: θ's view for the chains, z's view for −IWAE (φ)
+    # With k = m = 0, H = h(X_0) + C: −IWAE on X_0 gives θ exactly h(X_0)'s gradient, so one
+    # ordinary backward sweep serves θ and φ and the surrogate adds only the correction C
+    # (``Estimate.correction``: zero on X_0 but for the references the chains took from it)
+    fused = cfg.encoder == "iwae" and cfg.k == cfg.m == 0
+    if fused:
+        log_w0 = _log_weights(model, x, q, z)
+        enc_loss = -iwae_bound(log_w0).mean()
+        log_w0 = log_w0.detach()
+    elif cfg.encoder == "iwae":  # one pass: θ's view for H, z's view for −IWAE (φ)
         for_theta, for_z = log_joint_for_theta_and_z(model, x, z)
         enc_loss = -iwae_bound(for_z - q.log_prob(z)).mean()
         log_w0 = for_theta - q_fixed.log_prob(z0)
@@ -259,9 +263,9 @@ def ucvae(
         move=move,
         correction_prob=cfg.correction_prob,
     )
-    est = reuse_initial_graph_if_dense(est)  # performance: which graphs the surrogate reuses
     log_joint = particle_log_joint(model, x)
-    theta_loss = -log_likelihood_surrogate(est, log_joint, "mean", reuse_log_weights=True)
+    rest = est.correction() if fused else est  # what the surrogate still has to supply
+    theta_loss = -log_likelihood_surrogate(rest, log_joint, "mean", reuse_log_weights=True)
     if cfg.encoder == "inclusive":  # −(1/B) Σ_b Σ_n c_n log q_φ(z_n | x_b)
         log_q = lambda rows, zs: q.select(rows).log_prob(zs[:, None])[:, 0]  # noqa: E731
         enc_loss = -log_likelihood_surrogate(est, log_q, "mean")
@@ -275,7 +279,7 @@ def ucvae(
         )
     met = est.tau[est.corrected & ~est.truncated].double()  # pairs that ran and met
     chain_evals = int(est.num_evals.sum())  # X_0 included
-    again = (est.flat_coef != 0) & ~est.flat_has_graph  # the surrogate evaluates these again
+    again = (rest.flat_coef != 0) & ~rest.flat_has_graph  # the surrogate evaluates these again
     diagnostics = {
         "tau_mean": met.mean().item() if met.numel() else float("nan"),
         "tau_max": est.tau.max().item(),
