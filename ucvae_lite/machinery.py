@@ -128,11 +128,12 @@ class StoreRows:
 # the decoder's parameter count), reaches GRAPH_MIN_WORK: on the digits decoder (8,704
 # parameters) 115 particles, so the first m steps (every pair runs until t = m) keep their
 # graphs and the tail's tiny evaluations are decoded again; on the MNIST decoder (207,984) all
-# but the smallest keep theirs. Measured on 2 CPU cores with the same chains for every rule
-# (benchmarks/step_cost.py --graph-rule): on digits this rule is the fastest (3.36x IWAE's
-# step, against 3.45x keeping every graph and 3.52x keeping none); on MNIST keeping none was
-# faster still (8.2x against 9.1x) at 1.6x the decoder evaluations. The rule keeps the
-# decoder work at its minimum.
+# but the smallest keep theirs. Measured on 2 CPU cores with the same random numbers for every
+# rule (benchmarks/step_cost.py --graph-rule, docs/performance.md): on digits the rules that
+# keep the first steps' graphs tie within noise (3.3-3.4x IWAE's step) and keeping none is
+# slower (3.55x, at 1.6x the decoder evaluations); on MNIST two runs disagreed on the order of
+# the rules that keep graphs, and keeping none was the slowest in the paired run (7.2x against
+# 6.9x). The rule keeps the decoder work at its minimum.
 GRAPH_MIN_WORK = 1_000_000
 
 
