@@ -300,12 +300,12 @@ print(f"τ: mean {est.tau.double().mean():.2f}, max {int(est.tau.max())}; "
 # %% [markdown]
 # The same step by the library (`objectives.ucvae`, what `train` calls), on another copy of the
 # model with the same random numbers, must give the same gradient for every parameter. The
-# library saves two things. It reuses the chains' evaluations instead of evaluating the decoder
-# again. And it makes one decoder pass over X_0 serve both losses: the θ-gradient of IWAE's
-# bound on X_0 is $\sum_s \bar w_s \nabla_\theta \log p_\theta(x, z_s) = h(X_0)$, the
-# first term of the estimate, so it keeps θ in the encoder's loss and lets the surrogate supply
-# only the rest, $H_{k:m} - h(X_0)$ (`Estimate.correction()`). The two agree to rounding, not
-# bit for bit.
+# library pays for each particle once. It reuses the chains' evaluations instead of evaluating
+# the decoder again in the surrogate. And it makes one decoder pass over X_0 serve both losses:
+# the encoder reads the pass through IWAE's weights $\bar w_s$, the decoder through the
+# estimate's coefficients $c_n$ on the same particles, one backward sweep each
+# (`machinery.log_joint_for_theta_and_z`); above, steps 2 and 3 decoded X_0 twice. The two
+# agree to rounding, not bit for bit.
 
 # %%
 reference = copy.deepcopy(models["ucvae"]).train()

@@ -27,7 +27,9 @@
 # | SUMO | Russian roulette over IWAE bounds | zero | random, $m + K$ |
 #
 # Here $h(X) = \sum_j \bar w_j \nabla_\theta \log p_\theta(x, z_j)$ is the Rao-Blackwellised
-# value of a particle set (notebook 02).
+# value of a particle set (notebook 02). The costs count log-weight evaluations; in a training
+# step each is one particle through the decoder, except MSC with the IWAE-bound encoder, which
+# decodes $S + 1$ (its encoder's $S$ fresh draws and its chain's set share $S - 1$).
 #
 # **Learning objectives.** After this notebook you can
 # 1. derive why SUMO is unbiased, and why its kept terms are *divided* by the probability of
@@ -144,8 +146,9 @@ expected_k = sum(1 / j for j in range(1, 81)) + (1 / 80) * 0.9 / (1 - 0.9)
 checks.check_expected_k(expected_k)
 
 # %% [markdown]
-# **A numerical check.** The library's `sumo_log_marginal` draws in doubling rounds (so no row
-# pays for the longest one). Its mean over many draws must match the exact $\log p(x)$ of the
+# **A numerical check.** The library's `sumo_log_marginal` draws $K$ first and then exactly
+# $m + K_b$ proposal draws for each data point, all in one call (no row pays for the longest
+# one, and no draw is wasted). Its mean over many draws must match the exact $\log p(x)$ of the
 # linear-Gaussian model; the IWAE bound at the same cost, and the "multiplied" variant, must not.
 
 # %%
@@ -371,7 +374,7 @@ else:
 # the noise term is set mostly by the cost $c$ and IWAE's bias only matters past a large
 # budget of averaging at one $\theta$. SUMO is the exception: its own variance is many times
 # the minibatch noise. The README's results table trains every method with ten seeds, at equal
-# steps and at equal seconds, and says which wins where.
+# steps, at equal decoder evaluations and at equal seconds, and says which wins where.
 #
 # ## Summary
 # * SUMO is unbiased for $\log p(x)$ because each kept difference of IWAE bounds is divided by
