@@ -94,6 +94,7 @@ BAD_FLAGS = {
     "seeds empty": (["reproduce", "--seeds"], ["--seeds"]),
     "seeds repeated": (["reproduce", "--seeds", "1", "1"], ["--seeds"]),
     "decoder budget 0": (["reproduce", "--decoder-budget", "0"], ["--decoder-budget"]),
+    "decoder limit -1": (["train", "--decoder-limit", "-1"], ["--decoder-limit"]),
     "not an int": (["train", "--epochs", "many"], ["--epochs", "--help"]),
     "no such device": (["train", "--device", "nonesuch"], ["--device", "cpu"]),
     "data dir missing": (

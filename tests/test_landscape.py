@@ -33,6 +33,24 @@ def test_gradient_samples_shapes_and_costs(model, x, kind):
     assert s.grads.shape == (30, model.W.numel() + model.b.numel() + 1)
     assert bool(torch.isfinite(s.grads).all()) and s.cost >= (2 if kind == "sumo" else 4)
     assert (s.correction is not None) == (kind == "ucvae")
+    # decoder evaluations a training step pays: MSC's encoder set and chain set share S − 1
+    assert s.decoder_cost == s.cost + (1 if kind == "msc" else 0)
+
+
+def test_measure_counts_cost_in_the_unit_asked_for(model, x):
+    methods = [L.Method("msc", "msc", 4, age=2, unbiased=False), L.Method("iwae", "iwae", 4)]
+    ref = torch.stack([T.exact_gradient(model, x[i : i + 1]) for i in range(2)])
+
+    def proposal(xi, R):
+        return model.proposal(xi.expand(R, -1))
+
+    costs = {}
+    for unit in L.COST_UNITS:
+        budgets = L.measure(methods, model, x[:2], proposal, 20, ref, seed=0, unit=unit)
+        costs[unit] = [b.cost for b in budgets]
+    assert costs["log-weight"] == [4.0, 4.0] and costs["decoder"] == [5.0, 4.0]
+    with pytest.raises(ValueError, match="unit"):
+        L.measure(methods, model, x[:2], proposal, 20, ref, unit="seconds")
 
 
 def test_ucvae_gradient_samples_unbiased_and_iwae_not(model, x):
@@ -196,6 +214,7 @@ def test_error_budget_variances_cost_and_correction_size():
         correction = 0.3 + torch.randn(R, P, generator=g, dtype=torch.float64)  # E|C|² = P·1.09
         samples.append(L.GradientSamples(grads, 4.0 + i, correction))
     b = L.error_budget("x", samples, true)
+    assert L.error_budget("x", samples, true, unit="decoder").cost == b.cost  # None: the same
     assert abs(b.variance - sd.pow(2).sum().item()) < 4 * b.variance_se
     assert b.data_variance == pytest.approx(true.var(0).sum().item())
     assert b.cost == pytest.approx(6.0)

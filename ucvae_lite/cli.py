@@ -148,6 +148,12 @@ def _check_training(args: argparse.Namespace) -> None:
         args.time_limit is None or args.time_limit > 0,
         f"--time-limit must be a positive number of seconds, got {args.time_limit}",
     )
+    _require(
+        args.decoder_limit is None
+        or (args.decoder_limit > 0 and math.isfinite(args.decoder_limit)),
+        f"--decoder-limit must be a positive number of decoder evaluations, "
+        f"got {args.decoder_limit}",
+    )
     _at_least(args.eval_samples, 1, "--eval-samples", "S of the test bound")
     _at_least(args.threads, 1, "--threads", "torch CPU threads")
     _require(
@@ -248,6 +254,7 @@ def _train_config(args: argparse.Namespace, objective: str):
         val_samples=20 if fast else args.val_samples,
         patience=args.patience,
         time_limit=args.time_limit,
+        decoder_limit=args.decoder_limit,
         binarization=args.binarization,
         data_dir=args.data_dir,
         subset=subset,
@@ -512,6 +519,13 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="stop after the epoch in which the time spent in optimisation steps passes "
         "this many seconds (see --clock)",
+    )
+    g.add_argument(
+        "--decoder-limit",
+        type=float,
+        default=None,
+        help="stop after the epoch in which the decoder evaluations (particles through the "
+        "decoder, summed over all steps) pass this number",
     )
     g.add_argument(
         "--clock",
