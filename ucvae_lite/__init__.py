@@ -25,6 +25,7 @@ from .iwae import (
 from .kernels import CISState, CoupledState, Particle, cis_step, coupled_cis_step, maximal_coupling
 from .linear_gaussian import LinearGaussian
 from .rejuvenation import RandomWalkMH
+from .sumo import sumo_log_marginal
 from .surrogate import log_likelihood_surrogate, particle_log_joint
 from .targets import ImportanceTarget, Target
 
@@ -54,5 +55,6 @@ __all__ = [
     "maximal_coupling",
     "normalized_weights",
     "sample_extended_target",
+    "sumo_log_marginal",
 ]
 __version__ = "0.1.0"
