@@ -296,6 +296,24 @@ def test_decoder_limit_counts_what_the_decoder_saw(tmp_path, data, objective, mo
         _cfg(tmp_path, decoder_limit=0)
 
 
+def test_only_the_truncation_warning_is_silenced(tmp_path, data, monkeypatch):
+    """A step's truncation warning is counted, not printed; any other warning passes."""
+    elbo = train_mod.objective("elbo")
+
+    def noisy(*args):
+        message = "3 of 50 coupled chains hit max_steps=2 and were truncated"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        warnings.warn("something else went wrong", RuntimeWarning, stacklevel=2)
+        return elbo(*args)
+
+    monkeypatch.setattr(train_mod, "objective", lambda name: noisy)
+    with pytest.warns(RuntimeWarning) as record:
+        train(_cfg(tmp_path, epochs=1, objective="elbo"), progress=False, data=data)
+    messages = [str(w.message) for w in record]
+    assert any("something else" in m for m in messages)
+    assert not any("max_steps" in m for m in messages)
+
+
 def test_resume_keeps_a_best_epoch_from_before_the_stop(tmp_path, data, monkeypatch):
     """Validation gets worse after epoch 1: a run resumed after epoch 2 must still return (and
     save) epoch 1's weights as the best model."""

@@ -60,6 +60,7 @@ DEGENERATE_POLICIES = ("warn", "raise", "ignore")
 # or this process's CPU seconds (with one thread, about the same on an idle machine, and
 # robust to other processes sharing the machine).
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
+TRUNCATION_WARNING = r".*coupled chains hit max_steps"  # objectives.ucvae's, per step
 DEGENERATE_CHECK_IMAGES = 100  # validation images in the degenerate-regime check
 EPOCH_KEYS = ("epoch", "train_bound", "val_ll", "val_se", "time", "steps", "truncated")
 EPOCH_KEYS += ("tau_mean", "tau_max", "evals", "ess", "train_time", "decoder_evals")
@@ -340,7 +341,8 @@ class Trainer:
         """loss = objective(model, x); one Adam step along its negative gradient."""
         context = StepContext(index, self.memory)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # truncations: counted per epoch
+            # truncated chains are counted per epoch; every other warning passes through
+            warnings.filterwarnings("ignore", TRUNCATION_WARNING, RuntimeWarning)
             step = self.objective(self.model, x, self.ocfg, self.gen, context)
         self.opt.zero_grad(set_to_none=True)
         step.loss.backward()
