@@ -314,6 +314,22 @@ def test_only_the_truncation_warning_is_silenced(tmp_path, data, monkeypatch):
     assert not any("max_steps" in m for m in messages)
 
 
+def test_a_step_that_fails_mid_run_is_a_failed_run_not_bad_input(tmp_path, data, monkeypatch):
+    """NaN weights appearing during training raise TrainingDivergedError with the advice (the
+    CLI's exit 1), not the ValueError that bad settings raise (exit 2)."""
+    elbo, calls = train_mod.objective("elbo"), [0]
+
+    def breaks(*args):
+        calls[0] += 1
+        if calls[0] == 3:
+            raise ValueError("log-weights returned NaN for 1 of 500 particles.")
+        return elbo(*args)
+
+    monkeypatch.setattr(train_mod, "objective", lambda name: breaks)
+    with pytest.raises(TrainingDivergedError, match=r"step 3 of 6: log-weights.*lower --lr"):
+        train(_cfg(tmp_path, epochs=1, objective="elbo"), progress=False, data=data)
+
+
 def test_resume_keeps_a_best_epoch_from_before_the_stop(tmp_path, data, monkeypatch):
     """Validation gets worse after epoch 1: a run resumed after epoch 2 must still return (and
     save) epoch 1's weights as the best model."""

@@ -69,7 +69,8 @@ CHECK_KEYS = ("check_median_ess", "degenerate")  # one entry per degenerate-regi
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss became NaN or infinite, or a step failed on non-finite weights; the last good
+    checkpoint is kept."""
 
 
 class DegenerateWeightsError(RuntimeError):
@@ -313,7 +314,15 @@ class Trainer:
         start = time.perf_counter()
         for step, (index, x) in enumerate(self.batches(), start=1):
             tick = self.clock()
-            self.step, self.last = step, self.train_step(index, x)
+            self.step = step
+            try:
+                self.last = self.train_step(index, x)
+            except ValueError as e:  # settings were checked before step 1: the run failed
+                raise TrainingDivergedError(
+                    f"{self.cfg.objective} step failed at epoch {self.epoch + 1}, step {step} "
+                    f"of {self.num_batches}: {e} The checkpoint of the last finished epoch is "
+                    f"kept in {self.cfg.out}; try a lower --lr, then --resume."
+                ) from e
             self.train_time += self.clock() - tick
             per_point = self.last.diagnostics.get("decoder_evals", self.ocfg.num_samples)
             self.decoder_evals += per_point * x.shape[0]
