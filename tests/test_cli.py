@@ -239,3 +239,15 @@ def test_rejuvenate_reaches_the_training_config(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(train_mod, "train", fake_train)
     res = run_main(["train", "--rejuvenate", "0.5", "--out", str(tmp_path / "r")], capsys)
     assert res.returncode == 2 and seen["objective"].rejuvenate == 0.5
+
+
+def test_default_decoder_budget_is_what_iwae_spends_on_the_images_loaded():
+    """reproduce's default decoder budget counts the training images actually loaded, even
+    when --subset asks for more than the dataset has."""
+    from ucvae_lite import cli
+
+    args = cli.build_parser().parse_args(
+        ["reproduce", "--subset", "100000", "10", "10", "--epochs", "2", "--num-samples", "4"]
+    )
+    base = cli._train_config(args, "ucvae")
+    assert cli._iwae_decoder_evals(base) == 2 * 1200 * 4  # digits has 1,200 training images

@@ -261,3 +261,78 @@ def test_ucvae_diagnostics_with_a_thinned_correction():
     assert d["tau_mean"] >= 2 and d["tau_max"] == int(est.tau.max())
     assert d["corrected"] == pytest.approx(ran.double().mean().item())
     assert d["evals"] == pytest.approx(est.num_evals.double().mean().item())
+
+
+@pytest.mark.parametrize("encoder", ["iwae", "inclusive"])
+def test_msc_later_visit_one_pass_matches_the_two_pass_step(encoder):
+    """On a later visit (reference ≠ fresh slot 0) the one-pass step is the two-pass one:
+    θ follows −Σ_j w̄_j log p_θ(x, z_j) on X = (r, fresh_2..S), φ (encoder='iwae') the IWAE
+    bound on fresh_1..S with θ held fixed; the decoder sees S + 1 rows per data point (S with
+    the inclusive encoder), as ``decoder_evals`` says."""
+    B, S = 6, 4
+    model, xb, memory, context, cfg = _msc_setup(B, S, encoder)
+    memory.reference[:] = torch.linspace(-1.5, 1.5, B, dtype=torch.float64)[:, None]
+    memory.visits[:] = 1
+    old = memory.reference.clone()
+    seen = []
+    hook = model.decoder.register_forward_hook(
+        lambda mod, inp, out: seen.append(inp[0].numel() // inp[0].shape[-1])
+    )
+    step = objective_fn("msc")(model, xb, cfg, torch.Generator().manual_seed(0), context)
+    hook.remove()
+    per_point = S + 1 if encoder == "iwae" else S
+    assert sum(seen) == per_point * B and step.diagnostics["decoder_evals"] == per_point
+    q = model.proposal(xb, cfg.eps)
+    fresh = q.sample(S, torch.Generator().manual_seed(0))  # the step's own draws
+    X = torch.cat([old[:, None], fresh[:, 1:].detach()], 1)
+    log_w = model.log_joint(xb, X) - q.detach().log_prob(X)
+    w = torch.softmax(log_w.detach(), -1)
+    theta, phi = list(model.decoder.parameters()), list(model.encoder.parameters())
+    expected_theta = -(w * log_w).sum(-1).mean()
+    torch.testing.assert_close(_grads(step.loss, theta), _grads(expected_theta, theta))
+    if encoder == "iwae":
+        log_w_phi = model.log_joint(xb, fresh, detach_decoder=True) - q.log_prob(fresh)
+        expected_phi = -iwae_bound(log_w_phi).mean()
+        torch.testing.assert_close(_grads(step.loss, phi), _grads(expected_phi, phi))
+
+
+def test_sumo_step_gradients_match_the_two_pass_formulation():
+    """The one-pass SUMO step against SUMO written out with two passes over the same draws
+    (m + 1 per row, then K_b − 1 more, in the step's order): θ's gradient is that of
+    −(1/B) Σ SUMO (z and q fixed), φ's that of (1/B) Σ SUMO² (θ fixed, z reparameterised)."""
+    model, x = _model()
+    B = 12
+    xb = x.expand(B, -1)
+    cfg = UCVAE_DEFAULTS.with_(num_samples=3)
+    step = objective_fn("sumo")(model, xb, cfg, torch.Generator().manual_seed(0))
+    roulette = cfg.roulette()
+    m = roulette.min_terms
+    g = torch.Generator().manual_seed(0)
+    q = model.proposal(xb, cfg.eps)
+    z0 = q.sample(m + 1, g)
+    k = roulette.sample(B, g, xb.device)
+    rows = torch.repeat_interleave(torch.arange(B), k - 1)
+    assert rows.numel() > 0 and int(k.max()) >= 3  # some rows need extra draws, unequally
+    z1 = q.select(rows).sample(1, g)
+
+    def views(xr, qr, z):  # θ's and φ's log-weights, from separate passes
+        with_theta = model.log_joint(xr, z.detach()) - qr.detach().log_prob(z.detach())
+        return with_theta, model.log_joint(xr, z, detach_decoder=True) - qr.log_prob(z)
+
+    def per_row(first, extra):  # [B, m + max K]: row b's m + K_b draws, then zeros
+        n = m + int(k.max())
+        out = []
+        for b in range(B):
+            r = torch.cat([first[b], extra[rows == b, 0]])
+            out.append(torch.cat([r, r.new_zeros(n - r.shape[0])]))
+        return torch.stack(out)
+
+    (t0, p0), (t1, p1) = views(xb, q, z0), views(xb[rows], q.select(rows), z1)
+    lw_theta, lw_phi = per_row(t0, t1), per_row(p0, p1)
+    expected = -sumo_from_log_weights(lw_theta, k, roulette).mean()
+    expected = expected + sumo_from_log_weights(lw_phi, k, roulette).pow(2).mean()
+    assert step.bound == pytest.approx(sumo_from_log_weights(lw_theta, k, roulette).mean().item())
+    assert step.diagnostics["decoder_evals"] == pytest.approx((m + k).double().mean().item())
+    theta, phi = list(model.decoder.parameters()), list(model.encoder.parameters())
+    torch.testing.assert_close(_grads(step.loss, theta), _grads(expected, theta))
+    torch.testing.assert_close(_grads(step.loss, phi), _grads(expected, phi))

@@ -296,6 +296,16 @@ def test_decoder_limit_counts_what_the_decoder_saw(tmp_path, data, objective, mo
         _cfg(tmp_path, decoder_limit=0)
 
 
+def test_decoder_budget_of_iwae_epochs_gives_iwae_exactly_those_epochs(tmp_path, data):
+    """A decoder budget of exactly what IWAE-S spends in E epochs (reproduce's default) stops
+    IWAE after epoch E, not E + 1: the budget is reached when the count equals it."""
+    S, epochs = 4, 2
+    budget = float(epochs * len(data.train) * S)
+    cfg = _cfg(tmp_path, epochs=5, objective="iwae", decoder_limit=budget, num_samples=S)
+    _, hist = train(cfg, progress=False, data=data)
+    assert hist["epoch"] == [1, 2] and hist["decoder_evals"][-1] == budget
+
+
 def test_only_the_truncation_warning_is_silenced(tmp_path, data, monkeypatch):
     """A step's truncation warning is counted, not printed; any other warning passes."""
     elbo = train_mod.objective("elbo")

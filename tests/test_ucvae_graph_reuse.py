@@ -62,3 +62,21 @@ def test_reuse_evaluates_only_the_particles_without_a_graph(monkeypatch):
         0, rows[keep], (est.flat_coef[live] * log_q)[keep]
     )
     torch.testing.assert_close(fresh - reused, shift_reused)
+
+
+def test_graph_rule_keeps_a_graph_exactly_from_min_work_on():
+    """An evaluation keeps θ's graph iff particles × work per particle ≥ min_work; ``select``
+    keeps the rule."""
+    from ucvae_lite.targets import ImportanceTarget
+
+    torch.manual_seed(0)
+    model = VAE(data_dim=12, hidden=(16,), latent_dim=3).double()
+    x = (torch.rand(5, 12, dtype=torch.float64) < 0.5).double()
+    target = ImportanceTarget(model, x, model.proposal(x, detach=True))
+    work = machinery.decoder_work(model)
+    assert work == sum(p.numel() for p in model.decoder.parameters())
+    z = target.sample(3, torch.Generator().manual_seed(0))  # 15 particles
+    for min_work, kept in [(15 * work, True), (15 * work + 1, False)]:
+        rule = machinery.GraphWhereWorthIt(target, work, min_work)
+        assert rule.log_weight(z).requires_grad == kept
+        assert rule.select(torch.arange(5)).log_weight(z).requires_grad == kept

@@ -264,13 +264,13 @@ def _train_config(args: argparse.Namespace, objective: str):
     )
 
 
-def _iwae_decoder_evals(cfg, n_train: int | None) -> float:
-    """Decoder evaluations IWAE-S spends in ``cfg.epochs`` epochs: epochs × images × S."""
-    if n_train is None:
-        from .data import load_for_config
+def _iwae_decoder_evals(cfg) -> float:
+    """Decoder evaluations IWAE-S spends in ``cfg.epochs`` epochs: epochs × the training
+    images actually loaded (``--subset`` may ask for more than there are) × S."""
+    from .data import load_for_config
 
-        n_train = len(load_for_config(cfg.dataset, cfg.data_dir, cfg.binarization, 0, None).train)
-    return float(cfg.epochs * n_train * cfg.objective_config().num_samples)
+    data = load_for_config(cfg.dataset, cfg.data_dir, cfg.binarization, 0, cfg.subset)
+    return float(cfg.epochs * len(data.train) * cfg.objective_config().num_samples)
 
 
 def _eval_samples(args: argparse.Namespace) -> int:
@@ -325,10 +325,9 @@ def _reproduce(args: argparse.Namespace) -> None:
         args.out = f"runs/reproduce_{args.dataset}"
     base = _train_config(args, "ucvae")
     command = "python -m ucvae_lite " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
-    values = {"steps": base.epochs, "time": args.time_budget}
-    # default decoder budget: what IWAE-S spends in --epochs epochs (S per image per step)
-    n_train = base.subset[0] if base.subset else None
-    values["decoder"] = args.decoder_budget or _iwae_decoder_evals(base, n_train)
+    values = {"steps": base.epochs, "time": args.time_budget, "decoder": args.decoder_budget}
+    if "decoder" in args.budgets and args.decoder_budget is None:
+        values["decoder"] = _iwae_decoder_evals(base)  # what IWAE-S spends in --epochs
     budgets = [Budget(kind, values[kind]) for kind in args.budgets]
     md = reproduce(
         base,
