@@ -343,7 +343,8 @@ display(fig)
 #
 # **Exercise 1 (2 points, derivation).** In the degenerate regime at $S = 10$: what is
 # $P(\tau > 20)$, and what is the smallest $t$ with $P(\tau > t) < 0.01$? Assign `p_tail` and
-# `t_99`. (Compare the median, 2 steps: most chains meet at once, a few run very long.)
+# `t_99`. (Compare the median, 3 steps: $P(\tau > 2) = 11/20$ and $P(\tau > 3) = 11/29$;
+# most chains meet within a few steps, a few run very long.)
 
 # %% nbgrader={"grade": false, "grade_id": "ex1_tail", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
 ### BEGIN SOLUTION

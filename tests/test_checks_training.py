@@ -160,10 +160,12 @@ def test_grid_log_likelihood_rejects_mistakes(mistake, match):
 
 
 # --- the 1/t law -------------------------------------------------------------------------------
-def test_degenerate_tail():
+def test_degenerate_tail(capsys):
     p20 = degenerate_survival(torch.tensor([20.0]), 10).item()
     t99 = 1 + math.floor(99 * 11 / 9) + 1  # (S−1)(t−1) > 99 (S+1): t − 1 > 121
     checks.check_degenerate_tail(p20, t99)
+    # the ✓ message teaches the median: P(τ > 2) = 11/20 > 1/2 ≥ P(τ > 3) = 11/29, so 3
+    assert "a median of 3 steps" in capsys.readouterr().out
     with pytest.raises(CheckFailed, match="Off by one"):
         checks.check_degenerate_tail(11 / (11 + 9 * 20), t99)  # t fresh sets instead of t − 1
     with pytest.raises(CheckFailed, match="first drops below 1%"):

@@ -268,9 +268,11 @@ def check_degenerate_tail(p_tail: float, t_99: int, S: int = 10, t: int = 20) ->
         f"P(τ > t) first drops below 1% at t = {want_t}, not {t_99}: "
         "solve (S+1)/(S+1+(S−1)(t−1)) < 0.01 for the smallest integer t.",
     )
+    # the median: the smallest t with P(τ > t) ≤ 1/2 (τ ≥ 2, so t ≥ 2)
+    median = next(u for u in range(2, want_t + 1) if (S + 1) / (S + 1 + (S - 1) * (u - 1)) <= 0.5)
     passed(
         f"P(τ > {t}) = {want_p:.4f} and the 99th percentile of τ is {want_t} at S = {S}: "
-        "a median of 2 steps, yet one chain in a hundred runs past step "
+        f"a median of {median} steps, yet one chain in a hundred runs past step "
         f"{want_t - 1}."
     )
 
