@@ -181,7 +181,7 @@ display(fig)
 # | `04_estimator` | why is $H_{k:m}$ unbiased; when does it pay? | $H_{k:m}$ (+ C*) | 25 min |
 # | `05_training` | does it train real VAEs? | homework | |
 # | `06_when_practical` | when are the weights healthy? $\hat k$, the 1/t law | homework | |
-# | `07_landscape` (coming) | MSC, coupled chains, SUMO, IWAE at equal budget | homework | |
+# | `07_landscape` | MSC, coupled chains, SUMO, IWAE at equal budget | homework | |
 #
 # **The lab** is 00–04: about two hours without the exercises marked *optional* (they add about
 # 30 minutes: homework, or for the quick); 05–07 are homework. Each notebook opens with its

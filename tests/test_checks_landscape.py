@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -78,7 +79,14 @@ def test_check_thinned():
 
 
 def test_check_expected_k():
-    checks.check_expected_k(Roulette().expected_k())
+    right = Roulette().expected_k()
+    checks.check_expected_k(right)
+    # every form of a correct answer: a 0-d tensor, a NumPy number
+    checks.check_expected_k(torch.tensor(right, dtype=torch.float64))
+    checks.check_expected_k(np.float64(right))
+    for wrong in (True, "5.1", torch.tensor([right, right])):
+        with pytest.raises(checks.CheckFailed):
+            checks.check_expected_k(wrong)
     with pytest.raises(AssertionError, match="harmonic"):
         checks.check_expected_k(5.0)
 

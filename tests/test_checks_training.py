@@ -61,6 +61,9 @@ def test_decoder_loss_accepts_two_correct_answers(capsys):
             "IWAE's decoder gradient",
         ),
         (lambda m, x, e: decoder_loss_padded(m, x, e).detach(), "without a gradient"),
+        (lambda m, x, e: decoder_loss_padded(m, x, e) / 11, "11 times too small"),
+        (lambda m, x, e: 3 * decoder_loss_padded(m, x, e), "3 times too large"),
+        (lambda m, x, e: -2 * decoder_loss_padded(m, x, e), "points the wrong way"),
         (lambda m, x, e: (e.coef * m.encode(x).log_prob(e.particles)).sum(), "does not depend"),
     ],
 )

@@ -84,7 +84,11 @@ def _ratio_hint(got: Tensor, want: Tensor, batch: int) -> str:
             return "It is the batch size times too large: average over images, don't sum."
         if abs(c - 1 / batch) < 1e-6:
             return f"It is {batch} times too small: divide by the batch size once, not twice."
-        return f"It points the right way but is {c:.3g} times too large."
+        if c < 0:
+            return f"It points the wrong way: it is {c:.3g} times the gradient asked for."
+        if c > 1:
+            return f"It points the right way but is {c:.3g} times too large."
+        return f"It points the right way but is {1 / c:.3g} times too small."
     return ""
 
 
