@@ -11,6 +11,7 @@ import ucvae_lite.train as train_mod
 from ucvae_lite.cli import main
 from ucvae_lite.data import load_dataset
 from ucvae_lite.evaluate import evaluate, load_model
+from ucvae_lite.objectives import TruncationWarning
 from ucvae_lite.practical import degenerate_regime
 from ucvae_lite.train import DegenerateWeightsError, TrainConfig, TrainingDivergedError, train
 
@@ -312,7 +313,7 @@ def test_only_the_truncation_warning_is_silenced(tmp_path, data, monkeypatch):
 
     def noisy(*args):
         message = "3 of 50 coupled chains hit max_steps=2 and were truncated"
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        warnings.warn(message, TruncationWarning, stacklevel=2)
         warnings.warn("something else went wrong", RuntimeWarning, stacklevel=2)
         return elbo(*args)
 

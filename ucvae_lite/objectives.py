@@ -61,6 +61,11 @@ ENCODER_OBJECTIVES = ("iwae", "inclusive")
 ON_TIMEOUT = ("truncate", "raise")  # what ucvae does with chains unmet after max_steps
 
 
+class TruncationWarning(RuntimeWarning):
+    """Some coupled chains hit ``max_steps`` and were truncated: that step's gradient is
+    biased for them (the training loop counts these per epoch instead of printing them)."""
+
+
 @dataclass(frozen=True)
 class ObjectiveConfig:
     """Settings of the objectives; ``num_samples`` is S for all three (matched comparisons).
@@ -274,7 +279,7 @@ def ucvae(
         warnings.warn(
             f"{truncated} of {B} coupled chains hit max_steps={cfg.max_steps} and were "
             "truncated: this step's gradient is biased for them",
-            RuntimeWarning,
+            TruncationWarning,
             stacklevel=2,
         )
     met = est.tau[est.corrected & ~est.truncated].double()  # pairs that ran and met

@@ -50,7 +50,14 @@ from tqdm.auto import tqdm
 from .data import DATASETS, BinaryImages, load_for_config
 from .evaluate import log_likelihood
 from .msc import MSCMemory
-from .objectives import OBJECTIVES, ObjectiveConfig, Step, StepContext, objective
+from .objectives import (
+    OBJECTIVES,
+    ObjectiveConfig,
+    Step,
+    StepContext,
+    TruncationWarning,
+    objective,
+)
 from .practical import DEGENERATE_ESS, degenerate_regime, weight_diagnostics
 from .runtime import fast_mode  # noqa: F401 (notebooks import it from here)
 from .vae import DEFAULT_ARCH, VAE, build_vae
@@ -60,7 +67,6 @@ DEGENERATE_POLICIES = ("warn", "raise", "ignore")
 # or this process's CPU seconds (with one thread, about the same on an idle machine, and
 # robust to other processes sharing the machine).
 CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
-TRUNCATION_WARNING = r".*coupled chains hit max_steps"  # objectives.ucvae's, per step
 DEGENERATE_CHECK_IMAGES = 100  # validation images in the degenerate-regime check
 EPOCH_KEYS = ("epoch", "train_bound", "val_ll", "val_se", "time", "steps", "truncated")
 EPOCH_KEYS += ("tau_mean", "tau_max", "evals", "ess", "train_time", "decoder_evals")
@@ -351,7 +357,7 @@ class Trainer:
         context = StepContext(index, self.memory)
         with warnings.catch_warnings():
             # truncated chains are counted per epoch; every other warning passes through
-            warnings.filterwarnings("ignore", TRUNCATION_WARNING, RuntimeWarning)
+            warnings.simplefilter("ignore", TruncationWarning)
             step = self.objective(self.model, x, self.ocfg, self.gen, context)
         self.opt.zero_grad(set_to_none=True)
         step.loss.backward()
