@@ -154,6 +154,11 @@ class GradientSamples:
     correction: Tensor | None = None
     decoder_cost: float | None = None  # None: the same as cost
 
+    @property
+    def decoder(self) -> float:
+        """Decoder evaluations per estimate (``decoder_cost``, or ``cost`` when not set)."""
+        return self.cost if self.decoder_cost is None else self.decoder_cost
+
 
 def gradient_samples(
     method: Method,
@@ -189,7 +194,7 @@ def gradient_samples(
             copies = RowCopies(model, R)
             log_likelihood_surrogate(_x0_part(est), particle_log_joint(copies, xr)).backward()
             correction = grads - copies.gradients()
-        return GradientSamples(grads, cost, correction, cost)
+        return GradientSamples(grads, cost, correction)
     elif method.kind == "sumo":
         target = ImportanceTarget(copies, xr, proposal)
         est, made = sumo_log_marginal(target, generator, return_cost=True)
@@ -203,7 +208,7 @@ def gradient_samples(
         return GradientSamples(copies.gradients(), cost, None, cost + 1.0)
     else:
         raise ValueError(f"unknown method kind {method.kind!r}")
-    return GradientSamples(copies.gradients(), cost, correction, cost)
+    return GradientSamples(copies.gradients(), cost, correction)
 
 
 def _x0_part(est: Estimate) -> Estimate:
@@ -295,8 +300,7 @@ def error_budget(
     var_data = ref.var(0).sum().item() if N > 1 else 0.0
     if reference_var is not None:  # an estimated reference: its own noise is not Σ_data
         var_data -= reference_var.double().sum(1).mean().item()
-    per = [s.cost if unit == "log-weight" or s.decoder_cost is None else s.decoder_cost
-           for s in samples]  # fmt: skip
+    per = [s.cost if unit == "log-weight" else s.decoder for s in samples]
     costs = torch.tensor(per, dtype=torch.float64, device=ref.device)
     correction2 = None
     if all(s.correction is not None for s in samples):
