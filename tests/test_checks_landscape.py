@@ -84,7 +84,7 @@ def test_check_expected_k():
     # every form of a correct answer: a 0-d tensor, a NumPy number
     checks.check_expected_k(torch.tensor(right, dtype=torch.float64))
     checks.check_expected_k(np.float64(right))
-    for wrong in (True, "5.1", torch.tensor([right, right])):
+    for wrong in (True, str(right), torch.tensor([right, right])):
         with pytest.raises(checks.CheckFailed):
             checks.check_expected_k(wrong)
     with pytest.raises(AssertionError, match="harmonic"):
