@@ -87,16 +87,6 @@ def decoder_grad(model) -> torch.Tensor:
     return torch.cat([p.grad.reshape(-1) for p in model.decoder.parameters()])
 
 
-def exact_per_image(model, x: torch.Tensor, progress: bool) -> torch.Tensor:
-    """[N, |θ|] ∇_θ log p_θ(x_n) on accepted grids, one image at a time."""
-    rows = []
-    for i in tqdm(range(x.shape[0]), desc="exact gradients", disable=not progress):
-        model.zero_grad(set_to_none=True)
-        exact.log_marginal(model, x[i : i + 1]).sum().backward()
-        rows.append(decoder_grad(model))
-    return torch.stack(rows)
-
-
 def u_stat_sq_norm(d: torch.Tensor) -> tuple[float, float]:
     """(|E d|², SE) from rows d_i: Σ_{i≠j} d_i·d_j / (M(M − 1)) and 2 sd(h_i)/√M."""
     M, total = d.shape[0], d.sum(0)
@@ -270,7 +260,7 @@ def main(argv=None) -> None:
             grid[k] = max(grid[k], part[k])
         grid["mean_points"] += part["mean_points"] * xb.shape[0] / x.shape[0]
     print(f"grid error: {grid}")
-    exact_grads = exact_per_image(model, x, progress=True)
+    exact_grads = exact.decoder_gradients(model, x, progress=True)
     g = torch.Generator().manual_seed(args.seed + 1)
     batches = [torch.randperm(args.images, generator=g)[: args.batch_size]
                for _ in range(args.batches)]  # fmt: skip

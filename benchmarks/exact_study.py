@@ -305,6 +305,10 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0, help="phase 1's seed")
     p.add_argument("--out", type=Path, default=None, help="runs/exact_study{_quick}")
     p.add_argument("--curve-images", type=int, default=None, help="scored along a run (200)")
+    p.add_argument(
+        "--subset", type=int, nargs=3, default=None, metavar=("TRAIN", "VALID", "TEST"),
+        help="use the first images of each split (quick: 300 50 50)",
+    )  # fmt: skip
     p.add_argument("--summarise-only", action="store_true")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
@@ -324,8 +328,12 @@ def main(argv=None) -> None:
     out = args.out or runs_dir() / f"exact_study{tag}"
     out.mkdir(parents=True, exist_ok=True)
     data = load_dataset("digits", binarization="static", seed=args.seed)
-    if q:
-        data = data.subset(300, 50, 50)
+    subset = args.subset or ((300, 50, 50) if q else None)
+    if subset is not None:
+        if min(subset) < 1 or subset[0] < 100:
+            p.error("--subset needs at least 100 training images (one batch) and 1 of the others")
+        data = data.subset(*subset)
+        args.curve_images = min(args.curve_images, subset[0])
     results = [phase1(data, args, out, name) for name in ("iwae", "elbo")]
     if not args.summarise_only:
         start = results[0]["model"]

@@ -223,6 +223,19 @@ def log_likelihoods(model, x: Tensor, batch_size: int = 20, **grid_options) -> T
     return torch.cat([log_marginal(model, xb, **grid_options) for xb in x.split(batch_size)])
 
 
+def decoder_gradients(model, x: Tensor, progress: bool = False) -> Tensor:
+    """[N, |θ|] ∇_θ log p_θ(x_n) for each row of x, θ the decoder's parameters flattened in
+    ``model.decoder.parameters()`` order, on accepted grids (one image at a time)."""
+    from tqdm.auto import tqdm
+
+    params = list(model.decoder.parameters())
+    rows = []
+    for i in tqdm(range(x.shape[0]), desc="exact gradients", disable=not progress):
+        grads = torch.autograd.grad(log_marginal(model, x[i : i + 1]).sum(), params)
+        rows.append(torch.cat([g.reshape(-1) for g in grads]))
+    return torch.stack(rows)
+
+
 def oracle_loss(model, x: Tensor, n: int = ORACLE_POINTS, reach: float = REACH) -> Tensor:
     """−(1/B) Σ_b log p_θ(x_b) on one n × n grid per image, centred by the encoder: its
     θ-gradient is the minibatch's exact −∇_θ log p up to that grid (the *oracle* that
