@@ -303,6 +303,10 @@ def main(argv=None) -> None:
     p.add_argument("--eval-every", type=int, default=None, help="phase 1 (default 25 epochs)")
     p.add_argument("--patience", type=int, default=8, help="phase 1 evaluations")
     p.add_argument("--seed", type=int, default=0, help="phase 1's seed")
+    p.add_argument(
+        "--phase1", nargs="+", default=["iwae", "elbo"], choices=["iwae", "elbo"],
+        help="phase-1 objectives (iwae first: phase 2 starts from it)",
+    )  # fmt: skip
     p.add_argument("--out", type=Path, default=None, help="runs/exact_study{_quick}")
     p.add_argument("--curve-images", type=int, default=None, help="scored along a run (200)")
     p.add_argument(
@@ -320,6 +324,8 @@ def main(argv=None) -> None:
     args.curve_images = args.curve_images or (50 if q else 200)
     if q:
         args.oracle_points = min(args.oracle_points, 21)
+    if args.phase1[0] != "iwae":
+        p.error("--phase1 must start with iwae: phase 2 starts from its checkpoint")
     if args.steps < 4 or args.oracle_points < 3 or args.oracle_points % 2 == 0:
         p.error("need --steps >= 4 and an odd --oracle-points >= 3")
     if args.threads:
@@ -334,7 +340,7 @@ def main(argv=None) -> None:
             p.error("--subset needs at least 100 training images (one batch) and 1 of the others")
         data = data.subset(*subset)
         args.curve_images = min(args.curve_images, subset[0])
-    results = [phase1(data, args, out, name) for name in ("iwae", "elbo")]
+    results = [phase1(data, args, out, name) for name in args.phase1]
     if not args.summarise_only:
         start = results[0]["model"]
         for seed in args.seeds:
