@@ -34,163 +34,37 @@ import argparse
 import csv
 import json
 import math
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from ucvae_lite import exact
+from ucvae_lite import oracle_study as S
 from ucvae_lite.data import load_dataset
-from ucvae_lite.iwae import iwae_bound
-from ucvae_lite.msc import MSCMemory
-from ucvae_lite.objectives import ObjectiveConfig, StepContext, TruncationWarning, objective
+from ucvae_lite.oracle_study import ARMS
 from ucvae_lite.runtime import figures_dir, runs_dir
-from ucvae_lite.vae import VAE
-
-ARMS = {  # name: (objective, its settings, independent estimates per image, Adam's β₂)
-    "iwae-3": ("iwae", ObjectiveConfig(num_samples=3), 1, 0.999),
-    "ucvae-3": ("ucvae", ObjectiveConfig(num_samples=3), 1, 0.999),
-    "iwae-10": ("iwae", ObjectiveConfig(num_samples=10), 1, 0.999),
-    "ucvae-10": ("ucvae", ObjectiveConfig(num_samples=10), 1, 0.999),
-    "iwae-50": ("iwae", ObjectiveConfig(num_samples=50), 1, 0.999),
-    "msc-10 inclusive": ("msc", ObjectiveConfig(num_samples=10, encoder="inclusive"), 1, 0.999),
-    "oracle": ("oracle", ObjectiveConfig(num_samples=10), 1, 0.999),
-    # the unbiased remedies for heavy tails (their expectation is ucvae-10's)
-    "ucvae-10 m=5": ("ucvae", ObjectiveConfig(num_samples=10, m=5), 1, 0.999),
-    "ucvae-10 R=2": ("ucvae", ObjectiveConfig(num_samples=10), 2, 0.999),
-    "ucvae-10 β₂=0.99": ("ucvae", ObjectiveConfig(num_samples=10), 1, 0.99),
-}
-
-
-def new_model() -> VAE:
-    return VAE(64, (64, 64), 2, activation="tanh")
-
-
-def exact_ll(model: VAE, x: torch.Tensor) -> float:
-    """Mean exact log p_θ(x) over the rows of x, on accepted grids."""
-    return exact.log_likelihoods(model, x).mean().item()
-
-
-def oracle_step(model: VAE, x, cfg: ObjectiveConfig, gen, n: int) -> tuple[torch.Tensor, float]:
-    """The oracle's loss: the grid's exact −mean log p for θ; IWAE-S for φ with θ held fixed."""
-    q = model.proposal(x)
-    z = q.sample(cfg.num_samples, gen)
-    enc = -iwae_bound(model.log_joint(x, z, detach_decoder=True) - q.log_prob(z)).mean()
-    return exact.oracle_loss(model, x, n) + enc, float(n * n)
-
-
-def decoder_sqrt_v(model: VAE, opt: torch.optim.Adam) -> float:
-    """Mean over the decoder's parameters of Adam's bias-corrected √v̂."""
-    values, beta2 = [], opt.param_groups[0]["betas"][1]
-    for p in model.decoder.parameters():
-        state = opt.state.get(p, {})
-        if "exp_avg_sq" in state:
-            t = float(state["step"])
-            values.append((state["exp_avg_sq"] / (1 - beta2**t)).sqrt().reshape(-1))
-    return torch.cat(values).mean().item() if values else math.nan
 
 
 def phase1(data, args, out: Path, name: str) -> dict:
-    """Train ``name`` (iwae or elbo) until the exact validation log p stops improving."""
+    """``oracle_study.train_until_plateau`` for ``name``, saved in ``out`` (and reused)."""
     path = out / f"phase1_{name}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
-    torch.manual_seed(args.seed)
-    model = new_model()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen, data_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
-    cfg = ObjectiveConfig(num_samples=10)
-    best, history, since, start = (-math.inf, 0, None), [], 0, time.process_time()
-    bar = tqdm(range(1, args.max_epochs + 1), desc=f"phase 1 {name}")
-    for epoch in bar:
-        for idx in torch.randperm(len(data.train), generator=data_gen).split(100):
-            loss = objective(name)(model, data.train[idx], cfg, gen).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        if epoch % args.eval_every:
-            continue
-        ll = exact_ll(model, data.valid)
-        history.append((epoch, ll))
-        bar.set_postfix(valid=f"{ll:.3f}", best=f"{best[0]:.3f}")
-        if ll > best[0] + 0.01:
-            best, since = (ll, epoch, {k: v.clone() for k, v in model.state_dict().items()}), 0
-        else:
-            since += 1
-            if since >= args.patience:
-                break
-    result = {
-        "objective": name,
-        "best_epoch": best[1],
-        "valid_ll": best[0],
-        "epochs": epoch,
-        "history": history,
-        "cpu_seconds": time.process_time() - start,
-        "model": best[2],
-    }
+    result = S.train_until_plateau(
+        data, name, args.max_epochs, args.eval_every, args.patience, args.seed
+    )
     torch.save(result, path)
     return result
 
 
 def phase2_run(data, start_state: dict, arm: str, seed: int, args, out: Path) -> dict:
-    """One arm from the phase-1 checkpoint, one seed; the record is saved as JSON."""
+    """``oracle_study.train_arm`` for one arm and seed; the record is saved as JSON."""
     path = out / f"phase2_{arm.replace(' ', '_')}_{seed}.json"
     if path.exists():
         return json.loads(path.read_text())
-    name, cfg, replicas, beta2 = ARMS[arm]
-    torch.manual_seed(seed)
-    model = new_model()
-    model.load_state_dict(start_state)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, beta2))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, 1 - t / args.steps))
-    gen, data_gen = torch.Generator().manual_seed(100 + seed), torch.Generator().manual_seed(seed)
-    memory = MSCMemory.empty(len(data.train), 2, "digits") if name == "msc" else None
-    curve_x = data.train[: args.curve_images]
-    marks = {0, args.steps // 2, (3 * args.steps) // 4, args.steps}
-    curve, decoder_evals, cpu, step = [], 0.0, 0.0, 0
-    order = iter(())
-    with tqdm(total=args.steps, desc=f"{arm} seed {seed}", leave=False) as bar:
-        while step <= args.steps:
-            if step in marks:
-                curve.append((step, decoder_evals, cpu, exact_ll(model, curve_x)))
-            if step == args.steps:
-                break
-            idx = next(order, None)
-            if idx is None:
-                order = iter(torch.randperm(len(data.train), generator=data_gen).split(100))
-                idx = next(order)
-            x, tick = data.train[idx], time.process_time()
-            if replicas > 1:  # R independent estimates per image, averaged by the mean loss
-                x, idx = x.repeat_interleave(replicas, 0), idx.repeat_interleave(replicas)
-            if name == "oracle":
-                loss, evals = oracle_step(model, x, cfg, gen, args.oracle_points)
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", TruncationWarning)
-                    s = objective(name)(model, x, cfg, gen, StepContext(idx, memory))
-                loss, evals = s.loss, s.diagnostics.get("decoder_evals", cfg.num_samples)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            cpu += time.process_time() - tick
-            decoder_evals += evals * x.shape[0]  # x holds the R replicas
-            step += 1
-            bar.update()
-    record = {
-        "arm": arm,
-        "seed": seed,
-        "steps": args.steps,
-        "train_ll": exact_ll(model, data.train),
-        "test_ll": exact_ll(model, data.test),
-        "curve": curve,
-        "decoder_evals": decoder_evals,
-        "cpu_seconds": cpu,
-        "sqrt_v": decoder_sqrt_v(model, opt),
-    }
+    record = S.train_arm(
+        data, start_state, arm, seed, args.steps, args.lr, args.oracle_points, args.curve_images
+    )
     path.write_text(json.dumps(record))
     return record
 

@@ -25,7 +25,8 @@ against IWAE with a large S; it cannot show ucvae's own bias).
     python benchmarks/gradient_error.py             # more points and replicates
     python benchmarks/gradient_error.py --cost decoder   # budgets in decoder evaluations
 
-Writes figures/gradient_error{_quick}{_decoder}.md, .csv and .png.
+Writes figures/gradient_error{_CASES}{_quick}{_decoder}.md, .csv and .png (_CASES: the cases
+joined by _, when they are not the default exact and digits2d).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ from ucvae_lite.stats import z_threshold
 from ucvae_lite.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGETS = (1e3, 1e4, 1e5, 1e6)  # evaluations, for the MSE columns
+BUDGETS = (1e3, 1e4, 1e5, 1e6)
+DEFAULT_CASES = ["exact", "digits2d"]  # evaluations, for the MSE columns
 
 
 def exact_case(points: int, replicates: int, seed: int, progress: bool):
@@ -166,7 +168,7 @@ def main() -> None:
     ap.add_argument(
         "--cases",
         nargs="+",
-        default=["exact", "digits2d"],
+        default=DEFAULT_CASES,
         choices=["exact", "digits2d", "digits"],
         help="digits2d: exact reference by grid (default); digits: the 5-D model, whose "
         "reference is the mean of many ucvae estimates",
@@ -183,14 +185,16 @@ def main() -> None:
     torch.set_num_threads(1)
     q = args.quick
     progress = (lambda it, desc: tqdm(it, desc=desc, leave=False)) if not args.quiet else None
-    suffix = ("_quick" if q else "") + ("_decoder" if args.cost == "decoder" else "")
+    cases = "" if args.cases == DEFAULT_CASES else "_" + "_".join(args.cases)
+    suffix = cases + ("_quick" if q else "") + ("_decoder" if args.cost == "decoder" else "")
     unit = f"{args.cost} evaluations"
     t0 = time.perf_counter()
     md = [
         f"# θ-gradient bias and noise at equal compute ({'quick' if q else 'full'} run)",
         "",
         f"Command: `python benchmarks/gradient_error.py{' --quick' if q else ''}"
-        f"{' --cost decoder' if args.cost == 'decoder' else ''}`",
+        f"{' --cost decoder' if args.cost == 'decoder' else ''}"
+        f"{' --cases ' + ' '.join(args.cases) if cases else ''}`",
         "",
         "MSE(C) = |b̄|² + c (tr Σ_data + tr Σ_est) / C: the mean squared error of the average of "
         f"minibatch gradients over a budget of C {unit}; C* is the budget past "

@@ -1,0 +1,191 @@
+"""Training the 2-D digits VAE with each gradient, scored by the exact log-likelihood.
+
+The pieces of ``benchmarks/exact_study.py`` (and of notebook 07's small version): the arms,
+the oracle's step, a warm-started training run of one arm, and IWAE or the ELBO trained until
+the exact validation log-likelihood stops improving. With a 2-D latent, ``exact`` computes
+log p_θ(x) and ∇_θ log p_θ(x) on grids, so every arm is scored by what it is meant to
+maximise, and the *oracle* arm trains θ with the minibatch's exact gradient: the best that any
+unbiased estimator can do with the same minibatches.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import exact
+from .data import BinaryImages
+from .iwae import iwae_bound
+from .msc import MSCMemory
+from .objectives import ObjectiveConfig, StepContext, TruncationWarning, objective
+from .vae import VAE
+
+ARMS = {  # name: (objective, its settings, independent estimates per image, Adam's β₂)
+    "iwae-3": ("iwae", ObjectiveConfig(num_samples=3), 1, 0.999),
+    "ucvae-3": ("ucvae", ObjectiveConfig(num_samples=3), 1, 0.999),
+    "iwae-10": ("iwae", ObjectiveConfig(num_samples=10), 1, 0.999),
+    "ucvae-10": ("ucvae", ObjectiveConfig(num_samples=10), 1, 0.999),
+    "iwae-50": ("iwae", ObjectiveConfig(num_samples=50), 1, 0.999),
+    "msc-10 inclusive": ("msc", ObjectiveConfig(num_samples=10, encoder="inclusive"), 1, 0.999),
+    "oracle": ("oracle", ObjectiveConfig(num_samples=10), 1, 0.999),
+    # the unbiased remedies for heavy tails (their expectation is ucvae-10's)
+    "ucvae-10 m=5": ("ucvae", ObjectiveConfig(num_samples=10, m=5), 1, 0.999),
+    "ucvae-10 R=2": ("ucvae", ObjectiveConfig(num_samples=10), 2, 0.999),
+    "ucvae-10 β₂=0.99": ("ucvae", ObjectiveConfig(num_samples=10), 1, 0.99),
+}
+
+
+def new_model() -> VAE:
+    """The digits VAE with a 2-D latent: 64-64-64-2, tanh (the shipped ``iwae_2d``'s shape)."""
+    return VAE(64, (64, 64), 2, activation="tanh")
+
+
+def exact_ll(model: VAE, x: Tensor) -> float:
+    """Mean exact log p_θ(x) over the rows of x, on accepted grids (< 10⁻³ nats each)."""
+    return exact.log_likelihoods(model, x).mean().item()
+
+
+def oracle_step(model: VAE, x: Tensor, cfg: ObjectiveConfig, gen, n: int) -> tuple[Tensor, float]:
+    """The oracle's loss and its decoder evaluations per image: −(1/B) Σ_b log p_θ(x_b) on
+    an n × n grid per image for θ (its gradient is the minibatch's exact one, up to the grid),
+    plus IWAE-S's bound for φ with θ held fixed (as ucvae trains its encoder)."""
+    q = model.proposal(x)
+    z = q.sample(cfg.num_samples, gen)
+    enc = -iwae_bound(model.log_joint(x, z, detach_decoder=True) - q.log_prob(z)).mean()
+    return exact.oracle_loss(model, x, n) + enc, float(n * n)
+
+
+def decoder_sqrt_v(model: VAE, opt: torch.optim.Adam) -> float:
+    """Mean over the decoder's parameters of Adam's bias-corrected √v̂: a larger value is a
+    shorter step for the same mean gradient."""
+    values, beta2 = [], opt.param_groups[0]["betas"][1]
+    for p in model.decoder.parameters():
+        state = opt.state.get(p, {})
+        if "exp_avg_sq" in state:
+            t = float(state["step"])
+            values.append((state["exp_avg_sq"] / (1 - beta2**t)).sqrt().reshape(-1))
+    return torch.cat(values).mean().item() if values else math.nan
+
+
+def train_until_plateau(
+    data: BinaryImages,
+    name: str,
+    max_epochs: int,
+    eval_every: int,
+    patience: int,
+    seed: int = 0,
+    gain: float = 0.01,
+) -> dict:
+    """``name`` (iwae or elbo, S = 10) from initialisation, Adam 10⁻³, batch 100, until the
+    exact validation log-likelihood, computed every ``eval_every`` epochs, has not risen by
+    more than ``gain`` nats above the kept checkpoint in ``patience`` evaluations (or
+    ``max_epochs``). The kept checkpoint (``model``) is the last that beat the one before it
+    by more than ``gain``."""
+    torch.manual_seed(seed)
+    model = new_model()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen, data_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    cfg = ObjectiveConfig(num_samples=10)
+    best, history, since, start = (-math.inf, 0, None), [], 0, time.process_time()
+    bar = tqdm(range(1, max_epochs + 1), desc=f"phase 1 {name}")
+    for epoch in bar:
+        for idx in torch.randperm(len(data.train), generator=data_gen).split(100):
+            loss = objective(name)(model, data.train[idx], cfg, gen).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        if epoch % eval_every:
+            continue
+        ll = exact_ll(model, data.valid)
+        history.append((epoch, ll))
+        bar.set_postfix(valid=f"{ll:.3f}", best=f"{best[0]:.3f}")
+        if ll > best[0] + gain:
+            best, since = (ll, epoch, {k: v.clone() for k, v in model.state_dict().items()}), 0
+        else:
+            since += 1
+            if since >= patience:
+                break
+    return {
+        "objective": name,
+        "best_epoch": best[1],
+        "valid_ll": best[0],
+        "epochs": epoch,
+        "history": history,
+        "cpu_seconds": time.process_time() - start,
+        "model": best[2],
+    }
+
+
+def train_arm(
+    data: BinaryImages,
+    start_state: dict,
+    arm: str,
+    seed: int,
+    steps: int,
+    lr: float = 1e-3,
+    oracle_points: int = 61,
+    curve_images: int = 200,
+    batch_size: int = 100,
+    progress: bool = True,
+) -> dict:
+    """One arm (a key of ``ARMS``) from the weights ``start_state``, for ``steps`` steps of
+    Adam whose learning rate decays linearly from ``lr`` to 0, on minibatches that depend only
+    on ``seed`` (the same for every arm). Returns a record: exact train and test log p at the
+    end, the exact log p of the first ``curve_images`` training images at steps 0, T/2, 3T/4
+    and T (with decoder evaluations and CPU seconds so far), and Adam's mean √v̂."""
+    name, cfg, replicas, beta2 = ARMS[arm]
+    torch.manual_seed(seed)
+    model = new_model()
+    model.load_state_dict(start_state)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, beta2))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, 1 - t / steps))
+    gen, data_gen = torch.Generator().manual_seed(100 + seed), torch.Generator().manual_seed(seed)
+    memory = MSCMemory.empty(len(data.train), 2, data.name) if name == "msc" else None
+    curve_x = data.train[:curve_images]
+    marks = {0, steps // 2, (3 * steps) // 4, steps}
+    curve, decoder_evals, cpu, step = [], 0.0, 0.0, 0
+    order = iter(())
+    with tqdm(total=steps, desc=f"{arm} seed {seed}", leave=False, disable=not progress) as bar:
+        while step <= steps:
+            if step in marks:
+                curve.append((step, decoder_evals, cpu, exact_ll(model, curve_x)))
+            if step == steps:
+                break
+            idx = next(order, None)
+            if idx is None:
+                order = iter(torch.randperm(len(data.train), generator=data_gen).split(batch_size))
+                idx = next(order)
+            x, tick = data.train[idx], time.process_time()
+            if replicas > 1:  # R independent estimates per image, averaged by the mean loss
+                x, idx = x.repeat_interleave(replicas, 0), idx.repeat_interleave(replicas)
+            if name == "oracle":
+                loss, evals = oracle_step(model, x, cfg, gen, oracle_points)
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", TruncationWarning)
+                    s = objective(name)(model, x, cfg, gen, StepContext(idx, memory))
+                loss, evals = s.loss, s.diagnostics.get("decoder_evals", cfg.num_samples)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            cpu += time.process_time() - tick
+            decoder_evals += evals * x.shape[0]  # x holds the R replicas
+            step += 1
+            bar.update()
+    return {
+        "arm": arm,
+        "seed": seed,
+        "steps": steps,
+        "train_ll": exact_ll(model, data.train),
+        "test_ll": exact_ll(model, data.test),
+        "curve": curve,
+        "decoder_evals": decoder_evals,
+        "cpu_seconds": cpu,
+        "sqrt_v": decoder_sqrt_v(model, opt),
+    }
