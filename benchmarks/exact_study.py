@@ -85,12 +85,13 @@ def summarise(out: Path, tag: str, phase1_results: list[dict], args) -> None:
             v = np.array([by[arm][s][key] for s in seeds])
             row[key] = v.mean()
             row[key + "_se"] = v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else math.nan
-        for ref in ("iwae-10", "oracle"):
+        for ref, key in (("iwae-10", "train_ll"), ("oracle", "train_ll"), ("iwae-10", "test_ll")):
             shared = [s for s in seeds if ref in by and s in by[ref]]
-            d = np.array([by[arm][s]["train_ll"] - by[ref][s]["train_ll"] for s in shared])
-            row[f"vs_{ref}"] = d.mean() if len(d) else math.nan
-            row[f"vs_{ref}_se"] = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
-            row[f"vs_{ref}_wins"] = f"{int((d > 0).sum())}/{len(d)}" if len(d) else ""
+            d = np.array([by[arm][s][key] - by[ref][s][key] for s in shared])
+            col = f"{key.split('_')[0]}_vs_{ref}"
+            row[col] = d.mean() if len(d) else math.nan
+            row[col + "_se"] = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+            row[col + "_wins"] = f"{int((d > 0).sum())}/{len(d)}" if len(d) else ""
         last = [by[arm][s]["curve"] for s in seeds]
         row["last_quarter_gain"] = float(np.mean([c[-1][3] - c[-2][3] for c in last]))
         row["decoder_evals"] = float(np.mean([by[arm][s]["decoder_evals"] for s in seeds]))
@@ -123,8 +124,8 @@ def summarise(out: Path, tag: str, phase1_results: list[dict], args) -> None:
     lines += [
         "",
         "| arm | seeds | train log p | test log p | train − IWAE-10 (wins) | train − oracle "
-        "(wins) | last-quarter gain | decoder evals | CPU s | √v̂ |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "(wins) | test − IWAE-10 (wins) | last-quarter gain | decoder evals | CPU s | √v̂ |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def pm(v, se):
@@ -134,8 +135,10 @@ def summarise(out: Path, tag: str, phase1_results: list[dict], args) -> None:
         lines.append(
             f"| {r['arm']} | {r['seeds']} | {r['train_ll']:.4f} ± {r['train_ll_se']:.4f} | "
             f"{r['test_ll']:.4f} ± {r['test_ll_se']:.4f} | "
-            f"{pm(r['vs_iwae-10'], r['vs_iwae-10_se'])} ({r['vs_iwae-10_wins']}) | "
-            f"{pm(r['vs_oracle'], r['vs_oracle_se'])} ({r['vs_oracle_wins']}) | "
+            f"{pm(r['train_vs_iwae-10'], r['train_vs_iwae-10_se'])} "
+            f"({r['train_vs_iwae-10_wins']}) | "
+            f"{pm(r['train_vs_oracle'], r['train_vs_oracle_se'])} ({r['train_vs_oracle_wins']}) | "
+            f"{pm(r['test_vs_iwae-10'], r['test_vs_iwae-10_se'])} ({r['test_vs_iwae-10_wins']}) | "
             f"{r['last_quarter_gain']:+.4f} | {r['decoder_evals']:.3g} | "
             f"{r['cpu_seconds']:.0f} | {r['sqrt_v']:.3g} |"
         )

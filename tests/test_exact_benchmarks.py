@@ -38,7 +38,7 @@ def test_exact_study_smoke(tmp_path, monkeypatch):
     load("exact_study").main(args)
     rows = {r["arm"]: r for r in csv.DictReader(open(tmp_path / "exact_study_quick.csv"))}
     assert set(rows) == {"iwae-10", "ucvae-10", "oracle"}
-    assert float(rows["iwae-10"]["vs_iwae-10"]) == 0.0
+    assert float(rows["iwae-10"]["train_vs_iwae-10"]) == 0.0
     assert float(rows["oracle"]["decoder_evals"]) == 4 * 100 * 11 * 11  # steps × B × grid
     with pytest.raises(SystemExit):  # bad input: one clear line, non-zero exit
         load("exact_study").main(["--steps", "2"])
