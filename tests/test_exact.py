@@ -84,3 +84,12 @@ def test_bad_input_is_a_value_error():
         exact.exact_log_marginal(OffCentre(model), x, reach=0.3, max_passes=1)
     answer = exact.exact_log_marginal(OffCentre(model), x, reach=0.3)  # later passes widen it
     assert (answer.log_marginal - model.log_marginal(x)).abs().max() < 1e-6
+
+
+def test_oracle_gradient_error_is_small_on_the_shipped_model_and_grows_on_a_coarse_grid():
+    torch.manual_seed(0)
+    model = pretrained.load("iwae_2d")[0]
+    x = load_dataset("digits", binarization="static").train[:6]
+    fine = exact.oracle_gradient_error(model, x)  # the default grid trains the study's oracle
+    coarse = exact.oracle_gradient_error(model, x, n=7)
+    assert fine < 0.01 and coarse > 10 * fine

@@ -24,7 +24,9 @@ def test_arm_counts_replicas_and_scores_curve_marks(monkeypatch):
     start = S.new_model().state_dict()
     one = S.train_arm(tiny(), start, "iwae-10", 0, steps=4, curve_images=3, progress=False)
     two = S.train_arm(tiny(), start, "ucvae-10 R=2", 0, steps=4, curve_images=3, progress=False)
+    plain = S.train_arm(tiny(), start, "ucvae-10", 0, steps=4, curve_images=3, progress=False)
     assert [c[0] for c in one["curve"]] == [0, 2, 3, 4]
     assert one["decoder_evals"] == 4 * 100 * 10  # steps × batch × S
     assert two["decoder_evals"] > 2 * one["decoder_evals"]  # two coupled estimates per image
+    assert 1.5 < two["decoder_evals"] / plain["decoder_evals"] < 2.5
     assert one["train_ll"] == 100.0 and one["curve"][0][3] == 3.0
