@@ -27,6 +27,8 @@ ucvae with its chains capped at 3 steps (``max_steps=3``: unmet pairs are trunca
 
     python benchmarks/exact_gradient.py --quick     # N = 100, M = 100, B = 50; ~5 min
     python benchmarks/exact_gradient.py             # N = 1200, M = 600, B = 100
+    python benchmarks/exact_gradient.py --checkpoint runs/.../phase2_oracle_0.pt --tag oracle_end
+        # the same at weights written by benchmarks/exact_study.py
 
 Writes figures/exact_gradient{_quick}.md, .csv and .png.
 """
@@ -39,6 +41,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,6 +51,7 @@ from ucvae_lite import exact, pretrained
 from ucvae_lite.data import load_dataset
 from ucvae_lite.msc import MSCMemory
 from ucvae_lite.objectives import ObjectiveConfig, StepContext, TruncationWarning, objective
+from ucvae_lite.oracle_study import new_model
 from ucvae_lite.runtime import figures_dir
 
 
@@ -167,10 +171,11 @@ def write(rows: list[dict], grid: dict, args, elapsed: float, tag: str) -> None:
         w.writeheader()
         w.writerows(rows)
     lines = [
-        "# Gradient bias and tails at one θ, against the exact gradient" + (" (quick)" * bool(tag)),
+        "# Gradient bias and tails at one θ, against the exact gradient"
+        + (f" ({tag[1:]})" * bool(tag)),
         "",
-        f"`python benchmarks/exact_gradient.py{' --quick' if tag else ''}`: the shipped digits VAE "
-        f"with a 2-D latent, N = {args.images} training images (static binarisation), "
+        f"`python benchmarks/exact_gradient.py{args.command}`: {args.theta}, "
+        f"N = {args.images} training images (static binarisation), "
         f"M = {args.batches} minibatches of B = {args.batch_size}, the same for every method; "
         f"{elapsed / 60:.1f} min on {torch.get_num_threads()} threads.",
         "",
@@ -240,7 +245,17 @@ def main(argv=None) -> None:
     p.add_argument("--msc-warmup", type=int, default=10, help="MSC visits per image first")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument(
+        "--checkpoint", type=Path, default=None,
+        help="weights written by exact_study (its phase-1 .pt or a run's .pt) instead of the "
+        "shipped iwae_2d model",
+    )  # fmt: skip
+    p.add_argument("--tag", default=None, help="output name suffix (needed with --checkpoint)")
     args = p.parse_args(argv)
+    if args.checkpoint is not None and not args.tag:
+        p.error("--checkpoint needs --tag NAME: the outputs are exact_gradient_NAME.*")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        p.error(f"--checkpoint {args.checkpoint}: no such file")
     q = args.quick
     args.images = args.images or (100 if q else 1200)
     args.batches = args.batches or (100 if q else 600)
@@ -251,7 +266,22 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     torch.manual_seed(args.seed)
-    model = pretrained.load("iwae_2d")[0]
+    if args.checkpoint is None:
+        model, args.theta = (
+            pretrained.load("iwae_2d")[0],
+            "the shipped digits VAE with a 2-D latent",
+        )
+    else:
+        state = torch.load(args.checkpoint, weights_only=True)
+        model = new_model()
+        model.load_state_dict(state.get("model", state))  # phase 1's file holds it as "model"
+        args.theta = f"the 2-D digits VAE at the weights in `{args.checkpoint.name}`"
+    args.command = "".join(
+        f" {flag}" for flag in (
+            "--quick" * q,
+            f"--checkpoint {args.checkpoint} --tag {args.tag}" if args.checkpoint else "",
+        ) if flag
+    )  # fmt: skip
     x = load_dataset("digits", binarization="static", seed=args.seed).train[: args.images]
     grid = {k: 0.0 for k in ("refine", "widen", "edge", "mean_points")}
     for xb in x.split(50):
@@ -267,7 +297,8 @@ def main(argv=None) -> None:
     rows = []
     for method in tqdm(METHODS, desc="methods"):
         rows.append(run_method(model, method, x, exact_grads, batches, args.msc_warmup, args.seed))
-    write(rows, grid, args, time.perf_counter() - start, "_quick" if q else "")
+    tag = ("_quick" if q else "") + (f"_{args.tag}" if args.tag else "")
+    write(rows, grid, args, time.perf_counter() - start, tag)
 
 
 if __name__ == "__main__":

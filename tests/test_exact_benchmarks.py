@@ -34,10 +34,18 @@ def test_exact_study_smoke(tmp_path, monkeypatch):
     args = ["--quick", "--out", str(tmp_path / "runs"), "--subset", "100", "4", "4"]
     args += ["--steps", "4", "--max-epochs", "2", "--eval-every", "1", "--patience", "1"]
     args += ["--seeds", "0", "--arms", "iwae-10", "ucvae-10", "oracle", "--curve-images", "4"]
-    args += ["--oracle-points", "11"]
+    args += ["--oracle-points", "11", "--phase1", "iwae"]
     load("exact_study").main(args)
     rows = {r["arm"]: r for r in csv.DictReader(open(tmp_path / "exact_study_quick.csv"))}
     assert set(rows) == {"iwae-10", "ucvae-10", "oracle"}
+    saved = tmp_path / "runs" / "phase2_oracle_0.pt"  # the first seed's weights, for the next
+    load("exact_gradient").main(
+        ["--images", "12", "--batches", "4", "--batch-size", "6", "--checkpoint", str(saved)]
+        + ["--tag", "end"]
+    )
+    assert "phase2_oracle_0.pt" in (tmp_path / "exact_gradient_end.md").read_text()
+    with pytest.raises(SystemExit):  # a checkpoint without a tag would overwrite the table
+        load("exact_gradient").main(["--checkpoint", str(saved)])
     assert float(rows["iwae-10"]["train_vs_iwae-10"]) == 0.0
     assert float(rows["oracle"]["decoder_evals"]) == 4 * 100 * 11 * 11  # steps × B × grid
     with pytest.raises(SystemExit):  # bad input: one clear line, non-zero exit

@@ -13,9 +13,12 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
 from . import exact
@@ -25,18 +28,47 @@ from .msc import MSCMemory
 from .objectives import ObjectiveConfig, StepContext, TruncationWarning, objective
 from .vae import VAE
 
-ARMS = {  # name: (objective, its settings, independent estimates per image, Adam's β₂)
-    "iwae-3": ("iwae", ObjectiveConfig(num_samples=3), 1, 0.999),
-    "ucvae-3": ("ucvae", ObjectiveConfig(num_samples=3), 1, 0.999),
-    "iwae-10": ("iwae", ObjectiveConfig(num_samples=10), 1, 0.999),
-    "ucvae-10": ("ucvae", ObjectiveConfig(num_samples=10), 1, 0.999),
-    "iwae-50": ("iwae", ObjectiveConfig(num_samples=50), 1, 0.999),
-    "msc-10 inclusive": ("msc", ObjectiveConfig(num_samples=10, encoder="inclusive"), 1, 0.999),
-    "oracle": ("oracle", ObjectiveConfig(num_samples=10), 1, 0.999),
+
+@dataclass(frozen=True)
+class Arm:
+    """How one arm trains: the objective and its settings; R independent estimates per image,
+    averaged (the image repeated in the batch); the images per step (``batch_fraction`` of
+    the seed's minibatch: its first rows, so arms stay paired); the optimiser (Adam with β₂,
+    or SGD with Polyak–Ruppert averaging, ``sgd_pr``) and, for SGD, its constant step."""
+
+    objective: str
+    cfg: ObjectiveConfig
+    replicas: int = 1
+    beta2: float = 0.999
+    optimizer: str = "adam"
+    sgd_lr: float = 0.0
+    batch_fraction: float = 1.0
+
+
+SGD_LR = 0.03  # SGD's constant step for the sgd_pr arms, chosen by the pilot in exact_study
+
+ARMS = {
+    "iwae-3": Arm("iwae", ObjectiveConfig(num_samples=3)),
+    "ucvae-3": Arm("ucvae", ObjectiveConfig(num_samples=3)),
+    "iwae-10": Arm("iwae", ObjectiveConfig(num_samples=10)),
+    "ucvae-10": Arm("ucvae", ObjectiveConfig(num_samples=10)),
+    "iwae-50": Arm("iwae", ObjectiveConfig(num_samples=50)),
+    "msc-10 inclusive": Arm("msc", ObjectiveConfig(num_samples=10, encoder="inclusive")),
+    "oracle": Arm("oracle", ObjectiveConfig(num_samples=10)),
     # the unbiased remedies for heavy tails (their expectation is ucvae-10's)
-    "ucvae-10 m=5": ("ucvae", ObjectiveConfig(num_samples=10, m=5), 1, 0.999),
-    "ucvae-10 R=2": ("ucvae", ObjectiveConfig(num_samples=10), 2, 0.999),
-    "ucvae-10 β₂=0.99": ("ucvae", ObjectiveConfig(num_samples=10), 1, 0.99),
+    "ucvae-10 m=5": Arm("ucvae", ObjectiveConfig(num_samples=10, m=5)),
+    "ucvae-10 R=2": Arm("ucvae", ObjectiveConfig(num_samples=10), replicas=2),
+    "ucvae-10 R=2 B=50": Arm(  # R = 2 at ucvae-10's cost: half the images per step
+        "ucvae", ObjectiveConfig(num_samples=10), replicas=2, batch_fraction=0.5
+    ),
+    "ucvae-10 β₂=0.99": Arm("ucvae", ObjectiveConfig(num_samples=10), beta2=0.99),
+    # SGD with a constant step, scored at the average of the iterates of the run's second half
+    "iwae-10 SGD+PR": Arm(
+        "iwae", ObjectiveConfig(num_samples=10), optimizer="sgd_pr", sgd_lr=SGD_LR
+    ),
+    "ucvae-10 SGD+PR": Arm(
+        "ucvae", ObjectiveConfig(num_samples=10), optimizer="sgd_pr", sgd_lr=SGD_LR
+    ),
 }
 
 
@@ -81,7 +113,7 @@ def train_until_plateau(
     seed: int = 0,
     gain: float = 0.01,
 ) -> dict:
-    """``name`` (iwae or elbo, S = 10) from initialisation, Adam 10⁻³, batch 100, until the
+    """``name`` (iwae, elbo or ucvae; S = 10) from initialisation, Adam 10⁻³, batch 100, until the
     exact validation log-likelihood, computed every ``eval_every`` epochs, has not risen by
     more than ``gain`` nats above the kept checkpoint in ``patience`` evaluations (or
     ``max_epochs``). The kept checkpoint (``model``) is the last that beat the one before it
@@ -95,7 +127,9 @@ def train_until_plateau(
     bar = tqdm(range(1, max_epochs + 1), desc=f"phase 1 {name}")
     for epoch in bar:
         for idx in torch.randperm(len(data.train), generator=data_gen).split(100):
-            loss = objective(name)(model, data.train[idx], cfg, gen).loss
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TruncationWarning)
+                loss = objective(name)(model, data.train[idx], cfg, gen).loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -132,60 +166,82 @@ def train_arm(
     curve_images: int = 200,
     batch_size: int = 100,
     progress: bool = True,
+    state_path: Path | None = None,
 ) -> dict:
-    """One arm (a key of ``ARMS``) from the weights ``start_state``, for ``steps`` steps of
-    Adam whose learning rate decays linearly from ``lr`` to 0, on minibatches that depend only
-    on ``seed`` (the same for every arm). Returns a record: exact train and test log p at the
+    """One arm (a key of ``ARMS``) from the weights ``start_state``, for ``steps`` steps on
+    minibatches that depend only on ``seed`` (the same for every arm). Adam arms: the learning
+    rate decays linearly from ``lr`` to 0. SGD+PR arms: a constant step ``Arm.sgd_lr``, and
+    the model scored is θ̄, the mean of the iterates after steps T/2 + 1 … T (Polyak–Ruppert
+    averaging of the run's second half). Returns a record: exact train and test log p at the
     end, the exact log p of the first ``curve_images`` training images at steps 0, T/2, 3T/4
-    and T (with decoder evaluations and CPU seconds so far), and Adam's mean √v̂."""
-    name, cfg, replicas, beta2 = ARMS[arm]
+    and T (with decoder evaluations and CPU seconds so far), and Adam's mean √v̂ (NaN for
+    SGD). ``state_path``: where to save the final (averaged) weights, for the gradient
+    statistics at that θ."""
+    spec = ARMS[arm]
+    cfg = spec.cfg
     torch.manual_seed(seed)
     model = new_model()
     model.load_state_dict(start_state)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, beta2))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, 1 - t / steps))
+    if spec.optimizer == "sgd_pr":
+        opt = torch.optim.SGD(model.parameters(), lr=spec.sgd_lr)
+        sched = None
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, spec.beta2))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, 1 - t / steps))
+    averaged = AveragedModel(model) if spec.optimizer == "sgd_pr" else None
     gen, data_gen = torch.Generator().manual_seed(100 + seed), torch.Generator().manual_seed(seed)
-    memory = MSCMemory.empty(len(data.train), 2, data.name) if name == "msc" else None
+    memory = MSCMemory.empty(len(data.train), 2, data.name) if spec.objective == "msc" else None
     curve_x = data.train[:curve_images]
     marks = {0, steps // 2, (3 * steps) // 4, steps}
     curve, decoder_evals, cpu, step = [], 0.0, 0.0, 0
     order = iter(())
+
+    def scored() -> VAE:  # the averaged iterate once averaging has begun
+        return averaged.module if averaged is not None and step > steps // 2 else model
+
     with tqdm(total=steps, desc=f"{arm} seed {seed}", leave=False, disable=not progress) as bar:
         while step <= steps:
             if step in marks:
-                curve.append((step, decoder_evals, cpu, exact_ll(model, curve_x)))
+                curve.append((step, decoder_evals, cpu, exact_ll(scored(), curve_x)))
             if step == steps:
                 break
             idx = next(order, None)
             if idx is None:
                 order = iter(torch.randperm(len(data.train), generator=data_gen).split(batch_size))
                 idx = next(order)
+            idx = idx[: max(1, round(spec.batch_fraction * idx.shape[0]))]
             x, tick = data.train[idx], time.process_time()
-            if replicas > 1:  # R independent estimates per image, averaged by the mean loss
-                x, idx = x.repeat_interleave(replicas, 0), idx.repeat_interleave(replicas)
-            if name == "oracle":
+            if spec.replicas > 1:  # R independent estimates per image, averaged by the mean loss
+                x, idx = x.repeat_interleave(spec.replicas, 0), idx.repeat_interleave(spec.replicas)
+            if spec.objective == "oracle":
                 loss, evals = oracle_step(model, x, cfg, gen, oracle_points)
             else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", TruncationWarning)
-                    s = objective(name)(model, x, cfg, gen, StepContext(idx, memory))
+                    s = objective(spec.objective)(model, x, cfg, gen, StepContext(idx, memory))
                 loss, evals = s.loss, s.diagnostics.get("decoder_evals", cfg.num_samples)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if sched is not None:
+                sched.step()
+            step += 1
+            if averaged is not None and step > steps // 2:
+                averaged.update_parameters(model)
             cpu += time.process_time() - tick
             decoder_evals += evals * x.shape[0]  # x holds the R replicas
-            step += 1
             bar.update()
+    final = scored()
+    if state_path is not None:
+        torch.save(final.state_dict(), state_path)
     return {
         "arm": arm,
         "seed": seed,
         "steps": steps,
-        "train_ll": exact_ll(model, data.train),
-        "test_ll": exact_ll(model, data.test),
+        "train_ll": exact_ll(final, data.train),
+        "test_ll": exact_ll(final, data.test),
         "curve": curve,
         "decoder_evals": decoder_evals,
         "cpu_seconds": cpu,
-        "sqrt_v": decoder_sqrt_v(model, opt),
+        "sqrt_v": decoder_sqrt_v(model, opt) if spec.optimizer == "adam" else math.nan,
     }
