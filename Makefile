@@ -1,4 +1,5 @@
-# The two entry points of the README (main, test), then the teachers' (assignments, site).
+# The two entry points of the README (main, test), then the teachers' (assignments, site,
+# slides).
 # Each creates .venv (once) and installs what is missing.
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +8,7 @@ STAMP := $(VENV)/.installed
 INSTRUCTOR := $(VENV)/.instructor
 SITE_JS := site/node_modules/.package-lock.json
 
-.PHONY: main test demo lint browser instructor assignments site node
+.PHONY: main test demo lint browser instructor assignments site slides node
 
 $(STAMP): requirements.txt pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -72,8 +73,14 @@ site: $(INSTRUCTOR) $(SITE_JS)
 	$(PY) -m sphinx -q -W --keep-going -c site . build/site
 	@echo "the course site: build/site/index.html"
 
-## browser: Debian's Chromium for tests/test_browser.py and tests/test_site.py, installed only if
-## missing and we are root
+## slides: the opening lecture's reveal.js deck in build/slides/ (open build/slides/index.html;
+## it needs no network): classroom/slides.html, with the notebooks' figures and key equations;
+## reveal.js and MathJax come from site/node_modules (npm ci, pinned)
+slides: $(STAMP) $(SITE_JS)
+	$(PY) -m classroom.slides build/slides
+
+## browser: Debian's Chromium for tests/test_browser.py, tests/test_site.py and
+## tests/test_slides.py, installed only if missing and we are root
 CHROMIUM := /usr/bin/chromium
 browser:
 	@if [ -x $(CHROMIUM) ]; then :; \
@@ -85,14 +92,14 @@ browser:
 	    "install it with: sudo apt-get install chromium"; \
 	fi
 
-## node: Debian's Node.js and npm for make site (npm ci), installed only if npm is missing and
-## we are root
+## node: Debian's Node.js and npm for make site and make slides (npm ci), installed only if npm
+## is missing and we are root
 node:
 	@if command -v npm >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing nodejs and npm (Debian packages) for the course site"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
 	else \
-	  echo "note: npm missing and not root: make site fails and the site tests skip" \
-	    "(CI=true: fail); install it with: sudo apt-get install nodejs npm"; \
+	  echo "note: npm missing and not root: make site and make slides fail and their tests" \
+	    "skip (CI=true: fail); install it with: sudo apt-get install nodejs npm"; \
 	fi
