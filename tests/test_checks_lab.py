@@ -35,6 +35,24 @@ def test_checkers_are_exported_and_fast():
     assert time.perf_counter() - start < 2.0
 
 
+def test_every_checker_is_fast():
+    """Each lab checker, run on the library's answer, takes well under a second (one thread)."""
+    answers = {
+        "check_grad_b": grad_b,
+        "check_iwae_bound": u.iwae_bound,
+        "check_iwae_gradient": iwae_gradient,
+        "check_cis_step": kernels.cis_step,
+        "check_maximal_coupling": kernels.coupled_indices,
+        "check_coupled_step": library_coupled_step,
+        "check_hkm": h_km_library,
+        "check_budget_crossover": lambda a, b: (a.noise - b.noise) / b.bias2,
+    }
+    for name, fn in answers.items():
+        start = time.perf_counter()
+        getattr(checks, name)(fn)
+        assert time.perf_counter() - start < 1.0, name
+
+
 # --- 00 ---
 
 
