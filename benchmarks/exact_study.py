@@ -173,24 +173,47 @@ def summarise(out: Path, tag: str, phase1_results: list[dict], args) -> None:
 
 
 def plot(by: dict, arms: list[str], path: Path, curve_images: int) -> None:
+    """Three panels: the biased arms and the oracle against steps; ucvae and its unbiased
+    remedies against steps (IWAE-10 and the oracle repeated as references); every arm against
+    decoder evaluations. Each arm keeps its colour and marker in all three."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-    for i, arm in enumerate(arms):
-        curves = np.array([by[arm][s]["curve"] for s in sorted(by[arm])])  # [seeds, marks, 4]
-        mean = curves.mean(0)
-        axes[0].plot(mean[:, 0], mean[:, 3], marker="o", color=f"C{i}", label=arm)
-        axes[1].plot(mean[1:, 1], mean[1:, 3], marker="o", color=f"C{i}")  # log axis: no 0
-    axes[0].set_xlabel("phase-2 steps")
-    axes[1].set_xlabel("decoder evaluations (from the first mark on)")
-    axes[1].set_xscale("log")
+    markers = "osD^v<>pPX*hH"
+    hues = [plt.get_cmap("tab20")(j) for j in (*range(0, 20, 2), *range(1, 20, 2))]
+    style = {arm: (hues[i % 20], markers[i % len(markers)]) for i, arm in enumerate(arms)}
+    unbiased = [a for a in arms if a.startswith("ucvae")]
+    refs = [a for a in ("iwae-10", "oracle") if a in arms]
+    groups = ([a for a in arms if a not in unbiased], refs + unbiased)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8), sharey=True)
+    for ax, group, title in zip(
+        axes[:2],
+        groups,
+        ("biased gradients and the oracle", "ucvae and its unbiased remedies"),
+        strict=True,
+    ):
+        for arm in group:
+            curves = np.array([by[arm][s]["curve"] for s in sorted(by[arm])])  # [seeds, marks, 4]
+            mean = curves.mean(0)
+            color, marker = style[arm]
+            dashed = arm in refs and group is groups[1]
+            ax.plot(mean[:, 0], mean[:, 3], marker=marker, color=color, label=arm,
+                    ls="--" if dashed else "-", alpha=0.6 if dashed else 1.0)  # fmt: skip
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("phase-2 steps")
+        ax.legend(fontsize=7.5, loc="lower right")
+    for arm in arms:
+        mean = np.array([by[arm][s]["curve"] for s in sorted(by[arm])]).mean(0)
+        color, marker = style[arm]
+        axes[2].plot(mean[1:, 1], mean[1:, 3], marker=marker, color=color)  # log axis: no 0
+    axes[2].set_xscale("log")
+    axes[2].set_title("every arm, against its cost", fontsize=10)
+    axes[2].set_xlabel("decoder evaluations (from the first mark on)")
     axes[0].set_ylabel(f"exact log p of {curve_images} training images (nats)")
-    fig.legend(loc="center right", fontsize=8)
     fig.suptitle("Warm-started from IWAE-10: where each gradient takes the model (mean of seeds)")
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
