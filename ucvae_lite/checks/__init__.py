@@ -8,12 +8,18 @@ tests show that each one accepts the library's answer and rejects a typical mist
 
     from ucvae_lite import checks
     checks.check_maximal_coupling(my_coupling)   # prints "✓ ..." or raises AssertionError
+
+Partial credit: ``checks.score(checks.check_maximal_coupling, my_coupling, points=3)`` runs the
+checker property by property (each checker lists the properties that define a right answer,
+``check.properties``), prints "✓ <property>" or "✗ <property>: <hint>" for each and returns the
+points earned, split equally between the properties (full points only when all pass). As the
+last line of an nbgrader test cell its value is the cell's partial credit.
 """
 
 from . import lab, landscape, training
-from ._common import CheckFailed, passed
+from ._common import CheckFailed, passed, score
 from .lab import *  # noqa: F403  (notebooks 00-04)
 from .landscape import *  # noqa: F403  (notebook 07)
 from .training import *  # noqa: F403  (notebooks 05 and 06)
 
-__all__ = ["CheckFailed", "passed", *lab.__all__, *landscape.__all__, *training.__all__]
+__all__ = ["CheckFailed", "passed", "score", *lab.__all__, *landscape.__all__, *training.__all__]

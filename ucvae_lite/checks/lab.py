@@ -51,6 +51,8 @@ from ._common import (
     expect_close,
     expect_shape,
     passed,
+    prop,
+    properties,
     require,
 )
 
@@ -170,6 +172,13 @@ class _Stressed:
 # --- 00: Fisher's identity ----------------------------------------------------------------
 
 
+_GRAD_B = (
+    "matches autograd of log p(x, z) on two float64 models",
+    "float32, on a 784-pixel image",
+)
+
+
+@properties(*_GRAD_B)
 def check_grad_b(fn: Callable, seed: int = 0) -> None:
     """``fn(model, x, z)`` must return ∇_b log p(x, z) [n, p] for latents z [n, d] (also in
     float32, for an image-sized x, and for rows of z of very different sizes)."""
@@ -178,36 +187,41 @@ def check_grad_b(fn: Callable, seed: int = 0) -> None:
     cases = [("", *small), ("", *other), (" (float32, 784 pixels)", _cast(image, torch.float32),
              x_image.float())]  # fmt: skip
     for where, model, x in cases:
-        g = torch.Generator().manual_seed(seed)
-        sizes = torch.tensor([1.0, 0.1, 3.0, 1.0, 10.0, 0.5], dtype=_F64)[:, None]
-        z = (torch.randn(6, model.latent_dim, generator=g, dtype=_F64) * sizes).to(x.dtype)
-        got = call(fn, model, x, z, what="your grad_b")
-        exact = _cast(model, _F64)
-        b = exact.b.detach().clone().requires_grad_(True)
-        own = LinearGaussian(exact.W, b, exact.log_sigma)
-        rows = [
-            torch.autograd.grad(own.log_joint(x.double(), zi[None, None])[0, 0], b)[0]
-            for zi in z.double()
-        ]
-        expected = torch.stack(rows)
-        got = expect_shape(got, tuple(expected.shape), f"grad_b(model, x, z){where}")
-        sigma = exact.sigma.item()
-        tol = _tol(x.dtype, _scale(expected))
-        hint = _named(
-            got,
-            {
-                "The sign is flipped: the residual is x − Wz − b.": -expected,
-                "Divide by σ² (the variance), not by σ.": expected * sigma,
-                "Divide the residual by σ².": expected * sigma**2,
-                "The 2 of 2σ² cancels against the derivative of the square: divide by σ², "
-                "not 2σ².": expected / 2,
-                "The residual is x − Wz − b: you left out b.": expected + exact.b / sigma**2,
-            },
-            tol,
-        )
-        hint += "∇_b log N(x; Wz + b, σ²I) = (x − Wz − b) / σ²."
-        expect_close(got, expected, f"grad_b(model, x, z){where}", hint, atol=tol)
+        with prop(_GRAD_B[1] if where else _GRAD_B[0]):
+            _grad_b_case(fn, model, x, where, seed)
     passed("grad_b matches autograd of log p(x, z) for three models (one float32, 784 pixels)")
+
+
+def _grad_b_case(fn: Callable, model: LinearGaussian, x: Tensor, where: str, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.tensor([1.0, 0.1, 3.0, 1.0, 10.0, 0.5], dtype=_F64)[:, None]
+    z = (torch.randn(6, model.latent_dim, generator=g, dtype=_F64) * sizes).to(x.dtype)
+    got = call(fn, model, x, z, what="your grad_b")
+    exact = _cast(model, _F64)
+    b = exact.b.detach().clone().requires_grad_(True)
+    own = LinearGaussian(exact.W, b, exact.log_sigma)
+    rows = [
+        torch.autograd.grad(own.log_joint(x.double(), zi[None, None])[0, 0], b)[0]
+        for zi in z.double()
+    ]
+    expected = torch.stack(rows)
+    got = expect_shape(got, tuple(expected.shape), f"grad_b(model, x, z){where}")
+    sigma = exact.sigma.item()
+    tol = _tol(x.dtype, _scale(expected))
+    hint = _named(
+        got,
+        {
+            "The sign is flipped: the residual is x − Wz − b.": -expected,
+            "Divide by σ² (the variance), not by σ.": expected * sigma,
+            "Divide the residual by σ².": expected * sigma**2,
+            "The 2 of 2σ² cancels against the derivative of the square: divide by σ², "
+            "not 2σ².": expected / 2,
+            "The residual is x − Wz − b: you left out b.": expected + exact.b / sigma**2,
+        },
+        tol,
+    )
+    hint += "∇_b log N(x; Wz + b, σ²I) = (x − Wz − b) / σ²."
+    expect_close(got, expected, f"grad_b(model, x, z){where}", hint, atol=tol)
 
 
 # --- 01: IWAE -------------------------------------------------------------------------------
@@ -235,54 +249,74 @@ def _bound_cases(seed: int) -> dict[str, Tensor]:
     }
 
 
+_BOUND = (
+    "the textbook case (moderate log-weights)",
+    "stable on image-sized and mixed-scale rows (near −1000, near +700, rows near −5, −600 and "
+    "+700 in one batch, a row of −∞ but one)",
+    "float32 (log-weights near −600, spread widely)",
+)
+
+
+def _bound_owner(what: str) -> str:
+    if what.startswith("moderate"):
+        return _BOUND[0]
+    return _BOUND[2] if "float32" in what else _BOUND[1]
+
+
+@properties(*_BOUND)
 def check_iwae_bound(fn: Callable, seed: int = 0) -> None:
     """``fn(log_w)`` must return log (1/S) Σ_s exp(log_w[..., s]) for log-weights [B, S]:
     for log-weights of any size, in float32, for a batch whose rows differ by hundreds of
     nats, and for a row that is −∞ but for one entry."""
     for what, log_w in _bound_cases(seed).items():
-        got = call(fn, log_w.clone(), what="your iwae_bound")
-        lw = log_w.double()
-        expected = iwae_bound(lw)
-        got = expect_shape(got, tuple(expected.shape), "iwae_bound(log_w) (one value per row)")
-        B, S = lw.shape
-        lse, top = torch.logsumexp(lw, -1), lw.max(-1).values
-        # the shifts that are not each row's maximum, in the input's dtype (float32 overflows
-        # above 88): what they give is what a learner who made them gets
-        whole, mean = log_w.max(), log_w.mean(-1, keepdim=True)
-        tol = _tol(log_w.dtype, _scale(lw))
-        hint = _named(
-            got,
-            {
-                "You subtracted one maximum for the whole batch: rows far below it come out −∞. "
-                "Take each row's own maximum, log_w.max(-1, keepdim=True).": whole
-                + (log_w - whole).exp().mean(-1).log(),
-                "You subtracted the row's mean: exp(log w − mean) overflows when a row's "
-                "log-weights spread widely (by more than 88 in float32), and on a row with −∞ "
-                "entries −∞ − (−∞) = NaN. Subtract the row's maximum (finite as soon as one "
-                "weight is positive).": mean[:, 0] + (log_w - mean).exp().mean(-1).log(),
-                "You averaged log w: that is the ELBO (S = 1 bound).": lw.mean(-1),
-                "You forgot the 1/S (subtract log S).": lse,
-                "S is the number of particles, log_w.shape[-1], not the number of rows.": lse
-                - math.log(B),
-                "You divided by S twice (subtract log S once).": lse - 2 * math.log(S),
-                "Add the maximum back: log Σ_s exp(a_s) = a_max + log Σ_s exp(a_s − a_max).": lse
-                - math.log(S)
-                - top,
-            },
-            tol,
-        )
-        if not hint and not bool(torch.isfinite(got).all()):
-            hint = (
-                "Some values are inf or NaN: exp(log w) over/underflows. Subtract the row's "
-                "maximum first (log Σ exp(a_s) = a_max + log Σ exp(a_s − a_max)), or use "
-                "torch.logsumexp. "
-            )
-        hint += "L = log (1/S) Σ_s w_s: average the weights, then take the log."
-        expect_close(got, expected, f"iwae_bound on {what}", hint, atol=tol)
+        with prop(_bound_owner(what)):
+            _bound_case(fn, what, log_w)
     passed(
         "iwae_bound is right, and stable: log-weights of any size, float32, rows of different "
         "scales in one batch, a row of −∞ but one"
     )
+
+
+def _bound_case(fn: Callable, what: str, log_w: Tensor) -> None:
+    got = call(fn, log_w.clone(), what="your iwae_bound")
+    lw = log_w.double()
+    expected = iwae_bound(lw)
+    got = expect_shape(got, tuple(expected.shape), "iwae_bound(log_w) (one value per row)")
+    B, S = lw.shape
+    lse, top = torch.logsumexp(lw, -1), lw.max(-1).values
+    # the shifts that are not each row's maximum, in the input's dtype (float32 overflows
+    # above 88): what they give is what a learner who made them gets
+    whole, mean = log_w.max(), log_w.mean(-1, keepdim=True)
+    tol = _tol(log_w.dtype, _scale(lw))
+    hint = _named(
+        got,
+        {
+            "You subtracted one maximum for the whole batch: rows far below it come out −∞. "
+            "Take each row's own maximum, log_w.max(-1, keepdim=True).": whole
+            + (log_w - whole).exp().mean(-1).log(),
+            "You subtracted the row's mean: exp(log w − mean) overflows when a row's "
+            "log-weights spread widely (by more than 88 in float32), and on a row with −∞ "
+            "entries −∞ − (−∞) = NaN. Subtract the row's maximum (finite as soon as one "
+            "weight is positive).": mean[:, 0] + (log_w - mean).exp().mean(-1).log(),
+            "You averaged log w: that is the ELBO (S = 1 bound).": lw.mean(-1),
+            "You forgot the 1/S (subtract log S).": lse,
+            "S is the number of particles, log_w.shape[-1], not the number of rows.": lse
+            - math.log(B),
+            "You divided by S twice (subtract log S once).": lse - 2 * math.log(S),
+            "Add the maximum back: log Σ_s exp(a_s) = a_max + log Σ_s exp(a_s − a_max).": lse
+            - math.log(S)
+            - top,
+        },
+        tol,
+    )
+    if not hint and not bool(torch.isfinite(got).all()):
+        hint = (
+            "Some values are inf or NaN: exp(log w) over/underflows. Subtract the row's "
+            "maximum first (log Σ exp(a_s) = a_max + log Σ exp(a_s − a_max)), or use "
+            "torch.logsumexp. "
+        )
+    hint += "L = log (1/S) Σ_s w_s: average the weights, then take the log."
+    expect_close(got, expected, f"iwae_bound on {what}", hint, atol=tol)
 
 
 def _iwae_case(seed: int, S: int, obs_dim: int = 4, dtype: torch.dtype = _F64):
@@ -293,68 +327,84 @@ def _iwae_case(seed: int, S: int, obs_dim: int = 4, dtype: torch.dtype = _F64):
     return _cast(model, dtype), x.to(dtype), z.to(dtype), log_q.to(dtype)
 
 
+_GRADIENT = (
+    "the textbook case (S = 3 and 6)",
+    "stable for a 784-pixel x (log-joints near −800)",
+    "float32",
+)
+
+
+@properties(*_GRADIENT)
 def check_iwae_gradient(fn: Callable, seed: int = 0) -> None:
     """``fn(model, x, z, log_q)`` must return ∇_θ log (1/S) Σ_s w_s [P], θ = (W, b, log σ),
     for proposal draws z [1, S, d] with log-densities log_q [1, S] (constants in θ); also for
     a 784-pixel x (log-joints near −800, where exp underflows) and a float32 model."""
-    from ..teaching import joint_gradients
-
     cases = [
         ("", _iwae_case(seed, 3)),
         ("", _iwae_case(seed, 6)),
         (" for a 784-pixel x (log-joints near −800)", _iwae_case(seed, 4, 784)),
         (" in float32", _iwae_case(seed, 5, 4, torch.float32)),
     ]
-    for where, (model, x, z, log_q) in cases:
-        got = call(fn, model, x, z, log_q, what="your iwae_gradient")
-        exact, x64, z64 = _cast(model, _F64), x.double(), z.double()
-        per_particle = joint_gradients(exact, x64, z64[0])  # [S, P]: ∇_θ log p(x, z_s)
-        log_joint = exact.log_joint(x64, z64).detach()[0]
-        log_w = log_joint - log_q.double()[0]
-        wbar = normalized_weights(log_w)
-        expected = wbar @ per_particle
-        got = expect_shape(got, tuple(expected.shape), "iwae_gradient (flattened W, b, log σ)")
-        tol = _tol(x.dtype, _scale(per_particle))
-        p_hat = (torch.logsumexp(log_w, -1) - math.log(len(log_w))).exp()
-        last = torch.ones_like(expected)
-        last[-1] = 1 / exact.sigma.item()
-        hint = _named(
-            got,
-            {
-                "You weighted every particle by 1/S: that is the ELBO's gradient.": (
-                    per_particle.mean(0)
-                ),
-                "You summed the particles' gradients: weight them by w̄_s (a softmax over the "
-                "particles, dim −1).": per_particle.sum(0),
-                "The sign is flipped: return the gradient of the bound, not of −bound.": -expected,
-                "The weights are w = p(x, z)/q(z): subtract log q before normalising.": (
-                    normalized_weights(log_joint) @ per_particle
-                ),
-                "The log-weights are log p(x, z) − log q(z), not log q − log p.": (
-                    normalized_weights(-log_w) @ per_particle
-                ),
-                "You differentiated p̂ = (1/S) Σ_s w_s, not log p̂: divide by p̂ (normalise "
-                "the weights).": p_hat * expected,
-                "The weights are constants in the surrogate Σ_s w̄_s log p(x, z_s): detach w̄ "
-                "(or backpropagate torch.logsumexp directly).": expected
-                + (wbar * log_joint) @ (per_particle - expected),
-                "The last coordinate is ∂/∂ log σ = σ ∂/∂σ: differentiate with respect to "
-                "log σ.": expected * last,
-            },
-            tol,
-        )
-        if not hint and not bool(torch.isfinite(got).all()):
-            hint = (
-                "Some values are inf or NaN: exp(log w) underflows to 0 for log-joints near "
-                "−800, and 0/0 is NaN. Normalise with torch.softmax(log_w, −1), or "
-                "backpropagate torch.logsumexp(log_w, −1) − log S. "
-            )
-        hint += (
-            "∇_θ log (1/S) Σ w_s = Σ_s w̄_s ∇_θ log p_θ(x, z_s): build log w = log p_θ(x, z) − "
-            "log q with θ requiring grad, take logsumexp − log S, and backpropagate."
-        )
-        expect_close(got, expected, f"iwae_gradient{where}", hint, atol=tol)
+    owners = [_GRADIENT[0], _GRADIENT[0], _GRADIENT[1], _GRADIENT[2]]
+    for owner, (where, (model, x, z, log_q)) in zip(owners, cases, strict=True):
+        with prop(owner):
+            _gradient_case(fn, where, model, x, z, log_q)
     passed("iwae_gradient equals Σ_s w̄_s ∇_θ log p_θ(x, z_s) (also for 784 pixels and in float32)")
+
+
+def _gradient_case(
+    fn: Callable, where: str, model: LinearGaussian, x: Tensor, z: Tensor, log_q: Tensor
+) -> None:
+    from ..teaching import joint_gradients
+
+    got = call(fn, model, x, z, log_q, what="your iwae_gradient")
+    exact, x64, z64 = _cast(model, _F64), x.double(), z.double()
+    per_particle = joint_gradients(exact, x64, z64[0])  # [S, P]: ∇_θ log p(x, z_s)
+    log_joint = exact.log_joint(x64, z64).detach()[0]
+    log_w = log_joint - log_q.double()[0]
+    wbar = normalized_weights(log_w)
+    expected = wbar @ per_particle
+    got = expect_shape(got, tuple(expected.shape), "iwae_gradient (flattened W, b, log σ)")
+    tol = _tol(x.dtype, _scale(per_particle))
+    p_hat = (torch.logsumexp(log_w, -1) - math.log(len(log_w))).exp()
+    last = torch.ones_like(expected)
+    last[-1] = 1 / exact.sigma.item()
+    hint = _named(
+        got,
+        {
+            "You weighted every particle by 1/S: that is the ELBO's gradient.": (
+                per_particle.mean(0)
+            ),
+            "You summed the particles' gradients: weight them by w̄_s (a softmax over the "
+            "particles, dim −1).": per_particle.sum(0),
+            "The sign is flipped: return the gradient of the bound, not of −bound.": -expected,
+            "The weights are w = p(x, z)/q(z): subtract log q before normalising.": (
+                normalized_weights(log_joint) @ per_particle
+            ),
+            "The log-weights are log p(x, z) − log q(z), not log q − log p.": (
+                normalized_weights(-log_w) @ per_particle
+            ),
+            "You differentiated p̂ = (1/S) Σ_s w_s, not log p̂: divide by p̂ (normalise "
+            "the weights).": p_hat * expected,
+            "The weights are constants in the surrogate Σ_s w̄_s log p(x, z_s): detach w̄ "
+            "(or backpropagate torch.logsumexp directly).": expected
+            + (wbar * log_joint) @ (per_particle - expected),
+            "The last coordinate is ∂/∂ log σ = σ ∂/∂σ: differentiate with respect to "
+            "log σ.": expected * last,
+        },
+        tol,
+    )
+    if not hint and not bool(torch.isfinite(got).all()):
+        hint = (
+            "Some values are inf or NaN: exp(log w) underflows to 0 for log-joints near "
+            "−800, and 0/0 is NaN. Normalise with torch.softmax(log_w, −1), or "
+            "backpropagate torch.logsumexp(log_w, −1) − log S. "
+        )
+    hint += (
+        "∇_θ log (1/S) Σ w_s = Σ_s w̄_s ∇_θ log p_θ(x, z_s): build log w = log p_θ(x, z) − "
+        "log q with θ requiring grad, take logsumexp − log S, and backpropagate."
+    )
+    expect_close(got, expected, f"iwae_gradient{where}", hint, atol=tol)
 
 
 def _log_weight_variance(model: LinearGaussian, x: Tensor, shift: float, scale: float) -> float:
@@ -592,33 +642,44 @@ def _selection_hint(freq: Tensor, probs: Tensor) -> str:
     return hint
 
 
-def _fresh_ok(new: CISState, old: CISState, target, what: str, limit: float) -> None:
-    """Slots 2..S: new particles (none of the old ones), their log-weights, drawn from q."""
+def _fresh_ok(
+    new: CISState,
+    old: CISState,
+    target,
+    what: str,
+    limit: float,
+    draws: str | None = None,
+    weights: str | None = None,
+) -> None:
+    """Slots 2..S: new particles (none of the old ones), their log-weights, drawn from q (checks
+    of the properties ``draws``, ``weights``, then ``draws`` again)."""
     fresh = new.particles[:, 1:]
-    stale = (fresh[:, :, None, :] == old.particles[:, None, :, :]).all(-1).any()
-    require(
-        not bool(stale),
-        f"{what}: slots 2..S must be fresh proposal draws (target.sample), but some are old "
-        "particles of the set. Keep only the selected particle; draw S − 1 new ones.",
-    )
-    lw = target.log_weight(fresh).detach()
-    got = new.log_weights[:, 1:]
-    hint = "Evaluate target.log_weight on the fresh draws."
-    if _matches(got, torch.zeros_like(lw), 0.0):
-        hint = "The fresh log-weights are all 0. " + hint
-    elif _matches(got, old.log_weights[:, 1:], 0.0):
-        hint = "These are the old slots' log-weights (stale). " + hint
-    expect_close(
-        got, lw, f"{what}: the log-weights of slots 2..S", hint, atol=_tol(lw.dtype, _scale(lw))
-    )
-    flat = fresh.reshape(-1, fresh.shape[-1]).double()
-    mean = target.proposal.loc[0].double()
-    z = (flat.mean(0) - mean) / (flat.std(0) / math.sqrt(flat.shape[0]))
-    require(
-        z.abs().max().item() < limit,
-        f"{what}: the fresh draws do not have the proposal's mean (|z| = "
-        f"{z.abs().max().item():.1f}); draw them with target.sample(S − 1, generator).",
-    )
+    with prop(draws):
+        stale = (fresh[:, :, None, :] == old.particles[:, None, :, :]).all(-1).any()
+        require(
+            not bool(stale),
+            f"{what}: slots 2..S must be fresh proposal draws (target.sample), but some are old "
+            "particles of the set. Keep only the selected particle; draw S − 1 new ones.",
+        )
+    with prop(weights):
+        lw = target.log_weight(fresh).detach()
+        got = new.log_weights[:, 1:]
+        hint = "Evaluate target.log_weight on the fresh draws."
+        if _matches(got, torch.zeros_like(lw), 0.0):
+            hint = "The fresh log-weights are all 0. " + hint
+        elif _matches(got, old.log_weights[:, 1:], 0.0):
+            hint = "These are the old slots' log-weights (stale). " + hint
+        tol = _tol(lw.dtype, _scale(lw))
+        expect_close(got, lw, f"{what}: the log-weights of slots 2..S", hint, atol=tol)
+    with prop(draws):
+        flat = fresh.reshape(-1, fresh.shape[-1]).double()
+        mean = target.proposal.loc[0].double()
+        z = (flat.mean(0) - mean) / (flat.std(0) / math.sqrt(flat.shape[0]))
+        require(
+            z.abs().max().item() < limit,
+            f"{what}: the fresh draws do not have the proposal's mean (|z| = "
+            f"{z.abs().max().item():.1f}); draw them with target.sample(S − 1, generator).",
+        )
 
 
 def _cis_set(seed: int, S: int = 5) -> tuple[LinearGaussian, Tensor, CISState]:
@@ -632,6 +693,15 @@ def _cis_set(seed: int, S: int = 5) -> tuple[LinearGaussian, Tensor, CISState]:
         if 0.15 < w[0] < 0.5 and w.max() < 0.6 and int((w > 0.08).sum()) >= 3:
             break
     return model, x, CISState(z, one.log_weight(z).detach())
+
+
+_STABLE = "numerically stable (image-sized, mixed-scale, float32 and all-but-one −∞ log-weights)"
+_CIS = (
+    "selects the new reference ∝ w̄, the reference included",
+    "carries the selected particle's log-weight",
+    "draws S − 1 fresh particles from q, with their log-weights",
+    _STABLE,
+)
 
 
 def _check_cis(new: CISState, state: CISState, target, groups, limit: float) -> None:
@@ -657,26 +727,30 @@ def _check_cis(new: CISState, state: CISState, target, groups, limit: float) -> 
         "slot 1 of the new set must hold the selected particle of the old set (the new "
         "reference), unchanged.",
     )
-    carried = state.log_weights[torch.arange(n), slot]
-    tol = _tol(state.log_weights.dtype, _scale(state.log_weights))
-    hint = "Carry the selected particle's log-weight over (no need to evaluate it again)."
-    moved = slot != 0
-    if bool(moved.any()) and _matches(new.log_weights[moved, 0], state.log_weights[moved, 0], tol):
-        hint = (
-            "The reference's log-weight is still the old slot 1's: take the selected slot's, "
-            "state.log_weights[rows, ℓ]. " + hint
-        )
-    expect_close(new.log_weights[:, 0], carried, "the reference's log-weight", hint, atol=tol)
-    for name, rows in groups:
-        probs = normalized_weights(state.log_weights[rows[0]].double())
-        worst, freq = _frequency_z(slot[rows], probs)
-        require(
-            worst < limit,
-            f"In {len(rows)} steps from one set{name}: {_selection_hint(freq, probs)}",
-        )
-    _fresh_ok(new, state, target, "cis_step", limit)
+    with prop(_CIS[1]):
+        carried = state.log_weights[torch.arange(n), slot]
+        tol = _tol(state.log_weights.dtype, _scale(state.log_weights))
+        hint = "Carry the selected particle's log-weight over (no need to evaluate it again)."
+        moved = slot != 0
+        old = state.log_weights[moved, 0]
+        if bool(moved.any()) and _matches(new.log_weights[moved, 0], old, tol):
+            hint = (
+                "The reference's log-weight is still the old slot 1's: take the selected "
+                "slot's, state.log_weights[rows, ℓ]. " + hint
+            )
+        expect_close(new.log_weights[:, 0], carried, "the reference's log-weight", hint, atol=tol)
+    with prop(_CIS[0]):
+        for name, rows in groups:
+            probs = normalized_weights(state.log_weights[rows[0]].double())
+            worst, freq = _frequency_z(slot[rows], probs)
+            require(
+                worst < limit,
+                f"In {len(rows)} steps from one set{name}: {_selection_hint(freq, probs)}",
+            )
+    _fresh_ok(new, state, target, "cis_step", limit, _CIS[2], _CIS[2])
 
 
+@properties(*_CIS)
 def check_cis_step(fn: Callable, seed: int = 0, n: int = 4000) -> None:
     """``fn(target, state, generator)`` must return the next CISState of one CIS step: on a
     plain batch, and on image-sized, mixed-scale, float32 and all-but-one −∞ log-weights."""
@@ -693,7 +767,8 @@ def check_cis_step(fn: Callable, seed: int = 0, n: int = 4000) -> None:
             new = _as_state(call(fn, case.target, state, g, what="your cis_step"), "cis_step")
             _check_cis(new, state, case.target, case.groups, limit)
 
-        _framed(case, check)
+        with prop(_STABLE if case.label else None):
+            _framed(case, check)
     passed(
         "one CIS step: selection ∝ w̄ (reference included, its log-weight carried), S − 1 fresh "
         "draws from q; stable for image-sized, mixed-scale, float32 and −∞ log-weights"
@@ -735,6 +810,15 @@ def _coupling_batch(cases: list, n: int, dtype: torch.dtype) -> tuple[Tensor, Te
     return p, q, [torch.arange(i, k * n, k) for i in range(k)]
 
 
+_COUPLING = (
+    "i ~ p and j ~ q (each index keeps its own distribution)",
+    "P(i = j) = Σ min(p, q), the largest possible",
+    "the edge cases p = q (always i = j) and disjoint p, q (never)",
+    "float32, one batch of rows with different (p, q)",
+)
+
+
+@properties(*_COUPLING)
 def check_maximal_coupling(fn: Callable, seed: int = 0, n: int = 20_000) -> None:
     """``fn(p, q, generator)`` for probabilities p, q [B, S] must return indices (i, j), each
     [B], with i ~ p, j ~ q and P(i = j) = Σ_s min(p_s, q_s), the largest possible; also for a
@@ -743,27 +827,35 @@ def check_maximal_coupling(fn: Callable, seed: int = 0, n: int = 20_000) -> None
     batches = [_coupling_batch([c], n, _F64) for c in _COUPLING_CASES]
     batches.append(_coupling_batch(_MIXED_COUPLING, n // 4, torch.float32))
     limit = z_threshold(3 * 4 * (len(_COUPLING_CASES) + len(_MIXED_COUPLING)))
-    for p_all, q_all, groups in batches:
-        where = " (float32, rows of different (p, q) in one batch)" if len(groups) > 1 else ""
-        out = call(fn, p_all, q_all, g, what="your maximal_coupling", advice=_COUPLING_ADVICE)
-        require(
-            isinstance(out, tuple | list) and len(out) == 2,
-            "maximal_coupling should return a pair (i, j) of index tensors",
-        )
-        B = p_all.shape[0]
-        i_all, j_all = (expect_shape(v, (B,), "each of i, j (one index per row)") for v in out)
-        for rows in groups:
-            p, q = p_all[rows[0]].double(), q_all[rows[0]].double()
-            try:
-                _coupling_ok(p, q, i_all[rows], j_all[rows], limit, where)
-            except CheckFailed as e:
-                if not where:
-                    raise
-                raise CheckFailed(
-                    f"{e} Each row has its own α = Σ_s min(p_s, q_s) (nu.sum(-1), one per row) "
-                    "and its own draws; keep the weights' dtype (float32 here)."
-                ) from e
+    owners = [None, _COUPLING[2], _COUPLING[2], None, _COUPLING[3]]
+    for owner, (p_all, q_all, groups) in zip(owners, batches, strict=True):
+        with prop(owner):
+            _coupling_batch_ok(fn, p_all, q_all, groups, g, limit)
     passed("maximal coupling: i ~ p, j ~ q, and P(i = j) = Σ min(p, q) = 1 − TV(p, q)")
+
+
+def _coupling_batch_ok(
+    fn: Callable, p_all: Tensor, q_all: Tensor, groups: list, g: torch.Generator, limit: float
+) -> None:
+    where = " (float32, rows of different (p, q) in one batch)" if len(groups) > 1 else ""
+    out = call(fn, p_all, q_all, g, what="your maximal_coupling", advice=_COUPLING_ADVICE)
+    require(
+        isinstance(out, tuple | list) and len(out) == 2,
+        "maximal_coupling should return a pair (i, j) of index tensors",
+    )
+    B = p_all.shape[0]
+    i_all, j_all = (expect_shape(v, (B,), "each of i, j (one index per row)") for v in out)
+    for rows in groups:
+        p, q = p_all[rows[0]].double(), q_all[rows[0]].double()
+        try:
+            _coupling_ok(p, q, i_all[rows], j_all[rows], limit, where)
+        except CheckFailed as e:
+            if not where:
+                raise
+            raise CheckFailed(
+                f"{e} Each row has its own α = Σ_s min(p_s, q_s) (nu.sum(-1), one per row) "
+                "and its own draws; keep the weights' dtype (float32 here)."
+            ) from e
 
 
 def _coupling_ok(p: Tensor, q: Tensor, i: Tensor, j: Tensor, limit: float, where: str) -> None:
@@ -774,37 +866,39 @@ def _coupling_ok(p: Tensor, q: Tensor, i: Tensor, j: Tensor, limit: float, where
     zj, fj = _frequency_z(j, q)
     common = "with probability α draw one index from min(p, q)/α for both; otherwise draw "
     common += "i from (p − min(p, q))/(1 − α) and j from (q − min(p, q))/(1 − α)."
-    if zi >= limit or zj >= limit:
-        hint = ""
-        if 0 < alpha < 1:
-            flipped_p = (1 - alpha) * nu / alpha + alpha * (p - nu) / (1 - alpha)
-            if _frequency_z(i, q)[0] < limit and _frequency_z(j, p)[0] < limit:
-                hint = "You returned (j, i): i must follow p and j must follow q. "
-            elif _frequency_z(i, flipped_p)[0] < limit:
-                hint = "The common draw happens with probability α: test u < α, not u > α. "
-            elif _frequency_z(j, alpha * p + (q - nu))[0] < limit:
-                hint = "The common index must be drawn from ν = min(p, q), not from p. "
-        if not hint and bool((i == j).all()) and alpha < 1:
-            hint = (
-                "i = j in every row: only with probability α = Σ min(p, q) per row "
-                "(nu.sum(-1)); otherwise draw from the residuals. "
+    with prop(_COUPLING[0]):
+        if zi >= limit or zj >= limit:
+            hint = ""
+            if 0 < alpha < 1:
+                flipped_p = (1 - alpha) * nu / alpha + alpha * (p - nu) / (1 - alpha)
+                if _frequency_z(i, q)[0] < limit and _frequency_z(j, p)[0] < limit:
+                    hint = "You returned (j, i): i must follow p and j must follow q. "
+                elif _frequency_z(i, flipped_p)[0] < limit:
+                    hint = "The common draw happens with probability α: test u < α, not u > α. "
+                elif _frequency_z(j, alpha * p + (q - nu))[0] < limit:
+                    hint = "The common index must be drawn from ν = min(p, q), not from p. "
+            if not hint and bool((i == j).all()) and alpha < 1:
+                hint = (
+                    "i = j in every row: only with probability α = Σ min(p, q) per row "
+                    "(nu.sum(-1)); otherwise draw from the residuals. "
+                )
+            raise CheckFailed(
+                f"for p = {_fmt(p)}, q = {_fmt(q)}{where} the marginals are off: i has frequencies "
+                f"{_fmt(fi)}, j has {_fmt(fj)}. {hint}Each of i and j must keep its own "
+                "distribution: " + common
             )
-        raise CheckFailed(
-            f"for p = {_fmt(p)}, q = {_fmt(q)}{where} the marginals are off: i has frequencies "
-            f"{_fmt(fi)}, j has {_fmt(fj)}. {hint}Each of i and j must keep its own "
-            "distribution: " + common
+    with prop(_COUPLING[1]):
+        same = (i == j).double().mean().item()
+        se = math.sqrt(max(alpha * (1 - alpha), 1 / n) / n)
+        hint = common
+        indep = (p * q).sum().item()
+        if abs(same - indep) < abs(same - alpha):
+            hint = f"Independent draws give Σ p q = {indep:.3f}. " + hint
+        require(
+            abs(same - alpha) < limit * se,
+            f"for p = {_fmt(p)}, q = {_fmt(q)}{where}: P(i = j) is {same:.3f} but the overlap "
+            f"α = Σ min(p, q) is {alpha:.3f}. {hint}",
         )
-    same = (i == j).double().mean().item()
-    se = math.sqrt(max(alpha * (1 - alpha), 1 / n) / n)
-    hint = common
-    indep = (p * q).sum().item()
-    if abs(same - indep) < abs(same - alpha):
-        hint = f"Independent draws give Σ p q = {indep:.3f}. " + hint
-    require(
-        abs(same - alpha) < limit * se,
-        f"for p = {_fmt(p)}, q = {_fmt(q)}{where}: P(i = j) is {same:.3f} but the overlap "
-        f"α = Σ min(p, q) is {alpha:.3f}. {hint}",
-    )
 
 
 def _coupled_pair(seed: int, S: int = 5) -> tuple[LinearGaussian, Tensor, CISState, CISState]:
@@ -823,6 +917,15 @@ def _coupled_pair(seed: int, S: int = 5) -> tuple[LinearGaussian, Tensor, CISSta
             break
     x1, y0 = run.xs[1], run.ys[0]
     return model, x, CISState(x1.particles, x1.log_weights), CISState(y0.particles, y0.log_weights)
+
+
+_COUPLED = (
+    "each chain alone makes a CIS step (selection ∝ its own w̄, fresh draws from q)",
+    "the chains share their fresh draws",
+    "the selections are maximally coupled (P(same slot) = α)",
+    "both chains' log-weights are right (references carried, fresh ones shared)",
+    _STABLE,
+)
 
 
 def _check_coupled(nx, ny, xs, ys, target, groups, limit: float) -> None:
@@ -845,12 +948,13 @@ def _check_coupled(nx, ny, xs, ys, target, groups, limit: float) -> None:
     )
     _no_nan(nx, "X_{t+1}")
     _no_nan(ny, "Y_t")
-    require(
-        bool((nx.particles[:, 1:] == ny.particles[:, 1:]).all()),
-        "the two chains must take the SAME fresh draws in slots 2..S (common random numbers): "
-        "draw them once and put them into both sets. With separate draws the chains can "
-        "never select a common particle, so they never meet.",
-    )
+    with prop(_COUPLED[1]):
+        require(
+            bool((nx.particles[:, 1:] == ny.particles[:, 1:]).all()),
+            "the two chains must take the SAME fresh draws in slots 2..S (common random "
+            "numbers): draw them once and put them into both sets. With separate draws the "
+            "chains can never select a common particle, so they never meet.",
+        )
     ix, iy = _slot_of(nx.particles[:, 0], xs.particles), _slot_of(ny.particles[:, 0], ys.particles)
     require(
         bool((ix >= 0).all() and (iy >= 0).all()),
@@ -860,62 +964,74 @@ def _check_coupled(nx, ny, xs, ys, target, groups, limit: float) -> None:
     for name, rows in groups:
         wx = normalized_weights(xs.log_weights[rows[0]].double())
         wy = normalized_weights(ys.log_weights[rows[0]].double())
-        for idx, w, who in ((ix, wx, "X"), (iy, wy, "Y")):
-            worst, freq = _frequency_z(idx[rows], w)
-            if worst < limit:
-                continue
-            hint = ""
-            if who == "Y" and _frequency_z(idx[rows], wx)[0] < limit:
-                hint = (
-                    "Y selected with X's probabilities w̄(X_t): couple w̄(X_t) with w̄(Y_{t−1}) "
-                    "and give Y the coupling's second index. "
-                )
-            raise CheckFailed(
-                f"chain {who}{name} must select slot s with probability w̄_s = {_fmt(w)}; it "
-                f"selected {_fmt(freq)}. {hint}Each chain alone must make an exact CIS step."
+        with prop(_COUPLED[0]):
+            _selections_ok(ix, iy, wx, wy, rows, name, limit)
+        with prop(_COUPLED[2]):
+            alpha = torch.minimum(wx, wy).sum().item()
+            same = (ix[rows] == iy[rows]).double().mean().item()
+            se = math.sqrt(max(alpha * (1 - alpha), 1 / len(rows)) / len(rows))
+            indep = (wx * wy).sum().item()
+            hint = "Draw (ℓ_X, ℓ_Y) from the maximal coupling of w̄(X_t) and w̄(Y_{t−1})."
+            if abs(same - indep) < abs(same - alpha):
+                hint = "The selections look independent. " + hint
+            require(
+                abs(same - alpha) < limit * se,
+                f"P(ℓ_X = ℓ_Y){name} is {same:.3f}, but the overlap α = Σ min(w̄^X, w̄^Y) is "
+                f"{alpha:.3f}. " + hint,
             )
-        alpha = torch.minimum(wx, wy).sum().item()
-        same = (ix[rows] == iy[rows]).double().mean().item()
-        se = math.sqrt(max(alpha * (1 - alpha), 1 / len(rows)) / len(rows))
-        indep = (wx * wy).sum().item()
-        hint = "Draw (ℓ_X, ℓ_Y) from the maximal coupling of w̄(X_t) and w̄(Y_{t−1})."
-        if abs(same - indep) < abs(same - alpha):
-            hint = "The selections look independent. " + hint
-        require(
-            abs(same - alpha) < limit * se,
-            f"P(ℓ_X = ℓ_Y){name} is {same:.3f}, but the overlap α = Σ min(w̄^X, w̄^Y) is "
-            f"{alpha:.3f}. " + hint,
-        )
     rows = torch.arange(n)
     tol = _tol(xs.log_weights.dtype, _scale(xs.log_weights))
-    for new, old, idx, other, who in ((nx, xs, ix, ys, "X"), (ny, ys, iy, xs, "Y")):
-        got, carried, moved = new.log_weights[:, 0], old.log_weights[rows, idx], idx != 0
-        hint = (
-            f"Carry over the log-weight of the particle {who} selected, "
-            f"{who.lower()}.log_weights[rows, ℓ_{who}]."
-        )
-        if bool(moved.any()) and _matches(got[moved], old.log_weights[moved, 0], tol):
+    with prop(_COUPLED[3]):
+        for new, old, idx, other, who in ((nx, xs, ix, ys, "X"), (ny, ys, iy, xs, "Y")):
+            _reference_ok(new, old, idx, other, who, rows, tol)
+    _fresh_ok(nx, xs, target, "coupled_step", limit, _COUPLED[0], _COUPLED[3])
+    with prop(_COUPLED[3]):
+        got = ny.log_weights[:, 1:]
+        hint = "Y takes X's fresh draws, so it takes their log-weights too (the same fresh_lw)."
+        if _matches(got, torch.zeros_like(got), 0.0):
+            hint = "Y's fresh log-weights are 0. " + hint
+        elif _matches(got, ys.log_weights[:, 1:], 0.0):
+            hint = "Y's fresh log-weights are stale: they are Y_{t−1}'s. " + hint
+        what = "coupled_step: Y's log-weights of slots 2..S"
+        expect_close(got, nx.log_weights[:, 1:], what, hint, atol=tol)
+
+
+def _selections_ok(ix, iy, wx, wy, rows, name: str, limit: float) -> None:
+    """Each chain selects slot s with its own w̄_s."""
+    for idx, w, who in ((ix, wx, "X"), (iy, wy, "Y")):
+        worst, freq = _frequency_z(idx[rows], w)
+        if worst < limit:
+            continue
+        hint = ""
+        if who == "Y" and _frequency_z(idx[rows], wx)[0] < limit:
             hint = (
-                f"{who}'s new reference keeps the old slot 1's log-weight, but it holds the "
-                f"particle of slot ℓ_{who} now. " + hint
+                "Y selected with X's probabilities w̄(X_t): couple w̄(X_t) with w̄(Y_{t−1}) "
+                "and give Y the coupling's second index. "
             )
-        elif _matches(got, other.log_weights[rows, idx], tol):
-            hint = f"{who}'s reference log-weight comes from the other chain's set. " + hint
-        expect_close(
-            got, carried, f"coupled_step: the log-weight of {who}'s reference", hint, atol=tol
+        raise CheckFailed(
+            f"chain {who}{name} must select slot s with probability w̄_s = {_fmt(w)}; it "
+            f"selected {_fmt(freq)}. {hint}Each chain alone must make an exact CIS step."
         )
-    _fresh_ok(nx, xs, target, "coupled_step", limit)
-    got = ny.log_weights[:, 1:]
-    hint = "Y takes X's fresh draws, so it takes their log-weights too (the same fresh_lw)."
-    if _matches(got, torch.zeros_like(got), 0.0):
-        hint = "Y's fresh log-weights are 0. " + hint
-    elif _matches(got, ys.log_weights[:, 1:], 0.0):
-        hint = "Y's fresh log-weights are stale: they are Y_{t−1}'s. " + hint
-    expect_close(
-        got, nx.log_weights[:, 1:], "coupled_step: Y's log-weights of slots 2..S", hint, atol=tol
+
+
+def _reference_ok(new, old, idx, other, who: str, rows, tol: float) -> None:
+    """A chain's new reference carries the log-weight of the particle it selected."""
+    got, carried, moved = new.log_weights[:, 0], old.log_weights[rows, idx], idx != 0
+    hint = (
+        f"Carry over the log-weight of the particle {who} selected, "
+        f"{who.lower()}.log_weights[rows, ℓ_{who}]."
     )
+    if bool(moved.any()) and _matches(got[moved], old.log_weights[moved, 0], tol):
+        hint = (
+            f"{who}'s new reference keeps the old slot 1's log-weight, but it holds the "
+            f"particle of slot ℓ_{who} now. " + hint
+        )
+    elif _matches(got, other.log_weights[rows, idx], tol):
+        hint = f"{who}'s reference log-weight comes from the other chain's set. " + hint
+    expect_close(got, carried, f"coupled_step: the log-weight of {who}'s reference", hint, atol=tol)
 
 
+@properties(*_COUPLED)
 def check_coupled_step(fn: Callable, seed: int = 0, n: int = 4000) -> None:
     """``fn(target, x, y, generator)`` for chain states X_t, Y_{t−1} must return (X_{t+1}, Y_t):
     indices from the maximal coupling of w̄(X_t) and w̄(Y_{t−1}), then the same S − 1 fresh
@@ -940,7 +1056,8 @@ def check_coupled_step(fn: Callable, seed: int = 0, n: int = 4000) -> None:
             nx, ny = (_as_state(v, "coupled_step") for v in out)
             _check_coupled(nx, ny, xs, ys, case.target, case.groups, limit)
 
-        _framed(case, check)
+        with prop(_STABLE if case.label else None):
+            _framed(case, check)
     wx, wy = normalized_weights(x1.log_weights[0]), normalized_weights(y0.log_weights[0])
     passed(
         "coupled step: each chain an exact CIS step (its reference's log-weight carried), "
@@ -1001,6 +1118,14 @@ def _hkm_variants(h_x: Tensor, h_y: Tensor, tau: int, k: int, m: int) -> dict[st
     }
 
 
+_HKM = (
+    "H_k (k = m): the average and the bias correction",
+    "H_{k:m} for k < m: the weights min(1, (t − k)/(m − k + 1))",
+    "float32 h",
+)
+
+
+@properties(*_HKM)
 def check_hkm(fn: Callable, seed: int = 0) -> None:
     """``fn(h_x, h_y, tau, k, m)`` must return H_{k:m} (a number, in any form) for one chain
     pair, given h_x [T+1] = h(X_0..X_T), h_y [T] = h(Y_0..Y_{T−1}) with T ≥ max(τ, m), and τ;
@@ -1024,32 +1149,36 @@ def check_hkm(fn: Callable, seed: int = 0) -> None:
         dtypes = [_F64] if float32 or tau < 4 else [_F64, torch.float32]
         float32 = float32 or len(dtypes) == 2
         for dtype, (k, m) in ((d, s) for d in dtypes for s in settings):
+            owner = _HKM[2] if dtype != _F64 else _HKM[0] if k == m else _HKM[1]
             hx_in, hy_in = h_x.to(dtype), h_y.to(dtype)
-            got = call(fn, hx_in.clone(), hy_in.clone(), tau, k, m, what="your h_km")
-            # a float32 result (or float32 input) is right to float32 rounding
-            tol = 0.1 * _tol(_F64 if _wide(got) and dtype == _F64 else torch.float32, scale)
-            got = as_number(got, "h_km's result")
-            expected = _hkm_reference(hx_in.double(), hy_in.double(), tau, k, m)
-            if abs(got - expected) > tol:
-                named = [
-                    why
-                    for why, v in _hkm_variants(hx_in, hy_in, tau, k, m).items()
-                    if abs(v - got) <= tol
-                ]
-                raise CheckFailed(
-                    f"for (k, m) = ({k}, {m}) and τ = {tau}"
-                    + (" (float32 h)" if dtype != _F64 else "")
-                    + f" you returned {got:.6f}, expected {expected:.6f}. "
-                    + (f"Hint: {named[0]}." if named else "Check the average (t = k..m), the ")
-                    + (
-                        ""
-                        if named
-                        else "correction range (t = k+1..τ−1), its pairing h(X_t) − h(Y_{t−1}) "
-                        "and its weight min(1, (t−k)/(m−k+1))."
-                    )
-                )
-            checked += 1
+            with prop(owner):
+                _hkm_case(fn, hx_in, hy_in, tau, k, m, dtype, scale)
+                checked += 1
     passed(f"H_{{k:m}} right in all {checked} cases (recorded chain pairs × (k, m) settings)")
+
+
+def _hkm_case(fn, hx_in: Tensor, hy_in: Tensor, tau: int, k: int, m: int, dtype, scale) -> None:
+    got = call(fn, hx_in.clone(), hy_in.clone(), tau, k, m, what="your h_km")
+    # a float32 result (or float32 input) is right to float32 rounding
+    tol = 0.1 * _tol(_F64 if _wide(got) and dtype == _F64 else torch.float32, scale)
+    got = as_number(got, "h_km's result")
+    expected = _hkm_reference(hx_in.double(), hy_in.double(), tau, k, m)
+    if abs(got - expected) > tol:
+        named = [
+            why for why, v in _hkm_variants(hx_in, hy_in, tau, k, m).items() if abs(v - got) <= tol
+        ]
+        raise CheckFailed(
+            f"for (k, m) = ({k}, {m}) and τ = {tau}"
+            + (" (float32 h)" if dtype != _F64 else "")
+            + f" you returned {got:.6f}, expected {expected:.6f}. "
+            + (f"Hint: {named[0]}." if named else "Check the average (t = k..m), the ")
+            + (
+                ""
+                if named
+                else "correction range (t = k+1..τ−1), its pairing h(X_t) − h(Y_{t−1}) "
+                "and its weight min(1, (t−k)/(m−k+1))."
+            )
+        )
 
 
 def check_budget_crossover(fn: Callable, seed: int = 0, data_noise: bool = False) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..sumo import Roulette, sumo_from_log_weights
-from ._common import call, expect_shape, expect_unbiased, passed, require
+from ._common import call, expect_shape, expect_unbiased, passed, prop, properties, require
 from .training import (
     GLOBAL_MAX,
     MINUS_INF,
@@ -143,6 +143,22 @@ def _sumo_mistakes(log_w: Tensor, k: Tensor, r: Roulette):
     ]
 
 
+_SUMO = (
+    "the SUMO estimate on ordinary rows (two roulettes)",
+    "stable on rows far below the others, rows whose first draws are far below a later one, "
+    "and rows all −∞ but the first",
+    "ignores the entries past m + K_b",
+    "float32 (rows near −600 beside rows near −3)",
+)
+
+
+def _sumo_owner(label: str) -> str:
+    if label == "an ordinary row":
+        return _SUMO[0]
+    return _SUMO[2] if "past m + K_b" in label else _SUMO[1]
+
+
+@properties(*_SUMO)
 @one_thread
 def check_sumo(sumo, seed: int = 0) -> None:
     """``sumo(log_w, k, min_terms, cutoff, ratio)`` -> [B]: the SUMO estimate from the
@@ -151,59 +167,85 @@ def check_sumo(sumo, seed: int = 0) -> None:
     the first, rows with large entries past m + K_b, and float32."""
     rows = 0
     for case, log_w, k, m, cutoff, ratio, labels in _sumo_cases(seed):
-        r = Roulette(m, cutoff, ratio)
-        right = sumo_from_log_weights(log_w.double(), k, r)
-        mine = call(sumo, log_w.clone(), k.clone(), m, cutoff, ratio, what=f"your sumo ({case})")
-        if isinstance(mine, Tensor | np.ndarray) and tuple(mine.shape) != tuple(right.shape):
-            require(
-                False,
-                f"your sumo should return one estimate per row, shape {tuple(right.shape)}, got "
-                f"{tuple(mine.shape)}: sum the kept terms over j (the last dimension) only.",
-            )
-        mine = expect_shape(torch.as_tensor(mine), tuple(right.shape), "your sumo").detach()
-        tol = _sumo_tolerance(log_w, k, r, _dtype_of(log_w, mine))
-        err = (mine.double() - right).abs()
-        ok = torch.isfinite(mine) & (err <= tol)
-        rows += len(k)
-        if bool(ok.all()):
-            continue
-        b = int((~ok).nonzero()[0])
-        hint = ""
-        if not bool(torch.isfinite(mine).all()):
-            b = int((~torch.isfinite(mine)).nonzero()[0])
-            try:
-                alone = sumo(log_w[b : b + 1].clone(), k[b : b + 1].clone(), m, cutoff, ratio)
-                alone = torch.as_tensor(alone).detach().double().reshape(-1)
-                fine = _finite(alone) and bool((alone - right[b]).abs().max() <= tol[b])
-            except Exception:  # noqa: BLE001 - an answer that fails on one row is not fine
-                fine = False
-            hint = (
-                GLOBAL_MAX
-                if fine
-                else "It gives NaN or inf. Use torch.logcumsumexp: a cumulative sum of exp "
-                "underflows when the first draws are far below a later one, even after "
-                "subtracting the row's max. " + UNDERFLOW
-            )
-            if bool(torch.isneginf(log_w[b, : m + int(k[b])]).any()):
-                hint = MINUS_INF + " " + hint
-        elif log_w.dtype == F64:
-            for other, h in _sumo_mistakes(log_w, k, r):
-                if bool(((mine.double() - other).abs() <= tol + 1e-9 * other.abs()).all()):
-                    hint = h
-                    break
-            hint = hint or _float32_only(mine, right, tol, mine.dtype)
+        with prop(_SUMO[3] if log_w.dtype == F32 else None):
+            rows += _sumo_case(sumo, case, log_w, k, m, cutoff, ratio, labels)
+    passed(f"your SUMO matches the library's on {rows} rows, for two roulettes and float32")
+
+
+def _sumo_case(sumo, case, log_w, k, m, cutoff, ratio, labels) -> int:
+    """Check one case; the rows' failures go to their properties (the row that normal use
+    reports first goes first). Returns the number of rows."""
+    r = Roulette(m, cutoff, ratio)
+    right = sumo_from_log_weights(log_w.double(), k, r)
+    mine = call(sumo, log_w.clone(), k.clone(), m, cutoff, ratio, what=f"your sumo ({case})")
+    if isinstance(mine, Tensor | np.ndarray) and tuple(mine.shape) != tuple(right.shape):
         require(
             False,
-            f"your sumo ({case}) is off by {err[b].item():.3g} on row {b}, {labels[b]} "
-            f"(rounding explains {tol[b].item():.1g}). "
-            + (
-                hint
-                or "L_k = log (1/k) Σ_{j≤k} w_j (logcumsumexp − log k); SUMO = L_m + "
-                "Σ_{j=1}^{K} (L_{m+j} − L_{m+j−1}) / P(K ≥ j), with P(K ≥ j) = 1/j up to the "
-                "cut-off, then (1/c)·ρ^{j−c}."
-            ),
+            f"your sumo should return one estimate per row, shape {tuple(right.shape)}, got "
+            f"{tuple(mine.shape)}: sum the kept terms over j (the last dimension) only.",
         )
-    passed(f"your SUMO matches the library's on {rows} rows, for two roulettes and float32")
+    mine = expect_shape(torch.as_tensor(mine), tuple(right.shape), "your sumo").detach()
+    tol = _sumo_tolerance(log_w, k, r, _dtype_of(log_w, mine))
+    err = (mine.double() - right).abs()
+    ok = torch.isfinite(mine) & (err <= tol)
+    owners = [_sumo_owner(label) for label in labels]
+    if bool(ok.all()):
+        for owner in dict.fromkeys(owners):
+            with prop(owner):
+                pass
+        return len(k)
+    finite = torch.isfinite(mine)
+    first = {}  # each property's reported row: its first non-finite row, else its first bad one
+    for b in [*(~finite).nonzero()[:, 0].tolist(), *(~ok).nonzero()[:, 0].tolist()]:
+        first.setdefault(owners[b], b)
+    order = sorted(first, key=lambda o: (bool(finite[first[o]]), first[o]))
+    for owner in dict.fromkeys(owners):  # the rows' properties that pass
+        if owner not in first:
+            with prop(owner):
+                pass
+    for owner in order:
+        with prop(owner):
+            _sumo_row_fails(sumo, case, log_w, k, m, cutoff, ratio, labels, r, right, mine,
+                            tol, err, first[owner])  # fmt: skip
+    return len(k)
+
+
+def _sumo_row_fails(sumo, case, log_w, k, m, cutoff, ratio, labels, r, right, mine, tol, err, b):
+    """Raise the hint for row ``b`` of a wrong SUMO."""
+    hint = ""
+    if not bool(torch.isfinite(mine[b])):
+        try:
+            alone = sumo(log_w[b : b + 1].clone(), k[b : b + 1].clone(), m, cutoff, ratio)
+            alone = torch.as_tensor(alone).detach().double().reshape(-1)
+            fine = _finite(alone) and bool((alone - right[b]).abs().max() <= tol[b])
+        except Exception:  # noqa: BLE001 - an answer that fails on one row is not fine
+            fine = False
+        hint = (
+            GLOBAL_MAX
+            if fine
+            else "It gives NaN or inf. Use torch.logcumsumexp: a cumulative sum of exp "
+            "underflows when the first draws are far below a later one, even after "
+            "subtracting the row's max. " + UNDERFLOW
+        )
+        if bool(torch.isneginf(log_w[b, : m + int(k[b])]).any()):
+            hint = MINUS_INF + " " + hint
+    elif log_w.dtype == F64:
+        for other, h in _sumo_mistakes(log_w, k, r):
+            if bool(((mine.double() - other).abs() <= tol + 1e-9 * other.abs()).all()):
+                hint = h
+                break
+        hint = hint or _float32_only(mine, right, tol, mine.dtype)
+    require(
+        False,
+        f"your sumo ({case}) is off by {err[b].item():.3g} on row {b}, {labels[b]} "
+        f"(rounding explains {tol[b].item():.1g}). "
+        + (
+            hint
+            or "L_k = log (1/k) Σ_{j≤k} w_j (logcumsumexp − log k); SUMO = L_m + "
+            "Σ_{j=1}^{K} (L_{m+j} − L_{m+j−1}) / P(K ≥ j), with P(K ≥ j) = 1/j up to the "
+            "cut-off, then (1/c)·ρ^{j−c}."
+        ),
+    )
 
 
 def _thinned_cases(seed: int):
@@ -235,41 +277,54 @@ def _thinned_mistakes(h0, h, z, p):
     ]  # fmt: skip
 
 
+_THINNED = (
+    "exact on fixed inputs (float64)",
+    "a square case: z scales the rows",
+    "float32",
+    "unbiased in a simulation (E[H^p] = E[H])",
+)
+
+
+@properties(*_THINNED)
 @one_thread
 def check_thinned(thinned, seed: int = 0) -> None:
     """``thinned(h0, h, z, p)`` -> H^p = h0 + (z / p)(h − h0), row by row (in float64 and
     float32, a square case too); it must be an unbiased estimate of E[h] whatever p is."""
     what = "your thinned estimate"
-    for case, h0, h, z, p in _thinned_cases(seed):
-        want = h0.double() + (z.double() / p)[:, None] * (h.double() - h0.double())
-        mine = call(thinned, h0.clone(), h.clone(), z.clone(), p, what=f"{what} ({case})")
-        mine = expect_shape(torch.as_tensor(mine), tuple(want.shape), f"{what} ({case})").detach()
-        size = h0.double().abs() + (z.double() / p)[:, None] * (
-            h.double().abs() + h0.double().abs()
-        )
-        tol = rounding(_dtype_of(h0, mine), size, 4.0)
-        if bool(torch.isfinite(mine).all()) and bool(((mine.double() - want).abs() <= tol).all()):
-            continue
-        hint = next(
-            (
-                hint
-                for other, hint in _thinned_mistakes(h0.double(), h.double(), z.double(), p)
-                if other is not None and bool(((mine.double() - other).abs() <= tol).all())
-            ),
-            "H^p = h(X_0) + (Z / p)·(H − h(X_0)): the correction, not the whole of H, is kept "
-            "with probability p and then divided by p",
-        )
-        err = (mine.double() - want).abs().max().item()
-        require(False, f"{what} ({case}) is off by up to {err:.3g}. {hint}")
-    g = torch.Generator().manual_seed(seed + 1)
-    n, p = 200_000, 0.3
-    base = torch.randn(n, generator=g, dtype=torch.float64) + 2.0  # a biased "IWAE" part
-    full = base + torch.randn(n, generator=g, dtype=torch.float64) - 1.0  # E[full] = 1
-    keep = (torch.rand(n, generator=g, dtype=torch.float64) < p).double()
-    mine = call(thinned, base[:, None], full[:, None], keep, p, what=what)
-    mine = expect_shape(torch.as_tensor(mine), (n, 1), what).detach()
-    expect_unbiased(mine[:, 0], 1.0, what, "E[H^p] must equal E[H]")
+    for owner, (case, h0, h, z, p) in zip(_THINNED[:3], _thinned_cases(seed), strict=True):
+        with prop(owner):
+            _thinned_case(thinned, what, case, h0, h, z, p)
+    with prop(_THINNED[3]):
+        g = torch.Generator().manual_seed(seed + 1)
+        n, p = 200_000, 0.3
+        base = torch.randn(n, generator=g, dtype=torch.float64) + 2.0  # a biased "IWAE" part
+        full = base + torch.randn(n, generator=g, dtype=torch.float64) - 1.0  # E[full] = 1
+        keep = (torch.rand(n, generator=g, dtype=torch.float64) < p).double()
+        mine = call(thinned, base[:, None], full[:, None], keep, p, what=what)
+        mine = expect_shape(torch.as_tensor(mine), (n, 1), what).detach()
+        expect_unbiased(mine[:, 0], 1.0, what, "E[H^p] must equal E[H]")
     passed("your thinned correction is exact on fixed inputs and unbiased in a simulation")
+
+
+def _thinned_case(thinned, what, case, h0, h, z, p) -> None:
+    want = h0.double() + (z.double() / p)[:, None] * (h.double() - h0.double())
+    mine = call(thinned, h0.clone(), h.clone(), z.clone(), p, what=f"{what} ({case})")
+    mine = expect_shape(torch.as_tensor(mine), tuple(want.shape), f"{what} ({case})").detach()
+    size = h0.double().abs() + (z.double() / p)[:, None] * (h.double().abs() + h0.double().abs())
+    tol = rounding(_dtype_of(h0, mine), size, 4.0)
+    if bool(torch.isfinite(mine).all()) and bool(((mine.double() - want).abs() <= tol).all()):
+        return
+    hint = next(
+        (
+            hint
+            for other, hint in _thinned_mistakes(h0.double(), h.double(), z.double(), p)
+            if other is not None and bool(((mine.double() - other).abs() <= tol).all())
+        ),
+        "H^p = h(X_0) + (Z / p)·(H − h(X_0)): the correction, not the whole of H, is kept "
+        "with probability p and then divided by p",
+    )
+    err = (mine.double() - want).abs().max().item()
+    require(False, f"{what} ({case}) is off by up to {err:.3g}. {hint}")
 
 
 def _expected_k_mistakes(c: int = 80, rho: float = 0.9) -> list[tuple[float, str]]:

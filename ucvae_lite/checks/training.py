@@ -33,7 +33,7 @@ from ..estimate import Estimate
 from ..iwae import effective_sample_size, iwae_bound
 from ..surrogate import log_likelihood_surrogate, particle_log_joint
 from ..vae import VAE, posterior_grid
-from ._common import call, expect_shape, passed, require
+from ._common import call, expect_shape, passed, prop, properties, require
 
 __all__ = [
     "check_degenerate_tail",
@@ -335,38 +335,56 @@ def _coefficient_mistakes(est: Estimate, log_f, params: list[Tensor], which: str
     ]
 
 
+_DECODER = (
+    "the θ-gradient is −(1/B) Σ_b Σ_n c_n ∇_θ log p_θ(x_b, z_n) (float64, the encoder's q)",
+    "the encoder φ gets no gradient (the particles are fixed numbers)",
+    "a wider q (longer chains, more negative coefficients)",
+    "float32",
+)
+
+
+@properties(*_DECODER)
 @one_thread
 def check_ucvae_decoder_loss(fn, seed: int = 0) -> None:
     """``fn(model, x, estimate)`` must be a loss whose θ-gradient is
     −(1/B) Σ_b Σ_n c_{b,n} ∇_θ log p_θ(x_b, z_{b,n}) (``log_likelihood_surrogate``, mean), in
     float64 and float32."""
     what = "your decoder loss"
-    for case, model64, x64, model, x, est in _estimate_cases(seed, 1):
-        theta, phi = list(model.decoder.parameters()), list(model.encoder.parameters())
-        theta64 = list(model64.decoder.parameters())
-        est64 = _as_float64(est)
-        log_p = particle_log_joint(model64, x64)
-        want = _grads(-log_likelihood_surrogate(est64, log_p, "mean"), theta64)
-        size_est = replace(est64, flat_coef=est64.flat_coef.abs())
-        size = max(
-            want.abs().max().item(),
-            _grads(-log_likelihood_surrogate(size_est, log_p, "mean"), theta64).abs().max().item(),
-        )
-        tol = rounding(x.dtype, size, est.flat_coef.numel() * x.shape[1])
-        loss = _loss(call(fn, model, x, est, what=f"{what} ({case})"), what)
+    for i, (case, model64, x64, model, x, est) in enumerate(_estimate_cases(seed, 1)):
+        with prop((None, *_DECODER[2:])[i]):
+            _decoder_case(fn, what, case, model64, x64, model, x, est)
+    passed("your decoder loss has exactly the θ-gradient of ucvae's surrogate (−H_{k:m}).")
+
+
+def _decoder_case(fn, what, case, model64, x64, model, x, est) -> None:
+    theta, phi = list(model.decoder.parameters()), list(model.encoder.parameters())
+    theta64 = list(model64.decoder.parameters())
+    est64 = _as_float64(est)
+    log_p = particle_log_joint(model64, x64)
+    want = _grads(-log_likelihood_surrogate(est64, log_p, "mean"), theta64)
+    size_est = replace(est64, flat_coef=est64.flat_coef.abs())
+    size = max(
+        want.abs().max().item(),
+        _grads(-log_likelihood_surrogate(size_est, log_p, "mean"), theta64).abs().max().item(),
+    )
+    tol = rounding(x.dtype, size, est.flat_coef.numel() * x.shape[1])
+    loss = _loss(call(fn, model, x, est, what=f"{what} ({case})"), what)
+    with prop(_DECODER[0]):
         got = _grads(loss, theta)
         require(
             got.abs().max() > 0,
             "Your loss does not depend on θ (the decoder): evaluate "
             "model.log_joint(x, z) at the estimate's particles.",
         )
+    with prop(_DECODER[1]):
         require(
             _grads(loss, phi).abs().max() == 0,
             "Your loss moves the encoder φ: the "
             "decoder's loss uses the particles as fixed numbers (they are detached).",
         )
+    with prop(_DECODER[0]):
         if _agree(got, want, tol):
-            continue
+            return
         if not _finite(loss) or not _finite(got):
             hint = "It gives NaN or inf. " + UNDERFLOW
         else:
@@ -388,7 +406,6 @@ def check_ucvae_decoder_loss(fn, seed: int = 0) -> None:
             f"Your loss's θ-gradient ({case}) differs from −(1/B) Σ_b Σ_n c_n ∇_θ log p_θ(x_b, "
             f"z_n). {hint or 'Use estimate.particles [B, N, D] and estimate.coef [B, N].'}",
         )
-    passed("your decoder loss has exactly the θ-gradient of ucvae's surrogate (−H_{k:m}).")
 
 
 def _iwae_cases(seed: int):
@@ -399,39 +416,56 @@ def _iwae_cases(seed: int):
     yield ("float32, image-sized log-weights", image, xi, *_in_precision(image, xi, F32))
 
 
+_ENCODER = (
+    "θ is held fixed (no gradient to the decoder)",
+    "the φ-gradient of the IWAE bound (float64, small log-weights)",
+    "stable on image-sized log-weights (0 to about −900 nats)",
+    "float32",
+)
+
+
+@properties(*_ENCODER)
 @one_thread
 def check_iwae_encoder_loss(fn, num_samples: int = 5, seed: int = 0) -> None:
     """``fn(model, x, num_samples, generator)``: −(1/B) Σ_b log (1/S) Σ_s w_s with z_s drawn
     by ``model.encode(x).sample(S, generator)`` (reparameterised) and θ held fixed; on small
     and image-sized log-weights, in float64 and float32."""
     what, S = "your encoder loss", num_samples
-    for case, model64, x64, model, x in _iwae_cases(seed):
-        B = len(x)
-        theta, phi = list(model.decoder.parameters()), list(model.encoder.parameters())
-        phi64 = list(model64.encoder.parameters())
-        q = model64.encode(x64)
-        if x.dtype == F64:
-            z = q.sample(S, torch.Generator().manual_seed(seed))
-        else:  # the learner's float32 draw, as a function of the float64 φ: z = μ + σ ε
-            with torch.no_grad():
-                zd = model.encode(x).sample(S, torch.Generator().manual_seed(seed))
-            eps = ((zd.double() - q.loc[:, None]) / q.scale[:, None]).detach()
-            z = q.loc[:, None] + eps * q.scale[:, None]
-        log_w = model64.log_joint(x64, z, detach_decoder=True) - q.log_prob(z)
-        want = _grads(-iwae_bound(log_w).mean(), phi64)
-        elbo = _grads(-log_w.mean(-1).mean(), phi64)
-        size = max(want.abs().max().item(), elbo.abs().max().item())
-        tol = rounding(x.dtype, size, B * S * x.shape[1] + log_w.abs().max().item())
-        gen = torch.Generator().manual_seed(seed)
-        loss = _loss(call(fn, model, x, S, gen, what=f"{what} ({case})"), what)
+    for i, (case, model64, x64, model, x) in enumerate(_iwae_cases(seed)):
+        with prop((None, *_ENCODER[2:])[i]):
+            _encoder_case(fn, what, S, seed, case, model64, x64, model, x)
+    passed("your encoder loss has the φ-gradient of the IWAE bound with θ held fixed.")
+
+
+def _encoder_case(fn, what, S, seed, case, model64, x64, model, x) -> None:
+    B = len(x)
+    theta, phi = list(model.decoder.parameters()), list(model.encoder.parameters())
+    phi64 = list(model64.encoder.parameters())
+    q = model64.encode(x64)
+    if x.dtype == F64:
+        z = q.sample(S, torch.Generator().manual_seed(seed))
+    else:  # the learner's float32 draw, as a function of the float64 φ: z = μ + σ ε
+        with torch.no_grad():
+            zd = model.encode(x).sample(S, torch.Generator().manual_seed(seed))
+        eps = ((zd.double() - q.loc[:, None]) / q.scale[:, None]).detach()
+        z = q.loc[:, None] + eps * q.scale[:, None]
+    log_w = model64.log_joint(x64, z, detach_decoder=True) - q.log_prob(z)
+    want = _grads(-iwae_bound(log_w).mean(), phi64)
+    elbo = _grads(-log_w.mean(-1).mean(), phi64)
+    size = max(want.abs().max().item(), elbo.abs().max().item())
+    tol = rounding(x.dtype, size, B * S * x.shape[1] + log_w.abs().max().item())
+    gen = torch.Generator().manual_seed(seed)
+    loss = _loss(call(fn, model, x, S, gen, what=f"{what} ({case})"), what)
+    with prop(_ENCODER[0]):
         require(
             _grads(loss, theta).abs().max() == 0,
             "Your loss moves the decoder θ: hold θ fixed "
             "in the encoder's loss (model.log_joint(x, z, detach_decoder=True)).",
         )
+    with prop(_ENCODER[1]):
         got = _grads(loss, phi)
         if _agree(got, want, tol):
-            continue
+            return
         if not _finite(loss) or not _finite(got):
 
             def row_ok(b: int, model=model, x=x, phi=phi) -> bool:
@@ -455,7 +489,6 @@ def check_iwae_encoder_loss(fn, num_samples: int = 5, seed: int = 0) -> None:
             f"Your loss's φ-gradient ({case}) differs from that of −mean_b log (1/S) Σ_s w_s. "
             + (hint or "Draw z = model.encode(x).sample(S, generator) once, first."),
         )
-    passed("your encoder loss has the φ-gradient of the IWAE bound with θ held fixed.")
 
 
 def _iwae_mistakes(model, x, S, seed, z, q, log_w, phi):
@@ -508,30 +541,47 @@ def _iwae_mistakes(model, x, S, seed, z, q, log_w, phi):
     ]
 
 
+_INCLUSIVE = (
+    "the φ-gradient is −(1/B) Σ_b Σ_n c_n ∇_φ log q_φ(z_n | x_b) (float64, the encoder's q)",
+    "the decoder θ gets no gradient",
+    "a wider q (longer chains, more negative coefficients)",
+    "float32",
+)
+
+
+@properties(*_INCLUSIVE)
 @one_thread
 def check_inclusive_encoder_loss(fn, seed: int = 0) -> None:
     """``fn(model, x, estimate)``: −(1/B) Σ_b Σ_n c_{b,n} log q_φ(z_{b,n} | x_b), whose
     φ-gradient estimates ∇_φ KL(p ‖ q_φ) without bias (the inclusive KL); float64 and float32."""
     what = "your inclusive-KL loss"
-    for case, model64, x64, model, x, est in _estimate_cases(seed, 2):
-        theta, phi = list(model.decoder.parameters()), list(model.encoder.parameters())
-        phi64 = list(model64.encoder.parameters())
-        est64 = _as_float64(est)
-        q = model64.encode(x64)
-        log_q = lambda rows, z, q=q: q.select(rows).log_prob(z[:, None])[:, 0]  # noqa: E731
-        want = _grads(-log_likelihood_surrogate(est64, log_q, "mean"), phi64)
-        size_est = replace(est64, flat_coef=est64.flat_coef.abs())
-        size = max(
-            want.abs().max().item(),
-            _grads(-log_likelihood_surrogate(size_est, log_q, "mean"), phi64).abs().max().item(),
-        )
-        tol = rounding(x.dtype, size, est.flat_coef.numel() * x.shape[1])
-        loss = _loss(call(fn, model, x, est, what=f"{what} ({case})"), what)
+    for i, (case, model64, x64, model, x, est) in enumerate(_estimate_cases(seed, 2)):
+        with prop((None, *_INCLUSIVE[2:])[i]):
+            _inclusive_case(fn, what, case, model64, x64, model, x, est)
+    passed("your inclusive-KL loss has the φ-gradient −(1/B) Σ_b Σ_n c_n ∇_φ log q_φ(z_n|x_b).")
+
+
+def _inclusive_case(fn, what, case, model64, x64, model, x, est) -> None:
+    theta, phi = list(model.decoder.parameters()), list(model.encoder.parameters())
+    phi64 = list(model64.encoder.parameters())
+    est64 = _as_float64(est)
+    q = model64.encode(x64)
+    log_q = lambda rows, z, q=q: q.select(rows).log_prob(z[:, None])[:, 0]  # noqa: E731
+    want = _grads(-log_likelihood_surrogate(est64, log_q, "mean"), phi64)
+    size_est = replace(est64, flat_coef=est64.flat_coef.abs())
+    size = max(
+        want.abs().max().item(),
+        _grads(-log_likelihood_surrogate(size_est, log_q, "mean"), phi64).abs().max().item(),
+    )
+    tol = rounding(x.dtype, size, est.flat_coef.numel() * x.shape[1])
+    loss = _loss(call(fn, model, x, est, what=f"{what} ({case})"), what)
+    with prop(_INCLUSIVE[1]):
         require(
             _grads(loss, theta).abs().max() == 0,
             "Your loss moves the decoder θ: the inclusive "
             "KL's gradient needs only log q_φ(z | x) at the particles, not log p_θ(x, z).",
         )
+    with prop(_INCLUSIVE[0]):
         got = _grads(loss, phi)
         require(
             got.abs().max() > 0,
@@ -540,7 +590,7 @@ def check_inclusive_encoder_loss(fn, seed: int = 0) -> None:
             "(without detaching q).",
         )
         if _agree(got, want, tol):
-            continue
+            return
         if not _finite(loss) or not _finite(got):
             hint = "It gives NaN or inf. " + UNDERFLOW
         else:
@@ -562,7 +612,6 @@ def check_inclusive_encoder_loss(fn, seed: int = 0) -> None:
                 "log q_φ in place of log p_θ."
             ),
         )
-    passed("your inclusive-KL loss has the φ-gradient −(1/B) Σ_b Σ_n c_n ∇_φ log q_φ(z_n|x_b).")
 
 
 def _grid_cases(seed: int):
@@ -589,49 +638,63 @@ def _grid_tolerance(grid, limit: float, n: int, dtype) -> Tensor:
     return rounding(dtype, size + cell, 4.0)
 
 
+_GRID = (
+    "the grid sum log Σ_g p(x, z_g) Δ² (float64, two grids)",
+    "stable on image-sized log-joints (0 to about −900 nats)",
+    "float32",
+)
+
+
+@properties(*_GRID)
 @one_thread
 def check_grid_log_likelihood(fn, seed: int = 0) -> None:
     """``fn(model, x, limit, n)`` -> [B]: log p_θ(x_b) = log Σ_g p_θ(x_b, z_g) Δ² on the n × n
     grid ``torch.linspace(-limit, limit, n)`` in each coordinate (``vae.posterior_grid``); on
     small and image-sized log-joints, in float64 and float32."""
-    for case, model64, x64, model, x, limit, n in _grid_cases(seed):
-        with torch.no_grad():
-            grid = posterior_grid(model64, x64, limit, n)
-        want, tol = grid.log_marginal, _grid_tolerance(grid, limit, n, x.dtype)
-        got = call(fn, model, x, limit, n, what=f"your grid log-likelihood ({case})")
-        if isinstance(got, Tensor | np.ndarray) and tuple(got.shape) != tuple(want.shape):
-            require(
-                False,
-                f"your log p(x) should have shape {tuple(want.shape)} (one number per image), "
-                f"got {tuple(got.shape)}: logsumexp over the n² grid points, the last dimension.",
-            )
-        got = expect_shape(torch.as_tensor(got).detach(), tuple(want.shape), "your log p(x)")
-        err = (got.double() - want).abs()
-        if bool(torch.isfinite(got).all()) and bool((err <= tol).all()):
-            continue
-        if not bool(torch.isfinite(got).all()):
+    owners = (_GRID[0], _GRID[0], _GRID[1], _GRID[2])
+    for owner, args in zip(owners, _grid_cases(seed), strict=True):
+        with prop(owner):
+            _grid_case(fn, *args)
+    passed("your log p(x) matches the grid's (exact up to the grid).")
 
-            def row_ok(b: int, model=model, x=x, limit=limit, n=n, want=want, tol=tol) -> bool:
-                one = torch.as_tensor(fn(model, x[b : b + 1], limit, n)).detach()
-                return _finite(one) and bool(((one.double() - want[b]).abs() <= tol[b]).all())
 
-            hint = _unstable_hint(row_ok, len(x))
-        else:
-            hint = _grid_hint(
-                got.double() - want, tol, model64, x64, limit, n, want
-            ) or _float32_only(got, want, tol, x.dtype)
-        b = int((err / tol).nan_to_num(float("inf")).argmax())
+def _grid_case(fn, case, model64, x64, model, x, limit, n) -> None:
+    with torch.no_grad():
+        grid = posterior_grid(model64, x64, limit, n)
+    want, tol = grid.log_marginal, _grid_tolerance(grid, limit, n, x.dtype)
+    got = call(fn, model, x, limit, n, what=f"your grid log-likelihood ({case})")
+    if isinstance(got, Tensor | np.ndarray) and tuple(got.shape) != tuple(want.shape):
         require(
             False,
-            f"your log p(x) ({case}, limit {limit:g}, n = {n}) is off by {err[b].item():.3g} "
-            f"for image {b} (rounding explains {tol[b].item():.1g}). "
-            + (
-                hint
-                or "log p(x) = logsumexp_g log p(x, z_g) + log Δ², with log p(x, z) = "
-                "model.log_joint(x, z)."
-            ),
+            f"your log p(x) should have shape {tuple(want.shape)} (one number per image), "
+            f"got {tuple(got.shape)}: logsumexp over the n² grid points, the last dimension.",
         )
-    passed("your log p(x) matches the grid's (exact up to the grid).")
+    got = expect_shape(torch.as_tensor(got).detach(), tuple(want.shape), "your log p(x)")
+    err = (got.double() - want).abs()
+    if bool(torch.isfinite(got).all()) and bool((err <= tol).all()):
+        return
+    if not bool(torch.isfinite(got).all()):
+
+        def row_ok(b: int, model=model, x=x, limit=limit, n=n, want=want, tol=tol) -> bool:
+            one = torch.as_tensor(fn(model, x[b : b + 1], limit, n)).detach()
+            return _finite(one) and bool(((one.double() - want[b]).abs() <= tol[b]).all())
+
+        hint = _unstable_hint(row_ok, len(x))
+    else:
+        hint = _grid_hint(got.double() - want, tol, model64, x64, limit, n, want) or _float32_only(
+            got, want, tol, x.dtype
+        )
+    b = int((err / tol).nan_to_num(float("inf")).argmax())
+    require(
+        False,
+        f"your log p(x) ({case}, limit {limit:g}, n = {n}) is off by {err[b].item():.3g} "
+        f"for image {b} (rounding explains {tol[b].item():.1g}). "
+        + (
+            hint
+            or "log p(x) = logsumexp_g log p(x, z_g) + log Δ², with log p(x, z) = "
+            "model.log_joint(x, z)."
+        ),
+    )
 
 
 def _grid_hint(off: Tensor, tol: Tensor, model, x, limit, n, want) -> str:
@@ -689,6 +752,10 @@ def _digits_tolerance(value: float, decimals: int) -> float:
     return 10.0**-decimals
 
 
+_TAIL = ("P(τ > 20), the exact law at S = 10", "t_99, the 99th percentile of τ")
+
+
+@properties(*_TAIL)
 @one_thread
 def check_degenerate_tail(p_tail: float, t_99: int, S: int = 10, t: int = 20) -> None:
     """The degenerate-weights law at S = 10: ``p_tail`` = P(τ > 20) and ``t_99`` = the smallest
@@ -697,10 +764,6 @@ def check_degenerate_tail(p_tail: float, t_99: int, S: int = 10, t: int = 20) ->
     law = lambda u: _survival(u, S)  # noqa: E731
     want_p = law(t)
     want_t = next(u for u in range(1, 10**6) if law(u) < 0.01)
-    p = _as_number(p_tail)
-    require(p is not None, f"p_tail should be a number (a probability), got {p_tail!r}")
-    tol = _digits_tolerance(want_p, 4)
-    near = lambda v: abs(p - v) < tol  # noqa: E731
     fresh = lambda u, n0, k: n0 / (n0 + k * (u - 1))  # noqa: E731
     mistakes = [
         (law(t + 1), "Off by one step: by step t the chains have seen t − 1 fresh sets of S − 1 "
@@ -716,46 +779,54 @@ def check_degenerate_tail(p_tail: float, t_99: int, S: int = 10, t: int = 20) ->
          "(S+1)/(S+1+(S−1)(t−1))."),
         (100 * want_p, "That is a percentage: give the probability, between 0 and 1."),
     ]  # fmt: skip
-    if not near(want_p):
-        hint = next((h for v, h in mistakes if near(v)), "")
-        require(
-            False,
-            f"P(τ > {t}) is not {p:.4g}. "
-            + (
-                hint
-                or "Count the candidates: the S + 1 starting ones, then S − 1 fresh draws per "
-                "step; the largest is equally likely to be any of them."
-            ),
-        )
-    step = _as_number(t_99)
-    require(step is not None, f"t_99 should be a number (a step count), got {t_99!r}")
-    if step != int(step):
-        require(
-            False,
-            f"t_99 = {step:g} is not a whole number of steps: t_99 is the smallest INTEGER t "
-            "with P(τ > t) < 0.01; round the solution of the inequality up.",
-        )
-    step = int(step)
-    if step != want_t:
-        one_over_t = (
-            "That is the 1/t approximation P(τ > t) ≈ 1/t: solve the exact law "
-            "(S+1)/(S+1+(S−1)(t−1)) < 0.01."
-        )
-        hints = {
-            100: one_over_t,
-            101: one_over_t,
-            want_t - 1: f"At t = {want_t - 1}, P(τ > t) = {law(want_t - 1):.4g} is not below "
-            "0.01"
-            + (" ('below' is strict)" if abs(law(want_t - 1) - 0.01) < 1e-12 else "")
-            + ": one more step.",
-            want_t + 1: f"Off by one: already at t = {want_t}, P(τ > t) = {law(want_t):.4g} "
-            "< 0.01.",
-        }
-        require(
-            False,
-            f"P(τ > t) first drops below 1% at t = {want_t}, not {step}: "
-            + hints.get(step, "solve (S+1)/(S+1+(S−1)(t−1)) < 0.01 for the smallest integer t."),
-        )
+    with prop(_TAIL[0]):
+        p = _as_number(p_tail)
+        require(p is not None, f"p_tail should be a number (a probability), got {p_tail!r}")
+        tol = _digits_tolerance(want_p, 4)
+        near = lambda v: abs(p - v) < tol  # noqa: E731
+        if not near(want_p):
+            hint = next((h for v, h in mistakes if near(v)), "")
+            require(
+                False,
+                f"P(τ > {t}) is not {p:.4g}. "
+                + (
+                    hint
+                    or "Count the candidates: the S + 1 starting ones, then S − 1 fresh draws per "
+                    "step; the largest is equally likely to be any of them."
+                ),
+            )
+    with prop(_TAIL[1]):
+        step = _as_number(t_99)
+        require(step is not None, f"t_99 should be a number (a step count), got {t_99!r}")
+        if step != int(step):
+            require(
+                False,
+                f"t_99 = {step:g} is not a whole number of steps: t_99 is the smallest INTEGER t "
+                "with P(τ > t) < 0.01; round the solution of the inequality up.",
+            )
+        step = int(step)
+        if step != want_t:
+            one_over_t = (
+                "That is the 1/t approximation P(τ > t) ≈ 1/t: solve the exact law "
+                "(S+1)/(S+1+(S−1)(t−1)) < 0.01."
+            )
+            hints = {
+                100: one_over_t,
+                101: one_over_t,
+                want_t - 1: f"At t = {want_t - 1}, P(τ > t) = {law(want_t - 1):.4g} is not below "
+                "0.01"
+                + (" ('below' is strict)" if abs(law(want_t - 1) - 0.01) < 1e-12 else "")
+                + ": one more step.",
+                want_t + 1: f"Off by one: already at t = {want_t}, P(τ > t) = {law(want_t):.4g} "
+                "< 0.01.",
+            }
+            require(
+                False,
+                f"P(τ > t) first drops below 1% at t = {want_t}, not {step}: "
+                + hints.get(
+                    step, "solve (S+1)/(S+1+(S−1)(t−1)) < 0.01 for the smallest integer t."
+                ),
+            )
     # the median: the smallest t with P(τ > t) ≤ 1/2 (τ ≥ 2, so t ≥ 2)
     median = next(u for u in range(2, want_t + 1) if law(u) <= 0.5)
     passed(
@@ -807,56 +878,71 @@ def _ess_mistakes(lw: Tensor, want: Tensor):
     ]  # fmt: skip
 
 
+_ESS = (
+    "Kish's ESS on ordinary and batched sets",
+    "stable for tiny, huge and mixed-scale log-weights (−800, +800, rows 0 to −900 and +700)",
+    "rows with −∞ log-weights (all −∞ but one or two)",
+    "float32 at image scale",
+)
+_ESS_OWNERS = (0, 0, 1, 1, 1, 2, 3)  # the property of each of _log_weight_cases' cases
+
+
+@properties(*_ESS)
 @one_thread
 def check_within_set_ess(fn, seed: int = 0) -> None:
     """``fn(log_w)`` for log-weights [..., S] -> [...]: Kish's ESS (Σ_s w_s)² / Σ_s w_s², on
     rows of any scale (within one batch too), with −∞ entries, in float64 and float32."""
     for i, (name, lw) in enumerate(_log_weight_cases(seed)):
-        want = effective_sample_size(lw.double())
-        got = call(fn, lw.clone(), what=f"your within_set_ess (case '{name}')")
-        if isinstance(got, Tensor | np.ndarray) and tuple(got.shape) != tuple(want.shape):
-            require(
-                False,
-                f"your ESS (case '{name}') should have shape {tuple(want.shape)}, got "
-                f"{tuple(got.shape)}: one ESS per set, reducing over the last dimension (the S "
-                "particles of a set) only.",
-            )
-        got = expect_shape(torch.as_tensor(got), tuple(want.shape), f"your ESS (case '{name}')")
-        got = got.detach()
-        S = lw.shape[-1]
-        finite_lw = lw.double().masked_fill(~torch.isfinite(lw), 0.0).abs().amax(-1)
-        tol = rounding(_dtype_of(lw, got), want, finite_lw + S)
-        err = (got.double() - want).abs()
-        if bool(torch.isfinite(got).all()) and bool((err <= tol).all()):
-            continue
-        if not bool(torch.isfinite(got).all()):
-            rows, flat_want = lw.reshape(-1, S), want.reshape(-1)
+        with prop(_ESS[_ESS_OWNERS[i]]):
+            _ess_case(fn, i, name, lw)
+    passed("your within-set ESS matches iwae.effective_sample_size, even for extreme weights.")
 
-            def row_ok(r: int, rows=rows, want=flat_want) -> bool:
-                one = torch.as_tensor(fn(rows[r : r + 1].clone())).detach().double()
-                return _finite(one) and bool(((one - want[r]).abs() <= 1e-3 * want[r]).all())
 
-            hint = _unstable_hint(row_ok, rows.shape[0])
-            r = int((~torch.isfinite(got.reshape(-1))).nonzero()[0])
-            if bool(torch.isneginf(rows[r]).any()):
-                hint = MINUS_INF + " " + hint
-        else:
-            hint = next(
-                (
-                    h
-                    for other, h in _ess_mistakes(lw, want)
-                    if other.shape == want.shape
-                    and bool(((got.double() - other).abs() <= tol + 1e-9 * other.abs()).all())
-                ),
-                "",
-            ) or _float32_only(got, want, tol, _dtype_of(lw, got))
+def _ess_case(fn, i: int, name: str, lw: Tensor) -> None:
+    want = effective_sample_size(lw.double())
+    got = call(fn, lw.clone(), what=f"your within_set_ess (case '{name}')")
+    if isinstance(got, Tensor | np.ndarray) and tuple(got.shape) != tuple(want.shape):
         require(
             False,
-            f"your ESS (case {i + 1}: {name}) is off by up to {err.max().item():.3g} "
-            f"(rounding explains {tol.max().item():.1g}). "
-            + (hint or "ESS = (Σ_s w_s)² / Σ_s w_s² = 1 / Σ_s w̄_s², w̄ = softmax(log_w, -1)."),
+            f"your ESS (case '{name}') should have shape {tuple(want.shape)}, got "
+            f"{tuple(got.shape)}: one ESS per set, reducing over the last dimension (the S "
+            "particles of a set) only.",
         )
-    passed("your within-set ESS matches iwae.effective_sample_size, even for extreme weights.")
+    got = expect_shape(torch.as_tensor(got), tuple(want.shape), f"your ESS (case '{name}')")
+    got = got.detach()
+    S = lw.shape[-1]
+    finite_lw = lw.double().masked_fill(~torch.isfinite(lw), 0.0).abs().amax(-1)
+    tol = rounding(_dtype_of(lw, got), want, finite_lw + S)
+    err = (got.double() - want).abs()
+    if bool(torch.isfinite(got).all()) and bool((err <= tol).all()):
+        return
+    if not bool(torch.isfinite(got).all()):
+        rows, flat_want = lw.reshape(-1, S), want.reshape(-1)
+
+        def row_ok(r: int, rows=rows, want=flat_want) -> bool:
+            one = torch.as_tensor(fn(rows[r : r + 1].clone())).detach().double()
+            return _finite(one) and bool(((one - want[r]).abs() <= 1e-3 * want[r]).all())
+
+        hint = _unstable_hint(row_ok, rows.shape[0])
+        r = int((~torch.isfinite(got.reshape(-1))).nonzero()[0])
+        if bool(torch.isneginf(rows[r]).any()):
+            hint = MINUS_INF + " " + hint
+    else:
+        hint = next(
+            (
+                h
+                for other, h in _ess_mistakes(lw, want)
+                if other.shape == want.shape
+                and bool(((got.double() - other).abs() <= tol + 1e-9 * other.abs()).all())
+            ),
+            "",
+        ) or _float32_only(got, want, tol, _dtype_of(lw, got))
+    require(
+        False,
+        f"your ESS (case {i + 1}: {name}) is off by up to {err.max().item():.3g} "
+        f"(rounding explains {tol.max().item():.1g}). "
+        + (hint or "ESS = (Σ_s w_s)² / Σ_s w_s² = 1 / Σ_s w̄_s², w̄ = softmax(log_w, -1)."),
+    )
 
 
 def _sets_with_ess(ess: Tensor, S: int) -> Tensor:
@@ -970,6 +1056,21 @@ def _wrong_rules(min_ess: float):
     ]  # fmt: skip
 
 
+_RULE = (
+    "the rule on uniform images (healthy, degenerate, one dominant particle per set, an ESS of "
+    "exactly min_ess: 'below' is strict)",
+    "the median over images (a few bad images do not decide)",
+    "the mean over an image's sets (mixed images)",
+)
+
+
+def _rule_owner(name: str) -> str:
+    if name.startswith("mixed"):
+        return _RULE[2]
+    return _RULE[1] if name.endswith(("images", "images bad")) else _RULE[0]
+
+
+@properties(*_RULE)
 @one_thread
 def check_is_degenerate(fn, min_ess: float = practical.DEGENERATE_ESS, seed: int = 0) -> None:
     """``fn(log_w, min_ess)`` for log-weights [N images, sets, S] -> bool: is the median over
@@ -978,20 +1079,23 @@ def check_is_degenerate(fn, min_ess: float = practical.DEGENERATE_ESS, seed: int
     the mean over an image's sets and their median disagree."""
     cases = _degenerate_cases(min_ess, seed)
     answers, truths = [], []
-    for _, lw in cases:
+    for name, lw in cases:
         ess = effective_sample_size(lw).mean(-1)
         want = practical.degenerate_regime(ess.median().item(), lw.shape[-1], min_ess=min_ess)
         truths.append(want is not None)
-        got = call(fn, lw.clone(), min_ess, what="your is_degenerate")
-        value = _as_bool(got)
-        require(
-            value is not None,
-            f"is_degenerate should return one bool (Python, NumPy or a one-element torch "
-            f"bool), got {got!r}",
-        )
-        answers.append(value)
-    if answers != truths:
-        hint = ""
+        answers.append(None)
+        with prop(_rule_owner(name)):
+            got = call(fn, lw.clone(), min_ess, what="your is_degenerate")
+            value = _as_bool(got)
+            require(
+                value is not None,
+                f"is_degenerate should return one bool (Python, NumPy or a one-element torch "
+                f"bool), got {got!r}",
+            )
+            answers[-1] = value
+    wrong = [i for i, (a, t) in enumerate(zip(answers, truths, strict=True)) if a != t]
+    hint = ""
+    if wrong:
         for rule, rule_hint in _wrong_rules(min_ess):
             try:
                 if [rule(lw) for _, lw in cases] == answers:
@@ -999,17 +1103,32 @@ def check_is_degenerate(fn, min_ess: float = practical.DEGENERATE_ESS, seed: int
                     break
             except Exception:  # noqa: BLE001 - a rule that cannot be evaluated does not match
                 continue
-        i = next(i for i, (a, t) in enumerate(zip(answers, truths, strict=True)) if a != t)
-        require(
-            False,
-            f"For the case '{cases[i][0]}' the answer is {truths[i]}, you said {answers[i]}. "
-            + (
-                hint
-                or "The rule: ESS within each set of S, averaged over an image's sets, then "
-                "the MEDIAN over images, compared with min_ess (a few bad images must not "
-                "decide, nor may the ESS of all draws pooled)."
-            ),
-        )
+    # each property's first wrong case; the property with the earliest one first (normal use
+    # raises on the first wrong case, as it always did)
+    first = {}
+    for i in wrong:
+        first.setdefault(_rule_owner(cases[i][0]), i)
+    for owner in sorted(_RULE, key=lambda o: first.get(o, len(cases))):
+        with prop(owner):
+            # a property without cases here (no mixed images unless 1 < min_ess < S − 1)
+            # passes only if the function answered every case
+            require(
+                any(_rule_owner(name) == owner for name, _ in cases) or None not in answers,
+                "is_degenerate did not answer every case.",
+            )
+            if owner in first:
+                i = first[owner]
+                require(
+                    False,
+                    f"For the case '{cases[i][0]}' the answer is {truths[i]}, you said "
+                    f"{answers[i]}. "
+                    + (
+                        hint
+                        or "The rule: ESS within each set of S, averaged over an image's sets, "
+                        "then the MEDIAN over images, compared with min_ess (a few bad images "
+                        "must not decide, nor may the ESS of all draws pooled)."
+                    ),
+                )
     passed(
         f"your rule agrees with practical.degenerate_regime on all {len(cases)} cases, mixed "
         "images included."
