@@ -22,6 +22,19 @@ from nbgrader.preprocessors import (
 
 c = get_config()  # noqa: F821 - defined by traitlets when it loads this file
 
+
+class ClearMarkdownMetadata(ClearMetadataPreprocessor):
+    """nbconvert's ClearMetadataPreprocessor clears code cells only. The manually graded
+    written answers are markdown cells, collapsed (jupyter.source_hidden) in the stored
+    notebooks so that their model answers do not show: their stubs must open in the release."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.cell_type == "markdown":
+            items = cell.metadata.items()
+            cell.metadata = dict(self.nested_filter(items, self.preserve_cell_metadata_mask))
+        return cell, resources
+
+
 c.CourseDirectory.course_id = "ucvae_lite"
 
 # generate_assignment: nbgrader 0.9.6's own list, plus nbconvert's ClearMetadataPreprocessor
@@ -36,6 +49,7 @@ c.GenerateAssignment.preprocessors = [
     ClearSolutions,
     ClearOutput,
     ClearMetadataPreprocessor,
+    ClearMarkdownMetadata,
     CheckCellMetadata,
     ComputeChecksums,
     SaveCells,

@@ -20,15 +20,22 @@
 # 1. state Fisher's identity and say why the posterior expectation in it is the hard part;
 # 2. name what is exact in the linear-Gaussian toy model that every later notebook checks against;
 # 3. read a check in this package: a z-score of replicate estimates against an exact answer;
-# 4. find your way through the lab (00–04) and the homework (05–07).
+# 4. find your way through the course: pre-lab reading (00–01), the lab (02–04), the homework
+#    (05–07).
+#
+# **Pre-lab reading.** This notebook and 01 are read *before* the 2-hour lab (02–04), on your own;
+# the lab starts from what they set up. **Notation:** every symbol of the lab is in one table,
+# [docs/notation.md](../docs/notation.md).
 #
 # **Prerequisites.** Python and PyTorch basics; Gaussian densities; what a VAE's encoder and
 # decoder are; expectations and Monte Carlo averages.
 #
-# **Study time: about 15 minutes.** Estimated, not measured on learners: ≈ 1,100 words at 150
-# words a minute (7 min), one short code exercise (5 min), one prediction; the cells run in about
-# 6 s, fast or full. Every notebook's time is estimated the same way: words ÷ 150 a minute, plus
-# 3–10 minutes per exercise by its size, 1 per prediction, 2 per widget, plus the run time.
+# **Study time: about 16 minutes** (pre-lab reading). Estimated, not measured on learners:
+# ≈ 1,380 words at 150 words a minute (9 min), one short code exercise (5 min), one prediction
+# written down (2 min); the cells run in about 7–11 s, fast or full, timed on a 2-core machine
+# loaded by other jobs. Every notebook's time is estimated the same way: words ÷ 150 a
+# minute, plus 2–10 minutes per exercise by its size (2 for a number, 5 for a short function, 10
+# for a batched one), 2 per prediction written down, 2 per widget, plus the run time.
 #
 # **Fast or full.** `UCVAE_FAST=1` (set in the shell before starting Jupyter, as CI does) uses
 # fewer replicates; the stored outputs are that fast run. Unset it, or set `UCVAE_FAST=0`, for
@@ -115,20 +122,32 @@ assert z_wrong.abs().max() > T.z_threshold(13)
 # write `grad_b(model, x, z)` returning it for each row of `z` [n, d] as an [n, p] tensor
 # (`model.W`, `model.b`, `model.sigma`). Its mean over posterior draws is the $b$-part of
 # `exact_grad` (entries 8–11).
+#
+# **Expected output.** A worked example to try first: at $z = 0$ the answer is $(x - b)/\sigma^2$,
+# so `grad_b(model, x, torch.zeros(1, 2, dtype=x.dtype))` gives
+# `[[-0.2553, -2.0858, -3.6937, 0.1965]]` (rounded). Then the checker below prints a line
+# starting with ✓; a wrong answer raises an error whose message names the likely mistake.
 
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex1_grad_b", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 def grad_b(model, x, z):
-    """∇_b log p(x, z) for latents z [n, d]: [n, p]."""
+    """∇_b log p(x, z) = (x − W z − b) / σ² for each row of z.
+
+    x [1, p] (one data point), z [n, d]; model.W [p, d], model.b [p], model.sigma (0-d).
+    Returns [n, p]: row i is the gradient at latent z[i].
+    """
+    # decoder_mean = ...  # W z_i + b for every row at once: z @ model.W.T + model.b, [n, p]
+    # return ...          # (x − decoder_mean) / σ²: x [1, p] broadcasts over the n rows
     ### BEGIN SOLUTION
-    return (x - z @ model.W.T - model.b) / model.sigma**2
+    decoder_mean = z @ model.W.T + model.b
+    return (x - decoder_mean) / model.sigma**2
     ### END SOLUTION
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex1_grad_b_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-checks.check_grad_b(grad_b)
+checks.score(checks.check_grad_b, grad_b, points=2)
 ### BEGIN HIDDEN TESTS
-checks.check_grad_b(grad_b, seed=11)
+checks.score(checks.check_grad_b, grad_b, points=2, runs=[{"seed": 11}])
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -140,7 +159,22 @@ checks.check_grad_b(grad_b, seed=11)
 # The importance weight is $w(z) = p(x, z)/q(z)$, so $w(z)/p(x) = p(z \mid x)/q(z)$.
 #
 # **Predict.** Which of the two proposals drawn below (1.5× wide and shifted; 0.5× narrow) has
-# importance weights that stay bounded however far out $z$ goes? Decide before you look.
+# importance weights that stay bounded however far out $z$ goes? Decide before you look, and
+# write your answer with a one-line reason in the answer cell below (1 point).
+
+# %% [markdown] jupyter={"source_hidden": true} nbgrader={"grade": true, "grade_id": "predict_bounded_weights", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# <details><summary>Model answer and rubric: open it only after writing yours</summary>
+#
+# **Model answer.** The 1.5× wide one, shifted or not. Its Gaussian tails are heavier than the
+# posterior's in every direction, so $w(z)/p(x) = p(z \mid x)/q(z) \to 0$ far out and the ratio
+# has a finite maximum. The 0.5× narrow one has lighter tails than the posterior, so the ratio
+# grows without bound as $z$ moves out.
+#
+# **Rubric (1 point).** 1: the wide proposal, with the reason (tails of $q$ heavier than the
+# posterior's, so $p/q$ falls off; the shift does not matter). ½: the wide proposal without a
+# reason, or a reason that rests on the shift. 0: the narrow proposal.
+#
+# </details>
 
 # %%
 q_wide = model.proposal(x, shift=0.5, scale=1.5)
@@ -172,23 +206,31 @@ display(fig)
 # %% [markdown]
 # ## The map
 #
-# | notebook | question | you write | time |
-# |---|---|---|---|
-# | `00_overview` | what is the problem, what is exact? | ∇_b log p(x, z) | 15 min |
-# | `01_iwae_augmentation` | why is IWAE biased, by how much? | IWAE's bound (+ gradient) | 20 min |
-# | `02_cis_kernel` | how does one chain forget IWAE's bias? | one CIS step | 25 min |
-# | `03_coupled_kernels` | how do two chains meet, how fast? | coupling, coupled step | 40 min |
-# | `04_estimator` | why is $H_{k:m}$ unbiased; when does it pay? | $H_{k:m}$ (+ C*) | 25 min |
-# | `05_training` | does it train real VAEs? | homework | |
-# | `06_when_practical` | when are the weights healthy? $\hat k$, the 1/t law | homework | |
-# | `07_landscape` | MSC, coupled chains, SUMO, IWAE at equal budget | homework | |
+# | notebook | part | question | you write | time |
+# |---|---|---|---|---|
+# | `00_overview` | reading | what is the problem, what is exact? | ∇_b log p(x, z) | 16 min |
+# | `01_iwae_augmentation` | reading | why is IWAE biased, by how much? | IWAE's bound | 21 min |
+# | `02_cis_kernel` | lab | how does one chain forget IWAE's bias? | one CIS step | 28 min |
+# | `03_coupled_kernels` | lab | how do two chains meet, how fast? | two functions | 44 + 5 min |
+# | `04_estimator` | lab | why is $H_{k:m}$ unbiased; when does it pay? | $H_{k:m}$ | 28 + 2 min |
+# | `05_training` | homework | does it train real VAEs? | three losses; a grid | |
+# | `06_when_practical` | homework | when are the weights healthy? | a tail; ESS; a rule | |
+# | `07_landscape` | homework | MSC, SUMO, IWAE at equal budget | SUMO; E[K]; C*; thinning | |
 #
-# **The lab** is 00–04: about two hours without the exercises marked *optional* (they add about
-# 30 minutes: homework, or for the quick); 05–07 are homework. Each notebook opens with its
+# Times are core study times, without the optional exercises; "+ 5" and "+ 2" are the sections
+# of 03 and 04 read after class.
+#
+# **Pre-lab reading** is 00–01, done before class. **The lab** is 02–04, two hours in class with
+# setup and discussion, without the exercises marked *optional* (homework, or for the quick);
+# 05–07 are homework. Each notebook opens with its
 # objectives and ends with a summary and references. **Exercises** are cells to fill in: the
 # model answer is collapsed (click to expand it only after trying), and the cell after it runs a
-# checker from `ucvae_lite.checks` that prints ✓ or says what is wrong. **Widgets** need a
-# running kernel: run the notebook, then move the sliders.
+# checker from `ucvae_lite.checks` that prints ✓ or says what is wrong. **Written answers**
+# (each "Predict" and the short derivations) go into an answer cell below the question; in the
+# stored notebook that cell is collapsed and holds a model answer and the rubric the teacher
+# grades by (expand it only after you have written yours); in the handed-out assignment it
+# says "YOUR ANSWER HERE". **Widgets** need a running kernel: run the notebook, then move the
+# sliders.
 
 # %% [markdown]
 # ## Summary

@@ -23,12 +23,15 @@
 # 3. explain IWAE's θ-gradient as the right integrand averaged under the wrong distribution,
 #    write it with autograd, and measure its bias against the exact gradient.
 #
+# **Pre-lab reading.** With 00, read before the 2-hour lab (02–04), on your own. **Notation:**
+# [docs/notation.md](../docs/notation.md) has every symbol of the lab in one table.
+#
 # **Prerequisites.** Notebook 00; Jensen's inequality; a second-order Taylor expansion.
 #
-# **Study time: about 20 minutes, 35 with the optional exercises.** Estimated: ≈ 1,200 words at
-# 150 a minute (8 min), the bound exercise (5 min), two predictions and a widget (4 min); the
-# optional gap (5 min) and gradient (10 min) exercises; the cells run in about 15 s (fast) or
-# 35 s (full).
+# **Study time: about 21 minutes, 36 with the optional exercises** (pre-lab reading).
+# Estimated: ≈ 1,450 words at 150 a minute (10 min), the bound exercise (5 min), two predictions
+# written down and a widget (6 min); the optional gap (5 min) and gradient (10 min) exercises;
+# the cells run in about 13–20 s (fast) or 33 s (full), on a 2-core machine loaded by other jobs.
 #
 # **Fast or full.** Stored outputs: `UCVAE_FAST=1` (fewer replicates). `UCVAE_FAST=0` for the
 # full run; every asserted conclusion holds in both.
@@ -73,11 +76,20 @@ many = model.target(x.expand(R_BOUND, -1), shift=SHIFT, scale=SCALE)  # replicat
 # **Exercise 1 (2 points).** Write `iwae_bound(log_w)`: for log-weights [B, S] return
 # $\log \frac1S \sum_s w_s$ for each row, [B], without ever computing $\exp$ of a large number.
 # Hint: $\log\sum_s e^{a_s} = a_{\max} + \log\sum_s e^{a_s - a_{\max}}$.
+#
+# **Expected output.** A worked example: for the rows $(0, 0)$ and $(1000, 1000 + \log 3)$ the
+# bound is $\log 1 = 0$ and $1000 + \log 2$, so
+# `iwae_bound(torch.tensor([[0.0, 0.0], [1000.0, 1000.0 + math.log(3)]]))` gives
+# `tensor([0.0000, 1000.6932])` (float32 for $1000.69315$); a naive `exp` gives `inf` in the
+# second row. The checker below prints a line starting with ✓; a wrong answer raises an error
+# that names the likely mistake.
 
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex1_iwae_bound", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 def iwae_bound(log_w):
-    """log (1/S) Σ_s exp(log_w[:, s]) for log-weights [B, S]: [B]."""
+    """log (1/S) Σ_s exp(log_w[:, s]) for each row of log-weights log_w [B, S]: returns [B]."""
+    # top = ...     # each row's largest log-weight, kept as [B, 1] (.max(-1, keepdim=True))
+    # return ...    # top + log of the row mean of exp(log_w − top): [B]; every exp is ≤ 1
     ### BEGIN SOLUTION
     top = log_w.max(-1, keepdim=True).values
     return top[:, 0] + (log_w - top).exp().mean(-1).log()
@@ -85,9 +97,9 @@ def iwae_bound(log_w):
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex1_iwae_bound_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-checks.check_iwae_bound(iwae_bound)
+checks.score(checks.check_iwae_bound, iwae_bound, points=2)
 ### BEGIN HIDDEN TESTS
-checks.check_iwae_bound(iwae_bound, seed=7)
+checks.score(checks.check_iwae_bound, iwae_bound, points=2, runs=[{"seed": 7}])
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -104,7 +116,20 @@ checks.check_iwae_bound(iwae_bound, seed=7)
 # (`T.relative_weight_variance`; it is infinite when the proposal is narrower than
 # $1/\sqrt2$ of the posterior's width).
 #
-# **Predict.** Double $S$: what happens to the gap? And to $S \times$ gap?
+# **Predict.** Double $S$: what happens to the gap? And to $S \times$ gap? Write your answer in
+# the cell below (1 point) before you run the next cell.
+
+# %% [markdown] jupyter={"source_hidden": true} nbgrader={"grade": true, "grade_id": "predict_gap_doubling", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# <details><summary>Model answer and rubric: open it only after writing yours</summary>
+#
+# **Model answer.** The gap is about $V/(2S)$, so doubling $S$ about halves it, and
+# $S \times$ gap stays about constant, near $V/2$ (closer to it the larger $S$: the $O(S^{-2})$
+# terms fade).
+#
+# **Rubric (1 point).** ½: the gap halves (falls like $1/S$). ½: $S\times$gap is about constant
+# at $V/2$ (not $V$). No credit for "the gap vanishes" or for a gap that grows.
+#
+# </details>
 
 # %%
 sizes = [1, 2, 5, 10, 20, 50, 100, 200]
@@ -136,8 +161,14 @@ assert abs(200 * gap[200] - V) > 4 * 200 * se[200], "power: V/S is rejected"
 # `model.target(x, shift=0.0, scale=2.0)` estimate $V = \mathrm{Var}_q[w/p(x)]$ from $10^5$
 # proposal draws (`target.sample(n, g)` gives [1, n, 2]; `target.log_weight(z)`; `log_px` is
 # exact), and predict the gap $\log p(x) - \mathcal L_{100}$. Assign it to `answer_ex2`.
+#
+# **Expected output.** One number (a Python float or a 0-d tensor): for instance $V = 1$ would
+# predict $1/200 = 0.005$. The checker prints ✓ with the exact $V$, or says how far off you are.
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex2_gap", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
+# wide = ...        # model.target(x, shift=0.0, scale=2.0)
+# ratio = ...       # w/p(x) of 100_000 draws: exp(log-weight − log_px), [100_000]
+# answer_ex2 = ...  # V/(2S): V = the variance of ratio, S = 100
 ### BEGIN SOLUTION
 wide = model.target(x, shift=0.0, scale=2.0)
 ratio = (wide.log_weight(wide.sample(100_000, torch.Generator().manual_seed(5)))[0] - log_px).exp()
@@ -145,7 +176,16 @@ answer_ex2 = ratio.var().item() / (2 * 100)
 ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "ex2_gap_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-checks.check_gap_prediction(answer_ex2, model, x, shift=0.0, scale=2.0, num_samples=100)
+checks.score(
+    checks.check_gap_prediction,
+    answer_ex2,
+    model,
+    x,
+    points=2,
+    shift=0.0,
+    scale=2.0,
+    num_samples=100,
+)
 
 # %% [markdown]
 # ## The extended target
@@ -241,13 +281,25 @@ assert iwae.abs().max() > T.z_threshold(2), "IWAE's self-normalised mean must be
 # one flat tensor [13] ($W$, then $b$, then $\log\sigma$). Build fresh leaf copies of the parameters
 # with `requires_grad_(True)`, a model `u.LinearGaussian(W, b, log_sigma)` from them, log-weights
 # `model.log_joint(x, z) − log_q`, the bound, and `torch.autograd.grad`.
+#
+# **Expected output.** A check to run first: with $S = 1$ the only weight is normalised to 1, so
+# `iwae_gradient(model, x, z[:, :1], log_q[:, :1])` must equal
+# `T.joint_gradients(model, x, z[0, :1])[0]`, Fisher's integrand at that one draw. The checker
+# prints a line starting with ✓.
 
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex3_iwae_gradient", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 def iwae_gradient(model, x, z, log_q):
-    """∇_θ log (1/S) Σ_s w_s, θ = (W, b, log σ), flattened: [13]."""
-    ### BEGIN SOLUTION
+    """∇_θ log (1/S) Σ_s w_s, θ = (W, b, log σ), flattened.
+
+    x [1, p]; z [1, S, 2] proposal draws; log_q [1, S] their log-densities (constants).
+    Returns [13]: ∇_W (8 numbers, row by row), then ∇_b (4), then ∇_{log σ} (1).
+    """
     params = [p.detach().clone().requires_grad_(True) for p in (model.W, model.b, model.log_sigma)]
+    # log_w = ...   # log-weights under a model built from params: [1, S]
+    # bound = ...   # log (1/S) Σ_s exp(log_w): [1] (torch.logsumexp, then − log S)
+    # return ...    # torch.autograd.grad(bound.sum(), params), each flattened, concatenated: [13]
+    ### BEGIN SOLUTION
     log_w = u.LinearGaussian(*params).log_joint(x, z) - log_q
     bound = torch.logsumexp(log_w, -1) - math.log(z.shape[1])
     return torch.cat([gr.flatten() for gr in torch.autograd.grad(bound.sum(), params)])
@@ -255,9 +307,9 @@ def iwae_gradient(model, x, z, log_q):
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex3_iwae_gradient_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-checks.check_iwae_gradient(iwae_gradient)
+checks.score(checks.check_iwae_gradient, iwae_gradient, points=3)
 ### BEGIN HIDDEN TESTS
-checks.check_iwae_gradient(iwae_gradient, seed=3)
+checks.score(checks.check_iwae_gradient, iwae_gradient, points=3, runs=[{"seed": 3}])
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -266,7 +318,24 @@ checks.check_iwae_gradient(iwae_gradient, seed=3)
 # each $S$ against autograd of the exact $\log p_\theta(x)$.
 #
 # **Predict.** The bound's gap falls like $1/S$. Does the gradient's bias fall like $1/S$ too?
-# Does it reach zero at any finite $S$?
+# Does it reach zero at any finite $S$? Answer in the cell below (2 points), then run the next
+# cell.
+
+# %% [markdown] jupyter={"source_hidden": true} nbgrader={"grade": true, "grade_id": "predict_gradient_bias", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# <details><summary>Model answer and rubric: open it only after writing yours</summary>
+#
+# **Model answer.** Yes, about like $1/S$: the bias of a self-normalised estimate has the same
+# delta-method expansion as the gap, with a leading term of order $1/S$ (the plot follows the
+# $1/S$ guide). No, it is not zero at any finite $S$ unless $q$ is the exact posterior (then every
+# $\bar w_s = 1/S$ and $h$ is an average of exact posterior draws); averaging more IWAE gradients
+# at a fixed $S$ never removes it.
+#
+# **Rubric (2 points).** 1: falls like $1/S$, with a reason (the delta method, or "like the gap").
+# 1: never exactly zero at finite $S$ for $q \ne p(z \mid x)$; mentioning that averaging more
+# estimates does not help is enough for this point too. "It reaches zero at large $S$" earns no
+# credit for the second point.
+#
+# </details>
 
 # %%
 grads = T.iwae_curve(model, x, sizes[1:], R, SHIFT, SCALE, g, bound_replicates=1000)

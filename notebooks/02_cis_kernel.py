@@ -18,18 +18,22 @@
 #
 # **Learning objectives.** After this notebook you can
 # 1. define the conditional importance sampling (CIS) step and write it yourself;
-# 2. derive that it is a two-block Gibbs sampler on $\bar\pi$, hence leaves $\bar\pi$ invariant,
-#    and check that numerically;
+# 2. derive, from the joint law of one step, that it leaves $\bar\pi$ invariant (with its index
+#    in slot 1), read it as a two-block Gibbs sampler, and check both numerically;
 # 3. watch a chain started at IWAE's sample forget IWAE's bias;
 # 4. say what bounded weights guarantee (geometric forgetting) and what they do not (a good rate:
 #    a proposal $c$ times too wide in $d$ dimensions leaves its worst reference about once in
 #    $c^d/(S-1)$ steps).
 #
+# **Lab, part 1 of 3** (02–04 are the 2-hour lab; 00–01 are its pre-lab reading). **Notation:**
+# [docs/notation.md](../docs/notation.md) has every symbol of the lab in one table.
+#
 # **Prerequisites.** Notebook 01 (the extended target $\bar\pi$, its conditional $\bar w_s$).
 #
-# **Study time: about 25 minutes, 30 with the optional derivations.** Estimated: ≈ 1,250 words
-# at 150 a minute (8 min), the CIS step (10 min), two predictions and a widget (4 min); the two
-# optional derivations (5 min); the cells run in about 9 s (fast) or 21 s (full).
+# **Study time: about 28 minutes, 32 with the optional derivations.** Estimated: ≈ 1,780 words
+# at 150 a minute (12 min), the CIS step (10 min), two predictions written down and a widget
+# (6 min); the two optional derivations (4 min); the cells run in about 12–16 s (fast) or
+# 30 s (full), on a 2-core machine loaded by other jobs.
 #
 # **Fast or full.** Stored outputs: `UCVAE_FAST=1`. `UCVAE_FAST=0` for the full run; every
 # asserted conclusion holds in both.
@@ -82,16 +86,32 @@ wd.cis_chain_widget(model, x, num_samples=5, shift=0.5, scale=1.5, seed=0)
 # (Python counts from 0); return the next `u.CISState`. Use `torch.softmax`,
 # `torch.multinomial(probs, 1, generator=generator)`, `target.sample(n, generator)` [B, n, D]
 # and `target.log_weight(z)` [B, n].
+#
+# **Expected output.** A worked example to try first: if a row's log-weights are
+# $(-\infty, -\infty, 0)$, only slot 3 (index 2) can be selected, so the new state has that
+# row's old `particles[b, 2]` in slot 0 with log-weight `0.0`, then two fresh draws with their
+# own log-weights. The checker below prints a line starting with ✓; a wrong answer raises an
+# error that names the likely mistake (uniform selection, argmax, stale weights, …).
 
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex1_cis_step", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 def cis_step(target, state, generator=None):
-    """One CIS step for each row: select ∝ w̄ (reference included), then S − 1 fresh draws."""
+    """One CIS step for each row: select ∝ w̄ (reference included), then S − 1 fresh draws.
+
+    state.particles [B, S, D], state.log_weights [B, S]; the reference is in slot 0.
+    Returns u.CISState(particles [B, S, D], log_weights [B, S]): the selected particle and its
+    log-weight in slot 0, then S − 1 fresh draws and their log-weights.
+    """
+    B, S, D = state.particles.shape
+    rows = torch.arange(B)  # state.particles[rows, ell] picks slot ell[b] of each row b: [B, D]
+    # probs = ...      # w̄ of each row: [B, S]
+    # ell = ...        # one selected slot per row: [B]
+    # fresh = ...      # S − 1 new proposal draws: [B, S − 1, D], and their log-weights [B, S − 1]
+    # return u.CISState(...)  # concatenate along dim 1: the selected particle first
     ### BEGIN SOLUTION
     probs = torch.softmax(state.log_weights, -1)
     ell = torch.multinomial(probs, 1, generator=generator)[:, 0]
-    rows = torch.arange(len(ell))
-    fresh = target.sample(state.particles.shape[1] - 1, generator)
+    fresh = target.sample(S - 1, generator)
     particles = torch.cat([state.particles[rows, ell][:, None], fresh], 1)
     log_w = torch.cat([state.log_weights[rows, ell][:, None], target.log_weight(fresh)], 1)
     return u.CISState(particles, log_w)
@@ -99,32 +119,58 @@ def cis_step(target, state, generator=None):
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex1_cis_step_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-checks.check_cis_step(cis_step)
+checks.score(checks.check_cis_step, cis_step, points=3)
 ### BEGIN HIDDEN TESTS
-checks.check_cis_step(cis_step, seed=9)
+checks.score(checks.check_cis_step, cis_step, points=3, runs=[{"seed": 9}])
 ### END HIDDEN TESTS
 
 # %% [markdown]
-# ## Why the chain targets $\bar\pi$: a two-block Gibbs sampler
-# Read the step as two moves on $(s, z_{1:S})$ under
-# $\bar\pi(s, z_{1:S}) = \frac1S p(z_s\mid x)\prod_{j\ne s} q(z_j)$ (notebook 01):
+# ## Why the chain targets $\bar\pi$: the step, exactly
+# A chain's state is a set with its reference in slot 1, not a pair $(s, z_{1:S})$, so first say
+# which law of the set is invariant: $\bar\pi$ with its index put in slot 1,
 #
-# * **Block 1** draws the index from its conditional, $s \sim \bar\pi(s \mid z_{1:S}) = \bar w_s$:
-#   that is the selection.
-# * **Block 2** redraws everything but the selected particle from its conditional. Given $s$ and
-#   $z_s$, $\bar\pi$ is proportional to $\prod_{j\ne s} q(z_j)$: the other slots are independent
-#   proposal draws. That is the refresh.
+# $$\rho(z_{1:S}) = \bar\pi(z_{1:S} \mid s = 1) = p(z_1 \mid x)\prod_{j\ge2} q(z_j)
+#   = q^S(z_{1:S})\,\frac{w_1}{p(x)},$$
 #
-# A Gibbs move (draw one block from its conditional given the rest) leaves the joint law
-# invariant, so each block leaves $\bar\pi$ invariant and so does their composition. Moving the
-# selected particle to slot 1 only relabels the slots, and $\bar\pi$ treats all slots alike. So
-# if $X_t \sim \bar\pi$ then $X_{t+1} \sim \bar\pi$, its reference is an exact posterior draw, and
+# using $p(z_1 \mid x)/q(z_1) = w_1/p(x)$. Shuffle the slots of a draw from $\rho$ by a uniformly
+# random permutation and you get a draw $(s, z_{1:S})$ of $\bar\pi$, with $s$ the slot the
+# reference went to; so $\rho$ is $\bar\pi$ up to the labels of the slots.
+#
+# **The joint law of one step.** Let $X_t = z_{1:S} \sim \rho$: a reference $z_1$ and old fresh
+# draws $z_{2:S}$. The step draws the selection $\ell$ given the set, and new fresh draws
+# $z'_{2:S}$ independently of both. The joint density of (old set, selection, new draws) is
+#
+# $$\rho(z_{1:S})\;\bar w_\ell(z_{1:S})\;\prod_{j\ge2} q(z'_j),$$
+#
+# and the new state is $X_{t+1} = (z_\ell, z'_2, \dots, z'_S)$. Its fresh part is independent
+# of $z_\ell$ with law $\prod_j q(z'_j)$, so $X_{t+1} \sim \rho$ exactly when the selected
+# particle $z_\ell$ has law $p(\cdot \mid x)$. For any test function $g$,
+#
+# $$\mathbb E\,g(z_\ell) = \sum_{\ell=1}^{S}\int q^S(z_{1:S})\,\frac{w_1}{p(x)}\,
+#   \frac{w_\ell}{\sum_j w_j}\,g(z_\ell)\,dz_{1:S}.$$
+#
+# For $\ell \ne 1$, rename slot 1 as $\ell$ and slot $\ell$ as 1 inside the integral. Neither
+# $q^S$ nor $\sum_j w_j$ changes, and $w_1 w_\ell$ is symmetric, so that term equals the same
+# integral with $g(z_1)$ in place of $g(z_\ell)$: $\mathbb E_\rho[\bar w_\ell\,g(z_\ell)] =
+# \mathbb E_\rho[\bar w_\ell\,g(z_1)]$. Summing over $\ell$ then uses $\sum_\ell \bar w_\ell = 1$:
+#
+# $$\mathbb E\,g(z_\ell) = \int q^S(z_{1:S})\,\frac{w_1}{p(x)}\,g(z_1)\,dz_{1:S}
+#   = \int q(z_1)\,\frac{p(z_1\mid x)}{q(z_1)}\,g(z_1)\,dz_1 = \mathbb E_{p(z\mid x)}[g].$$
+#
+# So $X_t \sim \rho$ gives $X_{t+1} \sim \rho$: every reference is an exact posterior draw and,
+# by notebook 01 ($h$ does not depend on the order of the slots),
 # $\mathbb E\,h(X_{t+1}) = \mathbb E_p f$.
 #
-# **Numerical check.** Start $R$ chains *at* $\bar\pi$ (an exact posterior draw as the
-# reference, proposal draws elsewhere: `T.stationary_cis_state`), take steps with the library's
-# `u.cis_step`, and compare the reference's mean and second moment with the exact ones. Power
-# check: chains started at $q^S$ instead fail the same test.
+# **The same step read as Gibbs.** The selection draws the index from its conditional,
+# $\bar\pi(s \mid z_{1:S}) = \bar w_s$; the refresh redraws the other slots from theirs,
+# $\bar\pi(z_{-s} \mid s, z_s) = \prod_{j \ne s} q(z_j)$. Each block leaves $\bar\pi$
+# invariant; moving the selected particle to slot 1 maps $\bar\pi$ onto $\rho$, which is the
+# renaming of slots in the computation above.
+#
+# **Numerical check.** Start $R$ chains *at* $\bar\pi$, that is at $\rho$ (an exact posterior
+# draw as the reference, proposal draws elsewhere: `T.stationary_cis_state`), take steps with
+# the library's `u.cis_step`, and compare the reference's mean and second moment with the exact
+# ones. Power check: chains started at $q^S$ instead fail the same test.
 
 # %%
 many = model.target(x.expand(R_CHECK, -1), shift=0.5, scale=1.5)
@@ -147,13 +193,54 @@ assert all(reference_z(s) < T.z_threshold(4) for s in at_pi.states), "π̄ is in
 assert reference_z(at_q.states[1]) > T.z_threshold(4), "power: a q^S start is not at π̄"
 
 # %% [markdown]
+# **Numerical check of the two steps of the derivation**, on the same $R$ states drawn from
+# $\rho$, without sampling $\ell$ (each selection's probabilities $\bar w_\ell$ are used as
+# weights): (a) the renaming, $\mathbb E_\rho[\bar w_\ell\,(z_\ell - z_1)] = 0$ for each
+# $\ell = 2..S$; (b) the result, $\mathbb E\,g(z_\ell) = \mathbb E_\rho\big[\sum_\ell \bar w_\ell\,
+# g(z_\ell)\big] = \mathbb E_p g$ for $g(z) = z$ and $z^2$. Power: both fail at IWAE's start
+# $q^S$, where the renaming step does not hold (there is no factor $w_1$).
+
+
+# %%
+def derivation_z(state):
+    """Largest |z| of (a) E[w̄_ℓ (z_ℓ − z_1)] = 0, ℓ = 2..S, and (b) E[Σ_ℓ w̄_ℓ g(z_ℓ)] = E_p g."""
+    z, wbar = state.particles, torch.softmax(state.log_weights, -1)
+    swap = (wbar[:, 1:, None] * (z[:, 1:] - z[:, :1])).flatten(1)  # [R, (S − 1) · 2]
+    za = T.z_score(swap, torch.zeros(swap.shape[1])).abs().max().item()
+    sel = [T.z_score((wbar[..., None] * z**k).sum(1), e) for k, e in ((1, exact), (2, second))]
+    return za, torch.cat(sel).abs().max().item()
+
+
+(za_pi, zb_pi), (za_q, zb_q) = derivation_z(start), derivation_z(at_q.states[0])
+print(f"from ρ:   (a) renaming, largest |z| = {za_pi:.1f};  (b) E g(z_ℓ) = E_p g: {zb_pi:.1f}")
+print(f"from q^S: (a) {za_q:.1f};  (b) {zb_q:.1f} (both rejected)")
+assert za_pi < T.z_threshold(8) and zb_pi < T.z_threshold(4), "the two steps hold at ρ"
+assert za_q > T.z_threshold(8) and zb_q > T.z_threshold(4), "power: they fail at q^S"
+
+# %% [markdown]
 # ## The chain forgets IWAE's bias
 # Started from $X_0 \sim q^S$, $h(X_0)$ is IWAE's estimate, biased; as $t$ grows the law of $X_t$
 # approaches $\bar\pi$ and $\mathbb E\,h(X_t) \to \mathbb E_p[f]$. Below, $f(z) = z_1$ and $R$
 # independent chains per curve (wide, shifted proposal).
 #
 # **Predict.** Per log-weight evaluation (a step costs $S-1$), does $S = 2$ or $S = 20$ forget
-# the bias faster?
+# the bias faster? And per step? Answer in the cell below (2 points), then run the next cell.
+
+# %% [markdown] jupyter={"source_hidden": true} nbgrader={"grade": true, "grade_id": "predict_S_per_evaluation", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# <details><summary>Model answer and rubric: open it only after writing yours</summary>
+#
+# **Model answer.** Per step, $S = 20$ forgets faster: each selection compares the reference
+# with 19 fresh draws instead of one, so the chain leaves a poor reference sooner. Per
+# log-weight evaluation the advantage disappears: one step of $S = 20$ costs 19 evaluations, as
+# much as 19 steps of $S = 2$, and here $S = 20$ is no better at equal cost (one step, 39
+# evaluations, against 38 steps of $S = 2$, 40 evaluations: the asserted comparison). Larger $S$
+# buys faster forgetting per step, not per unit of compute.
+#
+# **Rubric (2 points).** 1: per step, $S = 20$ is faster, with the reason (more fresh candidates
+# per selection). 1: per evaluation, no clear winner (or "not better"), with the cost argument
+# ($S - 1$ evaluations a step). Answering "S = 20 per evaluation too" earns at most 1 point.
+#
+# </details>
 
 # %%
 chains = model.target(x.expand(R, -1), shift=0.5, scale=1.5)
@@ -237,9 +324,27 @@ for name, bound in sup.items():
 # $$\epsilon \;\le\; P(\text{move} \mid r = \text{mode}) \;\le\; \frac{S-1}{S-1+c^d}.$$
 #
 # **Predict.** With a proposal only 1.5× too wide in each of $d = 16$ dimensions, $S = 10$, how
-# many steps does a chain wait at that reference on average?
+# many steps does a chain wait at that reference on average? Answer in the cell below
+# (2 points), then run the numerical check.
+
+# %% [markdown] jupyter={"source_hidden": true} nbgrader={"grade": true, "grade_id": "predict_holding_time_d16", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# <details><summary>Model answer and rubric: open it only after writing yours</summary>
+#
+# **Model answer.** The mode's weight is $c^d = 1.5^{16} \approx 657$ times $p(x)$, and the nine
+# fresh draws have total weight about 9, so the chain moves with probability at most
+# $9/(9 + 657) \approx 0.0135$ a step (the Jensen bound) and waits on average at least
+# $1/0.0135 \approx 74$ steps: tens of steps for a proposal that is only 1.5× too wide. The
+# simulation below prints a mean wait of the same size (its $P(\text{move})$ agrees with the
+# bound within its standard error).
+#
+# **Rubric (2 points).** 1: the mode's relative weight $c^d = 1.5^{16} \approx 657$. 1: the
+# waiting time as $1/P(\text{move})$ with $P(\text{move}) \approx (S-1)/(S-1+c^d)$, giving about 70
+# steps (any value from 60 to 80 with that reasoning). "About 1 step because the weights are
+# bounded" earns 0.
 #
 # **Numerical check** of the sandwich, on linear-Gaussian models with $d = 2..16$ latents:
+#
+# </details>
 
 # %%
 dims, S_dim, c = [2, 4, 8, 16], 10, 1.5
@@ -280,27 +385,35 @@ display(fig)
 #
 # **Exercise 2 (1 point, derivation, optional).** For a centred proposal 1.5× as wide as the
 # posterior in $d = 20$ dimensions, what is $\sup_z w(z)/p(x)$? Assign it to `answer_ex2`.
+#
+# **Expected output.** One number (a Python float). A worked example of the same kind: a
+# proposal 2× too wide in $d = 3$ dimensions gives $2^3 = 8$. The checker prints ✓ and your value.
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex2_sup_weight", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
+# answer_ex2 = ...  # c^d, at the posterior's mode
 ### BEGIN SOLUTION
 answer_ex2 = 1.5**20
 ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "ex2_sup_weight_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-checks.check_value("02_sup_weight", answer_ex2)
+checks.score(checks.check_value, "02_sup_weight", answer_ex2, points=1)
 
 # %% [markdown]
 # **Exercise 3 (1 point, derivation, optional).** With $S = 10$, at least how many steps on average
 # does a chain wait at that worst reference before it moves (the Jensen bound above)? Assign it to
 # `answer_ex3`.
+#
+# **Expected output.** One number of steps (a Python float). A worked example: with
+# $\sup w/p(x) = 8$ and $S = 5$, $P(\text{move}) \le 4/12$, so the wait is at least 3 steps.
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex3_holding_time", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
+# answer_ex3 = ...  # 1 / P(move), with P(move) at most (S − 1)/(S − 1 + c^d)
 ### BEGIN SOLUTION
 answer_ex3 = (10 - 1 + 1.5**20) / (10 - 1)
 ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "ex3_holding_time_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-checks.check_value("02_holding_time", answer_ex3)
+checks.score(checks.check_value, "02_holding_time", answer_ex3, points=1)
 
 # %% [markdown]
 # ## Summary

@@ -22,13 +22,18 @@
 # 2. read the lag-1 timeline of a real run and assemble $H_{k:m}$ from it yourself;
 # 3. measure mean squared error against a compute budget and compute the crossover budget $C^*$
 #    above which the unbiased estimator beats IWAE-$S$, with its standard error;
-# 4. say what that means for stochastic gradient descent.
+# 4. derive what that means for stochastic gradient descent: it averages noise, not bias.
+#
+# **Lab, part 3 of 3** (02–04 are the 2-hour lab). **Notation:**
+# [docs/notation.md](../docs/notation.md) has every symbol of the lab in one table.
 #
 # **Prerequisites.** Notebooks 01–03 ($h$, the CIS kernel, the coupled kernel $\bar K$, $\tau$).
 #
-# **Study time: about 25 minutes, 30 with the optional exercises.** Estimated: ≈ 1,500 words at
-# 150 a minute (10 min), $H_{k:m}$ (10 min), two predictions and a widget (4 min); the optional
-# weights (3 min) and $C^*$ (4 min) exercises; the cells run in about 13 s (fast) or 27 s (full).
+# **Study time: about 30 minutes (28 in class, 2 after it), 37 with the optional exercises.**
+# Estimated: ≈ 1,810 words at 150 a minute (12 min), $H_{k:m}$ (10 min), two predictions written
+# down and a widget (6 min); the SGD section, read after class, ≈ 300 words (2 min); the
+# optional weights (2 min) and $C^*$ (5 min) exercises; the cells run in about 16–23 s (fast)
+# or 27 s (full), on a 2-core machine loaded by other jobs.
 #
 # **Fast or full.** Stored outputs: `UCVAE_FAST=1`. `UCVAE_FAST=0` for the full run; every
 # asserted conclusion holds in both, and numbers printed below come from the run you see.
@@ -76,7 +81,22 @@ def replicas(n: int = R, shift: float = 0.5, scale: float = 1.5):
 # correction**.
 #
 # **Predict.** In the run drawn below, $S = 5$, $(k, m) = (1, 3)$ and $\tau = 5$. Which
-# differences $h(X_t) - h(Y_{t-1})$ enter $H_{1:3}$, and with which weights?
+# differences $h(X_t) - h(Y_{t-1})$ enter $H_{1:3}$, and with which weights? Answer in the cell
+# below (2 points), then run the next cell.
+
+# %% [markdown] jupyter={"source_hidden": true} nbgrader={"grade": true, "grade_id": "predict_hkm_terms", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false}
+# <details><summary>Model answer and rubric: open it only after writing yours</summary>
+#
+# **Model answer.** The correction runs over $t = k+1, \dots, \tau-1 = 2, 3, 4$ with weights
+# $\min(1, (t-k)/(m-k+1)) = \min(1, (t-1)/3)$: $\frac13$, $\frac23$ and $1$. From $t = \tau = 5$ on
+# the chains have met, $X_t = Y_{t-1}$, and the differences are zero. The MCMC part averages
+# $h(X_1), h(X_2), h(X_3)$.
+#
+# **Rubric (2 points).** 1: the right steps, $t = 2, 3, 4$ (neither $t = 1$ nor $t = 5$). 1: the
+# right weights, $\frac13, \frac23, 1$. Weights $1, 1, 1$ (no ramp) or $\frac14, \frac24, \frac34$
+# (dividing by $m - k + 2$) earn 0 for the second point.
+#
+# </details>
 
 # %%
 one = model.target(x, shift=0.5, scale=1.5)
@@ -101,13 +121,31 @@ display(fig)
 #
 # ## Why $H_{k:m}$ is unbiased
 # **One start, $k = m$.** Let $H_k = h(X_k) + \sum_{t=k+1}^{\tau-1}\big(h(X_t) - h(Y_{t-1})\big)$.
-# For $t \ge \tau$ the chains have met, $X_t = Y_{t-1}$, so we may let the sum run to infinity.
-# $Y$ is a CIS chain started from $q^S$, like $X$, one step behind: $Y_{t-1}$ has the law of
-# $X_{t-1}$. Taking expectations term by term, the sum **telescopes**:
+# For $t \ge \tau$ the chains have met, $X_t = Y_{t-1}$, so the sum may run to infinity. $Y$ is a
+# CIS chain started from $q^S$, like $X$, one step behind: $Y_{t-1}$ has the law of $X_{t-1}$.
+# Cut the sum at a finite $T > k$: its expectation **telescopes**, with no assumption beyond
+# finite means,
 #
-# $$\mathbb E H_k = \mathbb E h(X_k)
-#   + \sum_{t > k} \big(\mathbb E h(X_t) - \mathbb E h(X_{t-1})\big)
-#   = \lim_{T\to\infty} \mathbb E h(X_T) = \mathbb E_{\bar\pi}[h] = \mathbb E_{p(z\mid x)}[f].$$
+# $$\mathbb E\Big[h(X_k) + \sum_{t=k+1}^{T}\big(h(X_t) - h(Y_{t-1})\big)\Big]
+#   = \mathbb E h(X_k) + \sum_{t=k+1}^{T} \big(\mathbb E h(X_t) - \mathbb E h(X_{t-1})\big)
+#   = \mathbb E h(X_T).$$
+#
+# Now let $T \to \infty$. The left side becomes $\mathbb E H_k$ only if the expectation may be
+# taken through the limit (the truncated sums equal $H_k$ once $T \ge \tau$; the conditions
+# below). The right side needs an assumption of its own, used here and nowhere else:
+#
+# **(A) the chain's marginals converge:** $\mathbb E\,h(X_T) \to \mathbb E_{\bar\pi}[h]$ as
+# $T \to \infty$.
+#
+# It holds when the law of $X_T$ converges to $\bar\pi$ (in total variation: notebook 02's
+# bounded weights give a distance at most $(1-\epsilon)^T$) and $h$ is bounded, or more generally
+# uniformly integrable along the chain. With both,
+#
+# $$\mathbb E H_k = \lim_{T\to\infty} \mathbb E h(X_T) \overset{(A)}{=} \mathbb E_{\bar\pi}[h]
+#   = \mathbb E_{p(z\mid x)}[f].$$
+#
+# Without (A) the telescoping still ends at $\lim_T \mathbb E h(X_T)$, whatever that is: the
+# coupling makes the estimator as good as the chain's limit, no better.
 #
 # **The weights.** $H_{k:m}$ is the average of $H_k, H_{k+1}, \dots, H_m$, each unbiased. The
 # difference at step $t$ appears in $H_l$ for $l = k, \dots, \min(m, t-1)$: in
@@ -134,7 +172,9 @@ display(fig)
 # (1) the weights: on a recorded run, the average of the single-start $H_l$ equals $H_{k:m}$
 # from its formula, and both equal the library's `u.coupled_estimate` with the same seed;
 # (2) the telescoping: the mean correction of $H_{0:0}$ is $\mathbb E_p f - \mathbb E h(X_0)$,
-# minus IWAE's bias; (3) $H$ is unbiased, and IWAE at the same $S$ is rejected by the same test.
+# minus IWAE's bias; (3) $H$ is unbiased, and IWAE at the same $S$ is rejected by the same test;
+# (4) assumption (A) on this model: the bias $\mathbb E h(X_T) - \mathbb E_p f$ of one chain
+# shrinks with $T$, from IWAE's at $T = 0$ to nothing measurable by $T = 40$.
 
 # %%
 S = 5
@@ -162,6 +202,13 @@ assert z_tele.abs().max() < T.z_threshold(2), "the correction removes IWAE's bia
 assert z_h.abs().max() < T.z_threshold(2), "the coupled estimate must be unbiased"
 assert z_iw.abs().max() > T.z_threshold(2), "IWAE's estimate must be rejected as biased"
 assert not bool(est.truncated.any())
+h_chain = T.run_cis_chain(replicas(), S, 40, generator=torch.Generator().manual_seed(40))
+z_by_T = {T_: T.z_score(h_chain[T_], exact).abs().max().item() for T_ in (0, 5, 10, 20, 40)}
+bias_by_T = {T_: (h_chain[T_].mean(0) - exact).norm().item() for T_ in z_by_T}
+print("(4) ‖E h(X_T) − E[z | x]‖ (largest |z|): " + ",  ".join(
+    f"T = {T_}: {bias_by_T[T_]:.3f} ({z_:.1f})" for T_, z_ in z_by_T.items()))  # fmt: skip
+assert z_by_T[0] > T.z_threshold(2) and z_by_T[40] < T.z_threshold(2), "(A) on this model"
+assert bias_by_T[10] < bias_by_T[0] / 2, "the marginal bias shrinks with T"
 
 fig = viz.new_figure(ncols=2, size=(4.2, 3.3))
 viz.running_mean(fig.axes[0], h_mean[:, 0], exact[0].item(), "coupled H_0:0", viz.COLORS["x"])
@@ -182,25 +229,43 @@ display(fig)
 #
 # **Exercise 1 (1 point, derivation, optional).** For $(k, m) = (2, 5)$, give the weights of
 # $h(X_t) - h(Y_{t-1})$ for $t = 3, 4, 5, 6, 7$ (assuming $\tau > 7$), as a list `answer_ex1`.
+#
+# **Expected output.** A list of five numbers. A worked example: for $(k, m) = (1, 3)$ and
+# $t = 2, 3, 4, 5$ the list is `[1/3, 2/3, 1, 1]`. The checker prints ✓ and your values.
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex1_weights", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
+# answer_ex1 = [...]  # min(1, (t − k)/(m − k + 1)) for t = 3, ..., 7
 ### BEGIN SOLUTION
 answer_ex1 = [min(1, (t - 2) / (5 - 2 + 1)) for t in range(3, 8)]
 ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "ex1_weights_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-checks.check_value("04_correction_weights", answer_ex1)
+checks.score(checks.check_value, "04_correction_weights", answer_ex1, points=1)
 
 # %% [markdown]
 # **Exercise 2 (3 points).** Write `h_km(h_x, h_y, tau, k, m)` for one chain pair: `h_x` holds
 # $h(X_0), \dots, h(X_T)$ and `h_y` holds $h(Y_0), \dots, h(Y_{T-1})$ (1-D tensors, $f$ one
 # coordinate), with $T \ge \max(\tau, m)$; return $H_{k:m}$ as a number. The checker compares
 # it with the library on recorded runs, for several $(k, m)$.
+#
+# **Expected output.** A worked example to try first: with
+# `h_x = torch.tensor([1.0, 2.0, 3.0, 4.0])`, `h_y = torch.tensor([0.0, 2.0, 4.0])` and
+# $\tau = 3$, $H_{0:0} = 1 + (2 - 0) + (3 - 2) = 4$ and
+# $H_{0:1} = \frac{1 + 2}{2} + \frac12(2 - 0) + 1\cdot(3 - 2) = 3.5$. The checker below prints
+# a line starting with ✓; a wrong answer raises an error that names the likely mistake.
 
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex2_h_km", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 def h_km(h_x, h_y, tau, k, m):
-    """H_{k:m} from h(X_0..X_T), h(Y_0..Y_{T−1}) and the meeting time τ."""
+    """H_{k:m} from h(X_0..X_T), h(Y_0..Y_{T−1}) and the meeting time τ.
+
+    h_x [T + 1] and h_y [T]: 1-D tensors, T ≥ max(τ, m); tau, k, m: Python ints, 0 ≤ k ≤ m.
+    Returns a Python float.
+    """
+    # total = ...                  # the MCMC average: the mean of h(X_k), ..., h(X_m)
+    # for t in range(k + 1, tau):  # the bias correction, t = k + 1, ..., τ − 1
+    #     total = total + ...      # its weight times h(X_t) − h(Y_{t−1})
+    # return float(total)
     ### BEGIN SOLUTION
     total = h_x[k : m + 1].mean()
     for t in range(k + 1, tau):
@@ -210,9 +275,9 @@ def h_km(h_x, h_y, tau, k, m):
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex2_h_km_test", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-checks.check_hkm(h_km)
+checks.score(checks.check_hkm, h_km, points=3)
 ### BEGIN HIDDEN TESTS
-checks.check_hkm(h_km, seed=6)
+checks.score(checks.check_hkm, h_km, points=3, runs=[{"seed": 6}])
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -243,7 +308,22 @@ wd.variance_widget(model, x, num_samples=5, k=0, m=0, seed=0)
 # for $H_{1:2}$ at $S = 10$ against IWAE-5, IWAE-20 and IWAE-100.
 #
 # **Predict.** With a budget of $10^4$ evaluations, which has the smaller error: the average of
-# IWAE-100 estimates, or the average of unbiased estimates?
+# IWAE-100 estimates, or the average of unbiased estimates? Answer in the cell below (1 point),
+# then run the next cell.
+
+# %% [markdown] jupyter={"source_hidden": true} nbgrader={"grade": true, "grade_id": "predict_budget_1e4", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# <details><summary>Model answer and rubric: open it only after writing yours</summary>
+#
+# **Model answer.** The average of IWAE-100 estimates. Its bias is small (squared, a few times
+# $10^{-4}$) and its noise per unit of compute, $c\,V$, is far below the unbiased estimator's, so
+# its crossover budget $C^*$ is several times $10^4$: at $10^4$ evaluations the unbiased
+# average is still the noisier, and its error the larger.
+#
+# **Rubric (1 point).** 1: IWAE-100, with the reason (below $C^*$ the noise term $cV/C$
+# dominates, and the unbiased estimator's is the larger; IWAE-100's bias is small). ½: IWAE-100
+# without a reason. 0: "the unbiased one, because it has no bias".
+#
+# </details>
 
 # %%
 R_U = 5_000 if FAST else 40_000  # coupled estimates
@@ -295,13 +375,7 @@ assert all(c_star + 4 * se < 1e4 for c_star, se in list(crossings.values())[:2])
 # (grey bands: ± 2 SE; the numbers are printed above). Below $C^*$, IWAE's smaller noise wins;
 # above it, its bias is all that is left. The larger IWAE's $S$, the smaller its bias and the
 # later the crossing: at $10^4$ evaluations IWAE-100 still has the smaller error (asserted),
-# while IWAE-5 and IWAE-20 have long been overtaken.
-#
-# **What this means for practice.** Stochastic gradient descent averages its gradient estimates
-# over steps, roughly over the last $1/(\text{learning rate})$ of them, so the noise of each step
-# is averaged away the same way, and the bias is not. Whether the unbiased gradient pays
-# depends on how the compute SGD averages over compares with $C^*$, and on the other noise SGD
-# pays anyway (the minibatch: notebooks 06 and 07). The same measurement for the θ-gradient:
+# while IWAE-5 and IWAE-20 have long been overtaken. The same measurement for the θ-gradient:
 
 # %%
 S_g, k_g, m_g = 5, 1, 2
@@ -331,22 +405,81 @@ assert T.z_score(grads["IWAE-5"][0], exact_grad).abs().max() > T.z_threshold(13)
 assert crossover_budget(ub, grad_budgets["IWAE-5"])[0] > 0
 
 # %% [markdown]
+# ## What this means for SGD: it averages noise, not bias
+# *After class: read this section with the homework.*
+#
+# Take the simplest case: a quadratic loss $\frac\lambda2(\theta - \theta^*)^2$ and SGD with a
+# constant learning rate $\eta$, fed gradient estimates with bias $b$ and independent noise
+# $\xi_n$ of variance $\sigma^2$. The error $e_n = \theta_n - \theta^*$ obeys
+#
+# $$e_{n+1} = (1 - \eta\lambda)\,e_n - \eta\,(b + \xi_n), \qquad\text{so}\qquad
+#   e_n \approx -\eta\sum_{j \ge 0}(1 - \eta\lambda)^j\,(b + \xi_{n-1-j})$$
+#
+# once the start is forgotten: the iterate is an exponentially weighted average of the past
+# estimates, over a window of about $1/(\eta\lambda)$ steps (the curvature sets the unit, not
+# $1/\eta$ alone). Its mean and variance settle at
+#
+# $$\mathbb E\,e_n \to -\frac{b}{\lambda}, \qquad
+#   \mathrm{Var}\,e_n \to \frac{\eta^2\sigma^2}{1 - (1-\eta\lambda)^2}
+#   = \frac{\sigma^2}{\lambda^2\,n_{\text{eff}}}, \qquad
+#   n_{\text{eff}} = \frac{2 - \eta\lambda}{\eta\lambda},$$
+#
+# so $\lambda^2\,\mathbb E e_n^2 \to b^2 + \sigma^2/n_{\text{eff}}$: exactly the mean squared
+# error of an average of $n_{\text{eff}} \approx 2/(\eta\lambda)$ independent estimates. A smaller
+# learning rate averages the noise over more steps; the bias is not averaged at all. The budget
+# comparison above applies with $C = c\,n_{\text{eff}}$: the unbiased gradient pays when that
+# exceeds $C^*$, before counting the other noise SGD pays anyway (the minibatch: notebooks 06
+# and 07).
+#
+# **Numerical check**: SGD on this quadratic ($\lambda = 0.5$, $b = 0.1$, $\sigma = 1$), many
+# independent runs, against the two limits; power: a window of $1/\eta$ steps (ignoring $\lambda$)
+# predicts another variance and is rejected.
+
+# %%
+runs, lam, b_sgd, sigma_sgd = 20_000, 0.5, 0.1, 1.0
+g_sgd = torch.Generator().manual_seed(41)
+for eta in (0.1, 0.02):
+    e = torch.zeros(runs, dtype=torch.float64)
+    for _ in range(int(20 / (eta * lam))):  # 20 windows: the start is forgotten
+        noise = sigma_sgd * torch.randn(runs, generator=g_sgd, dtype=torch.float64)
+        e = (1 - eta * lam) * e - eta * (b_sgd + noise)
+    n_eff = (2 - eta * lam) / (eta * lam)
+    var_pred, var_naive = sigma_sgd**2 / (lam**2 * n_eff), eta * sigma_sgd**2 / lam**2
+    var_se = e.var().item() * math.sqrt(2 / (runs - 1))
+    print(f"η = {eta}: mean {e.mean():+.4f} (−b/λ = {-b_sgd / lam:+.4f}),  variance "
+          f"{e.var():.5f} ± {var_se:.5f} (σ²/(λ² n_eff) = {var_pred:.5f}, n_eff = {n_eff:.0f}; "
+          f"a 1/η window: {var_naive:.5f})")  # fmt: skip
+    assert T.z_score(e, torch.tensor(-b_sgd / lam)).abs() < T.z_threshold(4), "mean: −b/λ"
+    assert abs(e.var().item() - var_pred) < 4 * var_se, "variance: σ²/(λ² n_eff)"
+    assert abs(e.var().item() - var_naive) > 4 * var_se, "power: a 1/η window is rejected"
+
+# %% [markdown]
 # **Exercise 3 (2 points, optional).** Write `crossover(unbiased, biased)`: given two `ErrorBudget`s
 # (fields `bias2`, `variance`, `cost`), return $C^*$ in log-weight evaluations.
+#
+# **Expected output.** A worked example to try first: with
+# `unbiased = SimpleNamespace(bias2=0.0, variance=2.0, cost=10.0)` and
+# `biased = SimpleNamespace(bias2=0.01, variance=1.0, cost=5.0)` (from `types`),
+# $C^* = (20 - 5)/0.01 = 1500$. The checker below prints a line starting with ✓.
 
 
 # %% jupyter={"source_hidden": true} nbgrader={"grade": false, "grade_id": "ex3_crossover", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"]
 def crossover(unbiased, biased):
-    """The budget above which the unbiased estimator has the smaller MSE."""
+    """The budget above which the unbiased estimator has the smaller MSE.
+
+    unbiased, biased: ErrorBudget, fields bias2 (|b|²), variance (V), cost (c): floats.
+    Returns C* as a float, in log-weight evaluations.
+    """
+    # return ...  # from c_u V_u, c_i V_i and the biased estimator's |b_i|²
     ### BEGIN SOLUTION
     return (unbiased.cost * unbiased.variance - biased.cost * biased.variance) / biased.bias2
     ### END SOLUTION
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex3_crossover_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-checks.check_budget_crossover(crossover)
+checks.score(checks.check_budget_crossover, crossover, points=2)
 ### BEGIN HIDDEN TESTS
-checks.check_budget_crossover(crossover, seed=2)
+checks.score(checks.check_budget_crossover, crossover, points=2, runs=[{"seed": 2}])
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -354,13 +487,16 @@ checks.check_budget_crossover(crossover, seed=2)
 # * $H_{k:m}$ = an MCMC average over $t = k..m$ + a bias correction over $t = k+1..\tau-1$ with
 #   weights $\min(1, (t-k)/(m-k+1))$: the average of the single-start estimators $H_k..H_m$, each
 #   unbiased because its correction telescopes.
-# * Unbiased *when* the sum may be exchanged with the expectation: geometric tails of $\tau$ (or
-#   polynomial ones of large enough index) and moments of $h$. A tail index $\alpha \le 1$ (the
+# * Unbiased *when* the chain's marginals converge, $\mathbb E h(X_T) \to \mathbb E_{\bar\pi} h$
+#   (assumption (A)), and the sum may be exchanged with the expectation: geometric tails of $\tau$
+#   (or polynomial ones of large enough index) and moments of $h$. A tail index $\alpha \le 1$ (the
 #   $1/t$ law) means infinite expected cost; $\alpha \le 2$ infinite variance of $\tau$.
 # * At a compute budget $C$, $\mathrm{MSE} = |b|^2 + cV/C$: IWAE's noise averages away, its bias
 #   does not, so the unbiased estimator wins above $C^* = (c_uV_u - c_iV_i)/|b_i|^2$, and later
-#   the larger IWAE's $S$. SGD averages noise over steps, not bias. Notebook 05 trains VAEs with
-#   this gradient; 06 shows where the weights are too degenerate for it to be practical.
+#   the larger IWAE's $S$.
+# * SGD with learning rate $\eta$ on a loss of curvature $\lambda$ averages the noise of about
+#   $2/(\eta\lambda)$ steps and none of the bias. Notebook 05 trains VAEs with this gradient; 06
+#   shows where the weights are too degenerate for it to be practical.
 #
 # ## References
 # * P. E. Jacob, J. O'Leary, Y. F. Atchadé (2020). Unbiased Markov chain Monte Carlo methods with

@@ -42,10 +42,11 @@
 # **Prerequisites.** Notebooks 00–04 (Fisher's identity, IWAE, the CIS kernel, coupled chains,
 # $H_{k:m}$); PyTorch autograd and optimisers.
 #
-# **Study time: about 65 minutes.** Estimated from ≈ 1,550 words at 150 a minute (10 min),
-# reading the training step and the pictures (15 min), four predictions (5 min), four
-# exercises (35 min: three losses of a few lines, one quadrature) and the run time (measured
-# on 2 CPU cores: about 15 s in fast mode, 30 s in full mode).
+# **Study time: about 75 minutes.** Estimated from ≈ 1,700 words at 150 a minute (11 min),
+# reading the training step and the pictures (15 min), four predictions written down (8 min),
+# four coding exercises (35 min: three losses of a few lines, one quadrature), one written
+# answer (5 min) and the run time (measured on 2 CPU cores: about 20 s in fast mode, 40 s
+# in full mode).
 #
 # **Fast or full.** The stored outputs are fast mode (`UCVAE_FAST=1`: the test log-likelihood
 # by IWAE-500 instead of IWAE-5000, fewer images on the grid). `UCVAE_FAST=0` runs the full
@@ -170,9 +171,24 @@ if not TRAIN_FROM_SCRATCH:
 #
 # ## 3 · What the models learned
 #
-# **Predict, then check.** The three 5-latent models are within a fraction of a nat of each
-# other. Will you see a difference in their reconstructions (the decoder's pixel probabilities
-# at the encoder's mean) or in their samples?
+# **Predict, then check (Exercise P1, 1 point, written).** The three 5-latent models are
+# within a fraction of a nat of each other. Will you see a difference in their reconstructions
+# (the decoder's pixel probabilities at the encoder's mean) or in their samples? Write your
+# answer in the cell below before you run the next one.
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "p1_pictures_answer", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
+# **Your prediction, and why:**
+#
+# ### BEGIN SOLUTION
+# **Model answer.** No visible difference between the three 5-latent models. Half a nat per
+# image is spread over 64 pixels: under 0.01 nats per pixel, a change in pixel probabilities
+# far too small for the eye. The log-likelihood, not the picture, separates them. (The 2-D
+# model, with less room, does look blurrier.)
+#
+# **Rubric (1 point).** ½: no visible difference. ½: the reason, a fraction of a nat per
+# image is tiny per pixel (or any correct scale argument). "They differ" earns ½ only with
+# a scale argument that is right for the 2-D model.
+# ### END SOLUTION
 
 # %%
 fig = pictures.reconstructions(data.test[:10], models, data.image_shape)
@@ -209,7 +225,8 @@ display(fig)
 # %%
 m2 = models["iwae_2d"]
 x_grid = data.test[:N_GRID]
-grid_ll = torch.stack([zoomed_posterior_grid(m2, xi).log_marginal[0] for xi in x_grid.split(1)])
+grids = [zoomed_posterior_grid(m2, xi) for xi in x_grid.split(1)]  # one per image, reused in §4
+grid_ll = torch.stack([grid.log_marginal[0] for grid in grids])
 gap = grid_ll.detach() - log_likelihood(
     m2, x_grid, 5000, generator=torch.Generator().manual_seed(2)
 )
@@ -218,16 +235,32 @@ print(f"log p(x) by the grid − IWAE-5000 bound: {m:+.4f} ± {se:.4f} nats ({N_
 assert -4 * se < m < 0.05 + 4 * se  # the bound is below log p(x), and close to it
 
 # %% [markdown]
-# **Predict, then check.** IWAE's objective rewards an encoder that covers the posterior. Will
-# $q_\phi$ be wider or narrower than $p_\theta(z\mid x)$? Below, for two test images: the exact
-# posterior (filled) and the encoder's density (black lines holding 50% and 90% of its mass).
-# The first image is typical; the second is the one, among the first `N_GRID`, with the most
-# posterior mass far from where the encoder proposes.
+# **Predict, then check (Exercise P2, 1 point, written).** IWAE's objective rewards an encoder
+# that covers the posterior. Will $q_\phi$ be wider or narrower than $p_\theta(z\mid x)$, and
+# why? Below, for two test images: the exact posterior (filled) and the encoder's density
+# (black lines holding 50% and 90% of its mass). The first image is typical; the second is the
+# one, among the first `N_GRID`, with the most posterior mass far from where the encoder
+# proposes.
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "p2_encoder_answer", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
+# **Your prediction, and why:**
+#
+# ### BEGIN SOLUTION
+# **Model answer.** Wider. IWAE's bound is the log of an *average* of $S$ weights. Where $q_\phi$
+# misses posterior mass, the rare draw that lands there has a huge weight and most sets of $S$
+# have only small ones, so the bound drops. Covering the posterior keeps the weights in a set
+# even and the bound high, and a Gaussian that must cover a posterior it does not match exactly
+# is wider than it. (The ELBO's $\mathrm{KL}(q\,\|\,p)$ penalises mass where $p$ has none, and
+# gives narrower encoders.)
+#
+# **Rubric (1 point).** ½: wider. ½: the reason (missing posterior mass makes the weights
+# uneven and lowers an average-of-weights bound; covering is rewarded). Contrasting with the
+# ELBO's mode-seeking KL is a good reason, not a required one.
+# ### END SOLUTION
 
 # %%
 sd_ratio, kls = [], []
-for xi in x_grid.split(1):
-    grid = zoomed_posterior_grid(m2, xi)
+for xi, grid in zip(x_grid.split(1), grids, strict=True):
     q = m2.encode(xi)
     mean = grid.expectation(lambda z: z)[0]
     post_sd = (grid.expectation(lambda z: z**2)[0] - mean**2).sqrt()
@@ -239,8 +272,7 @@ shown = [int(far.argsort()[len(far) // 2]), int(far.argmax())]
 fig = viz.new_figure(ncols=3, size=(3.6, 3.4))
 for ax, i in zip(fig.axes[:2], shown, strict=True):
     q = m2.encode(data.test[i : i + 1])
-    pictures.posterior_vs_encoder(ax, zoomed_posterior_grid(m2, data.test[i : i + 1]),
-                                  q.loc[0], q.scale[0])  # fmt: skip
+    pictures.posterior_vs_encoder(ax, grids[i], q.loc[0], q.scale[0])
     ax.set_title(f"test image {i}: {far[i]:.2%} of p beyond 4 sds of q", fontsize=8)
 fig.axes[2].imshow(torch.cat([data.test[i].view(8, 8) for i in shown], 1), cmap="gray_r")
 fig.axes[2].set_title(f"test images {shown[0]} and {shown[1]}", fontsize=8)
@@ -265,8 +297,23 @@ assert (sd_ratio.mean(0) > 1).all(), "IWAE's encoder should be wider than the po
 # Everything `train` does for ucvae in one step, written out with the library's pieces, on one
 # minibatch of 100 binary training images and a copy of the trained ucvae model.
 #
-# **Predict, then check.** How many log-weight evaluations per image will this step's chains
-# cost, compared with IWAE's $S = 10$?
+# **Predict, then check (Exercise P3, 1 point, written).** How many log-weight evaluations per
+# image will this step's chains cost, compared with IWAE's $S = 10$?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "p3_cost_answer", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
+# **Your prediction, and why:**
+#
+# ### BEGIN SOLUTION
+# **Model answer.** About 3.5 times IWAE's: $S = 10$ for $X_0$, $S$ for the first coupled step
+# $(X_1, Y_0)$, then $S - 1 = 9$ per further step that needs new particles, until the chains
+# have met and $X$ has run past $m = 2$. That is 29 evaluations when they meet by step 3, and
+# 9 more for each later step; with τ about 3 on average and a tail of later meetings, about
+# 35 per image.
+#
+# **Rubric (1 point).** ½: a number between 2.5 and 5 times IWAE's (25 to 50 evaluations).
+# ½: the count ($S$ for $X_0$, about $S - 1$ per coupled step until meeting and past $m$,
+# times the typical meeting time of a few steps).
+# ### END SOLUTION
 
 # %%
 model = copy.deepcopy(models["ucvae"]).train()
@@ -329,9 +376,23 @@ print(f"Adam's step moved no parameter by more than {moved:.1e} (its learning ra
 # %% [markdown]
 # ## 6 · Meeting times during training
 #
-# **Predict, then check.** As the model trains and its posterior sharpens, do the chains meet
-# sooner or later? Below, from the ucvae run's history: the mean and the largest τ in each
-# epoch, and the evaluations per image relative to IWAE's.
+# **Predict, then check (Exercise P4, 1 point, written).** As the model trains and its posterior
+# sharpens, do the chains meet sooner or later, and why? Below, from the ucvae run's history:
+# the mean and the largest τ in each epoch, and the evaluations per image relative to IWAE's.
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "p4_meeting_answer", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
+# **Your prediction, and why:**
+#
+# ### BEGIN SOLUTION
+# **Model answer.** Later. As the decoder sharpens, the posterior narrows faster than the
+# encoder follows it, so fewer of the $S$ draws land where it has its mass and the weights
+# within a set get less even (lower within-set ESS). Selection then picks the one heavy
+# particle more often, nearer to an argmax, and the two chains pick the same fresh particle
+# less often: τ grows, its tail gets heavier, and a few chains reach the cap.
+#
+# **Rubric (1 point).** ½: later. ½: the reason (less even weights within a set, so the
+# chains select the same fresh particle less often).
+# ### END SOLUTION
 
 # %%
 h = ckpts["ucvae"]["history"]
@@ -373,16 +434,16 @@ def ucvae_decoder_loss(model, x, estimate):
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex1_decoder_loss_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-checks.check_ucvae_decoder_loss(ucvae_decoder_loss)
+checks.score(checks.check_ucvae_decoder_loss, ucvae_decoder_loss, points=2)
 ### BEGIN HIDDEN TESTS
-checks.check_ucvae_decoder_loss(ucvae_decoder_loss, seed=3)
+checks.score(checks.check_ucvae_decoder_loss, ucvae_decoder_loss, points=2, runs=[{"seed": 3}])
 ### END HIDDEN TESTS
 
 # %% [markdown]
 # **Exercise 2 (2 points).** Write `iwae_encoder_loss(model, x, num_samples, generator)`:
 # minus IWAE's bound, averaged over the batch, as a loss for the encoder alone (θ held fixed:
 # `model.log_joint(x, z, detach_decoder=True)`). Draw `z = model.encode(x).sample(num_samples,
-# generator)` once, first. Why must $z$ stay attached to the encoder's graph?
+# generator)` once, first.
 
 
 # %% nbgrader={"grade": false, "grade_id": "ex2_encoder_loss", "locked": false, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
@@ -396,10 +457,42 @@ def iwae_encoder_loss(model, x, num_samples, generator):
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex2_encoder_loss_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-checks.check_iwae_encoder_loss(iwae_encoder_loss)
+checks.score(checks.check_iwae_encoder_loss, iwae_encoder_loss, points=2)
 ### BEGIN HIDDEN TESTS
-checks.check_iwae_encoder_loss(iwae_encoder_loss, num_samples=3, seed=4)
+checks.score(
+    checks.check_iwae_encoder_loss,
+    iwae_encoder_loss,
+    points=2,
+    runs=[{"num_samples": 3, "seed": 4}],
+)
 ### END HIDDEN TESTS
+
+# %% [markdown]
+# **Exercise 2b (2 points, written).** Why must $z$ stay attached to the encoder's graph (what
+# would the gradient be if you drew $z$ and then detached it)? And what does
+# `detach_decoder=True` stop, if not that?
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "ex2_encoder_why", "locked": false, "points": 2, "schema_version": 3, "solution": true, "task": false} tags=["solution"] jupyter={"source_hidden": true}
+# **Your answer:**
+#
+# ### BEGIN SOLUTION
+# **Model answer.** The bound depends on φ in two ways: through $\log q_\phi(z\mid x)$ and
+# through where the draws land, $z = \mu_\phi(x) + \sigma_\phi(x)\,\varepsilon$ (the
+# reparameterisation). Its φ-gradient is the sum of both, and the second, the path through
+# $z$ into $\log p_\theta(x, z) - \log q_\phi(z\mid x)$, carries most of the signal: it is
+# how the encoder learns to move its mean and width towards the posterior. With $z$
+# detached, only $-\sum_s \bar w_s \nabla_\phi \log q_\phi(z_s\mid x)$ at fixed $z$ is left:
+# not the gradient of the bound, a biased direction (for $S = 1$ its expectation is
+# $E_q[\nabla_\phi \log q_\phi] = 0$, no signal at all). `detach_decoder=True` stops the
+# gradient into θ (the decoder's weights), not into $z$: the path through the decoder's
+# input to φ stays open, so θ is held fixed while φ still sees how $\log p_\theta(x, z)$
+# changes with $z$.
+#
+# **Rubric (2 points).** 1 point: the bound depends on φ through $z = \mu + \sigma\varepsilon$,
+# and the gradient needs that path (the reparameterisation gradient). ½: with $z$ detached the
+# gradient is only the $\log q$ term at fixed $z$, which is wrong or biased (zero in
+# expectation for $S = 1$). ½: `detach_decoder` stops θ's gradient, not the path through $z$.
+# ### END SOLUTION
 
 # %% [markdown]
 # **Exercise 3 (1 point).** The same particles and coefficients estimate any posterior
@@ -419,9 +512,11 @@ def inclusive_encoder_loss(model, x, estimate):
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex3_inclusive_test", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-checks.check_inclusive_encoder_loss(inclusive_encoder_loss)
+checks.score(checks.check_inclusive_encoder_loss, inclusive_encoder_loss, points=1)
 ### BEGIN HIDDEN TESTS
-checks.check_inclusive_encoder_loss(inclusive_encoder_loss, seed=2)
+checks.score(
+    checks.check_inclusive_encoder_loss, inclusive_encoder_loss, points=1, runs=[{"seed": 2}]
+)
 ### END HIDDEN TESTS
 
 # %% [markdown]
@@ -442,7 +537,7 @@ def grid_log_likelihood(model, x, limit, n):
 
 
 # %% nbgrader={"grade": true, "grade_id": "ex4_grid_test", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-checks.check_grid_log_likelihood(grid_log_likelihood)
+checks.score(checks.check_grid_log_likelihood, grid_log_likelihood, points=2)
 
 # %% [markdown]
 # ## Summary

@@ -12,9 +12,11 @@ released with nbgrader). Then
   solutions filled in. Their submissions to 00 and 03 come as one zip per assignment, a
   folder per student, through ``nbgrader zip_collect``; bob's others are put straight into
   ``submitted/bob/``. ``nbgrader autograde`` grades all, ``nbgrader generate_feedback``
-  writes the feedback. Bob scores 0 on every graded cell, each of which raised, and the
+  writes the feedback. Bob scores 0 on every graded cell (each raised, or its
+  ``checks.score`` returned 0), and the
   rest of each unchanged notebook ran without error (a learner can run it up to the first
-  stub and past it); alice scores full marks; the feedback HTML shows both scores.
+  stub and past it); alice scores full marks on every autograded cell, and her written
+  answers wait for a grader; the feedback HTML shows both scores.
 
 Executing the notebooks is the cost (fast mode, ``UCVAE_FAST=1``): each source notebook once
 for validate and each submission once for autograde, about 4 minutes on 2 cores. Outside CI
@@ -131,11 +133,25 @@ def test_release_hides_every_answer(course: Path, assignment: str):
     leaked = [line for line in secrets if json.dumps(line)[1:-1] in text]
     assert not leaked, f"{assignment}: answers left in the release: {leaked[:3]}"
     assert "### BEGIN" not in text and "### END" not in text
+    # written answers without markers: nbgrader replaces the whole cell
+    written = [
+        line.strip()
+        for c in source
+        if c["cell_type"] == "markdown" and assignments.is_solution(c)
+        and "### BEGIN SOLUTION" not in "".join(c["source"])  # else: _secret_lines has them
+        for line in "".join(c["source"]).splitlines()
+        if len(line.strip()) >= 12
+    ]  # fmt: skip
+    leaked = [line for line in written if json.dumps(line)[1:-1] in text]
+    assert not leaked, f"{assignment}: model answers left in the release: {leaked[:3]}"
     stubs = [c for c in release if assignments.is_solution(c)]
     assert len(stubs) == sum(assignments.is_solution(c) for c in source)
     for cell in stubs:
         body = "".join(cell["source"])
-        assert "# YOUR CODE HERE" in body and "raise NotImplementedError()" in body
+        if cell["cell_type"] == "code":
+            assert "# YOUR CODE HERE" in body and "raise NotImplementedError()" in body
+        else:  # a written answer, graded by hand
+            assert "YOUR ANSWER HERE" in body and "Rubric" not in body
         assert not cell["metadata"].get("jupyter", {}).get("source_hidden"), "stub collapsed"
     points = [c["metadata"]["nbgrader"]["points"] for c in release if assignments.is_graded(c)]
     assert points and points == [
@@ -146,6 +162,23 @@ def test_release_hides_every_answer(course: Path, assignment: str):
             assert cell["outputs"] == [] and cell["execution_count"] is None
     nb = _read(course / "release" / assignment / f"{assignment}.ipynb")
     assert set(nb["metadata"]) <= {"kernelspec", "language_info"}, "widget state left"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_gradebook_lists_the_written_answers_with_their_points(course: Path, assignment: str):
+    """Every written answer (a markdown solution cell with points) is a manually graded cell
+    of the gradebook, with its points, so the formgrader asks a grader for it."""
+    from nbgrader.api import Gradebook
+
+    written = {
+        _grade_id(c): c["metadata"]["nbgrader"]["points"]
+        for c in _cells(course, "source", assignment)
+        if c["cell_type"] == "markdown" and assignments.is_solution(c)
+    }
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gb:
+        cells = gb.find_notebook(assignment, assignment).grade_cells
+        manual = {c.name: c.max_score for c in cells if c.cell_type == "markdown"}
+    assert manual == written
 
 
 def test_notebooks_that_are_not_assignments_are_not_released(course: Path):
@@ -177,6 +210,15 @@ def test_source_notebook_passes_nbgrader_validate(course: Path, assignment: str,
     assert results == {}, f"{assignment}: solutions fail their tests: {failed or results}"
 
 
+def _waiting_for_a_grader(course: Path, student: str, assignment: str) -> set[str]:
+    """The grade cells of a submission that autograde left to a grader (no auto score)."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gb:
+        notebook = gb.find_submission_notebook(assignment, assignment, student)
+        return {g.name for g in notebook.grades if g.auto_score is None and g.needs_manual_grade}
+
+
 def _grades(course: Path, student: str, assignment: str) -> dict[str, tuple[float, float]]:
     """{grade cell: (score, max score)} of a submission, from the gradebook."""
     from nbgrader.api import Gradebook
@@ -195,8 +237,13 @@ def test_unchanged_release_scores_zero(graded: Path, assignment: str):
         if cell["cell_type"] != "code":
             continue
         errors = [o["ename"] for o in cell["outputs"] if o["output_type"] == "error"]
-        if assignments.is_graded(cell):
-            assert errors, f"{assignment}: graded cell {i} ran without error on the stub"
+        if assignments.is_graded(cell):  # checks.score prints 0.0 (nbgrader's partial grade)
+            results = [
+                "".join(o["data"]["text/plain"])
+                for o in cell["outputs"]
+                if o["output_type"] == "execute_result"
+            ]
+            assert errors or results == ["0.0"], f"{assignment}: graded cell {i} on the stub"
         elif not assignments.is_solution(cell):
             assert not errors, f"{assignment}: cell {i} (not an exercise) raised {errors}"
 
@@ -207,9 +254,21 @@ def test_submission_goes_through_collect_autograde_feedback(graded: Path, assign
         path = graded / "submitted" / student / assignment / f"{assignment}.ipynb"
         assert path.is_file(), f"zip_collect did not collect {path}"
     alice = _grades(graded, "alice", assignment)
-    assert alice and all(score == high > 0 for score, high in alice.values()), alice
+    # autograded cells score full marks; written answers wait for a grader: no auto score and
+    # flagged (their ``score`` reads 0.0 in nbgrader 0.9.6 until a grader gives one)
+    waiting = _waiting_for_a_grader(graded, "alice", assignment)
+    auto = {name: g for name, g in alice.items() if name not in waiting}
+    assert auto and all(score == high > 0 for score, high in auto.values()), alice
+    manual = set(alice) - set(auto)
+    source = json.loads((graded / "source" / assignment / f"{assignment}.ipynb").read_text())
+    written = {
+        _grade_id(c) for c in source["cells"]
+        if c["cell_type"] == "markdown" and assignments.is_solution(c)
+    }  # fmt: skip
+    assert manual == written, (manual, written)
     total = sum(high for _, high in alice.values())
-    for student, score in (("alice", total), ("bob", 0.0)):
+    earned = sum(high for _, high in auto.values())
+    for student, score in (("alice", earned), ("bob", 0.0)):
         html = graded / "feedback" / student / assignment / f"{assignment}.html"
         assert html.is_file(), f"no feedback for {student}"
         assert f"Score: {score:.1f} / {total:.1f}" in html.read_text(encoding="utf-8")

@@ -5,9 +5,13 @@
 * Each exercise is in nbgrader's format: a solution cell (``solution: true``, tagged
   ``solution``, collapsed, the answer between ``### BEGIN/END SOLUTION``) followed by a locked
   test cell with points that calls a checker from ``ucvae_lite.checks``.
+* Each written question (every "Predict, then check" and every written exercise) is answered
+  in a manually graded markdown cell (``grade`` and ``solution`` true, points), collapsed, whose
+  solution region holds a model answer and a rubric for those points.
 * The stored notebooks show no solution output, and 05 loads the shipped models by default.
 """
 
+import ast
 import json
 from pathlib import Path
 
@@ -35,11 +39,26 @@ def test_opens_with_objectives_and_ends_with_summary_and_references(stem):
         assert author in references, f"{stem}: no reference to {author}"
 
 
+def scored_points(source: str) -> float | None:
+    """The points of ``checks.score(..., points=N)`` when it is the cell's last statement
+    (nbgrader reads that value as the partial grade), else None."""
+    last = ast.parse(source).body[-1]
+    if not (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)):
+        return None
+    if ast.unparse(last.value.func) != "checks.score":
+        return None
+    points = [k.value for k in last.value.keywords if k.arg == "points"]
+    return ast.literal_eval(points[0]) if points else None
+
+
 @pytest.mark.parametrize("stem", HOMEWORK)
 def test_exercises_in_nbgrader_format_with_checkers(stem):
     c = cells(stem)
     ids = []
-    solutions = [i for i, x in enumerate(c) if x.metadata.get("nbgrader", {}).get("solution")]
+    solutions = [
+        i for i, x in enumerate(c)
+        if x.cell_type == "code" and x.metadata.get("nbgrader", {}).get("solution")
+    ]  # fmt: skip
     assert len(solutions) >= 3
     for i in solutions:
         sol, test = c[i], c[i + 1]
@@ -50,7 +69,29 @@ def test_exercises_in_nbgrader_format_with_checkers(stem):
         grade = test.metadata["nbgrader"]
         assert grade["grade"] is True and grade["locked"] is True and grade["points"] > 0
         assert "checks.check_" in test.source
+        assert scored_points(test.source) == grade["points"], "partial credit: end with score"
         ids += [sol.metadata["nbgrader"]["grade_id"], grade["grade_id"]]
+    assert len(ids) == len(set(ids)), f"{stem}: grade ids must be unique"
+
+
+@pytest.mark.parametrize("stem", HOMEWORK)
+def test_written_questions_have_manually_graded_answers(stem):
+    c = cells(stem)
+    prompts = [i for i, x in enumerate(c) if x.cell_type == "markdown"
+               and ("Predict, then check" in x.source or "written)" in x.source)]  # fmt: skip
+    assert prompts, f"{stem}: no written question found"
+    ids = []
+    for i in prompts:
+        answer = c[i + 1]
+        meta = answer.metadata.get("nbgrader", {})
+        assert answer.cell_type == "markdown", f"{stem}: cell {i + 1} should take the answer"
+        assert meta.get("grade") is True and meta.get("solution") is True
+        assert meta.get("locked") is False and meta.get("points", 0) > 0
+        assert "solution" in answer.metadata["tags"]
+        assert answer.metadata["jupyter"]["source_hidden"] is True
+        body = answer.source.split("### BEGIN SOLUTION", 1)[1].split("### END SOLUTION", 1)[0]
+        assert "**Model answer.**" in body and f"**Rubric ({meta['points']} point" in body
+        ids.append(meta["grade_id"])
     assert len(ids) == len(set(ids)), f"{stem}: grade ids must be unique"
 
 
@@ -60,7 +101,8 @@ def test_stored_notebook_hides_solutions(stem):
     solutions = [x for x in nb["cells"] if x["metadata"].get("nbgrader", {}).get("solution")]
     assert solutions
     for cell in solutions:
-        assert cell["outputs"] == [] and cell["execution_count"] is None
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None
         assert cell["metadata"]["jupyter"]["source_hidden"] is True
     outputs = [o for x in nb["cells"] if x["cell_type"] == "code" for o in x["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error"]

@@ -4,6 +4,7 @@ overlong lines in their sources; and ``nbstore``, which stores them that way."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -38,10 +39,26 @@ def test_ends_with_summary_and_references(path):
     assert "Ruiz" in last  # every notebook cites the paper it teaches
 
 
+def scored_points(source: str) -> float | None:
+    """The points of ``checks.score(..., points=N)`` when it is the cell's last statement
+    (nbgrader reads that value as the partial grade), else None."""
+    last = ast.parse(source).body[-1]
+    if not (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)):
+        return None
+    if ast.unparse(last.value.func) != "checks.score":
+        return None
+    points = [k.value for k in last.value.keywords if k.arg == "points"]
+    return ast.literal_eval(points[0]) if points else None
+
+
 @pytest.mark.parametrize("path", LAB, ids=IDS)
 def test_exercises_have_a_hidden_solution_and_a_checker(path):
     cells = _cells(path)
-    solutions = [i for i, c in enumerate(cells) if c.metadata.get("nbgrader", {}).get("solution")]
+    # (written answers, graded by hand, are markdown solution cells: not exercises with checkers)
+    solutions = [
+        i for i, c in enumerate(cells)
+        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")
+    ]  # fmt: skip
     assert solutions, f"{path.name}: no exercises"
     ids = set()
     for i in solutions:
@@ -52,9 +69,39 @@ def test_exercises_have_a_hidden_solution_and_a_checker(path):
         grade = test.metadata.get("nbgrader", {})
         assert grade.get("grade") and grade.get("points", 0) > 0, f"{path.name}: cell {i + 1}"
         assert "checks.check_" in test.source, "each exercise is checked by ucvae_lite.checks"
+        assert scored_points(test.source) == grade["points"], "partial credit: end with score"
         assert grade["grade_id"] == meta["nbgrader"]["grade_id"] + "_test"
         ids |= {grade["grade_id"], meta["nbgrader"]["grade_id"]}
     assert len(ids) == 2 * len(solutions), "grade ids are unique"
+
+
+@pytest.mark.parametrize("path", LAB, ids=IDS)
+def test_written_questions_have_a_graded_answer_cell_with_a_rubric(path):
+    """Each "Predict" is followed by an answer cell that nbgrader grades by hand: a markdown
+    solution + grade cell with points, collapsed, holding a model answer and a rubric (behind
+    <details>, so that the site shows it collapsed too); the release replaces it wholesale."""
+    cells = _cells(path)
+    answers = [
+        i for i, c in enumerate(cells)
+        if c.cell_type == "markdown" and c.metadata.get("nbgrader", {}).get("solution")
+    ]  # fmt: skip
+    predicts = [i for i, c in enumerate(cells) if "**Predict.**" in c.source]
+    assert predicts and all(i + 1 in answers for i in predicts), f"{path.name}: unanswered"
+    ids = set()
+    for i in answers:
+        meta, text = cells[i].metadata, cells[i].source
+        grade = meta["nbgrader"]
+        assert grade.get("grade") and grade.get("points", 0) > 0 and not grade.get("locked")
+        assert meta["jupyter"]["source_hidden"] and "solution" not in meta.get("tags", [])
+        assert "### BEGIN" not in text, "a markdown answer is cleared whole, without markers"
+        assert text.startswith("<details>") and text.rstrip().endswith("</details>")
+        assert "Model answer" in text
+        rubric = re.search(r"\*\*Rubric \((\d+) points?\)", text)
+        assert rubric and int(rubric.group(1)) == grade["points"], f"{path.name}: cell {i}"
+        question = cells[i - 1].source
+        assert "**Predict.**" in question or "Exercise" in question, f"{path.name}: cell {i}"
+        ids.add(grade["grade_id"])
+    assert len(ids) == len(answers), "grade ids are unique"
 
 
 def test_the_lab_has_the_exercises_the_issue_asks_for():

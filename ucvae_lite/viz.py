@@ -170,18 +170,24 @@ def coupled_chains_step(
     met: bool,
     posterior: tuple[Tensor, Tensor] | None = None,
     limits: tuple[float, float, float, float] | None = None,
+    legend: bool = True,
 ) -> Axes:
     """Two particle sets X_t and Y_{t−1} of one chain pair on a 2-D latent.
 
     Slot 0 of each set is its reference (large marker); slots 1.. are the fresh draws, shared
     by both chains after the first coupled step (grey, sized by X's normalised weight).
+    ``legend=False`` leaves the legend to the caller (``coupled_chains_panels`` draws one for
+    the whole figure, outside the panels); otherwise it goes where it hides the least data.
     """
     from .iwae import normalized_weights
 
     zx, zy = x_state.particles[0].numpy(), y_state.particles[0].numpy()
     wx = normalized_weights(x_state.log_weights[0]).numpy()
     if posterior is not None:
-        gaussian_ellipse(ax, posterior[0], posterior[1], color=COLORS["exact"], lw=1, ls="--")
+        gaussian_ellipse(
+            ax, posterior[0], posterior[1], color=COLORS["exact"], lw=1, ls="--",
+            label="posterior p(z | x), 2σ",
+        )  # fmt: skip
     ax.scatter(
         zx[1:, 0],
         zx[1:, 1],
@@ -197,20 +203,23 @@ def coupled_chains_step(
         facecolor="none",
         edgecolor=COLORS["y"],
         lw=2,
-        label="reference of Y_{t-1}",
+        label="reference of $Y_{t-1}$",
         zorder=3,
     )
-    ax.scatter(*zx[0], s=90, marker="o", color=COLORS["x"], label="reference of X_t", zorder=4)
+    ax.scatter(*zx[0], s=90, marker="o", color=COLORS["x"], label="reference of $X_t$", zorder=4)
+    pair = f"$X_{{{t}}} = Y_{{{t - 1}}}$"
     ax.set_title(
-        f"t = {t}: " + ("MET (X_t = Y_{t-1})" if met else "not met yet"),
+        f"$t = {t}$: " + (f"met, {pair}" if met else "not met yet"),
         color="tab:green" if met else "k",
+        fontsize=10,
     )
     if limits is not None:
         ax.set_xlim(limits[0], limits[1])
         ax.set_ylim(limits[2], limits[3])
     ax.set_xlabel("z₁")
     ax.set_ylabel("z₂")
-    ax.legend(fontsize=7, loc="lower right")
+    if legend:
+        ax.legend(fontsize=7, loc="best", framealpha=0.9)
     return ax
 
 
@@ -413,25 +422,45 @@ def mse_vs_budget(
     ax: Axes,
     budgets,
     entries: list,
-    crossovers: dict[str, tuple[float, float]] | None = None,
+    crossovers: dict[str, tuple[float, ...]] | None = None,
     bands: bool = True,
     title: str = "",
 ) -> Axes:
     """MSE(C) = |b|² + c V / C against the budget C (log-log), one line per
     ``budget.ErrorBudget`` in ``entries``: solid with b = 0 for the ones marked ``unbiased``,
-    dashed (flattening at |b|²) for the others; ``bands``: ± 2 SE; ``crossovers``: C* (± 2 SE)
-    as vertical bands."""
+    dashed (flattening at |b|²) for the others; ``bands``: ± 2 SE.
+
+    ``crossovers`` {name: (C*, se)}: C* ± 2 SE as grey vertical bands, annotated "C* name".
+    {name: (C*, low, high)}, ``name`` an entry's: a dotted line at C* in that entry's colour
+    over the band [low, high], the crossing marked on the first unbiased entry's line, and the
+    label "C* vs name".
+
+    More than five entries are told apart by family (IWAE-S dashed reds, darker for larger S;
+    MSC dash-dotted greens, darker when older; unbiased ones solid, with markers from the
+    second on) and named at their right ends instead of in a legend; entries whose lines
+    coincide over the whole range (within 5%) share one name.
+    """
     C = np.asarray(budgets, dtype=float)
-    for i, eb in enumerate(entries):
+    many = len(entries) > 5
+    styles = _budget_styles(entries) if many else [
+        {"ls": "-" if eb.unbiased else "--", "color": f"C{i % 10}"} for i, eb in enumerate(entries)
+    ]  # fmt: skip
+    for eb, style in zip(entries, styles, strict=True):
         mse = eb.mse(C)
-        ax.plot(C, mse, "-" if eb.unbiased else "--", color=f"C{i % 10}", label=eb.name)
+        ax.plot(C, mse, label=eb.name, **style)
         if bands:
             se = eb.mse_se(C)
             low = np.maximum(mse - 2 * se, 1e-12)
-            ax.fill_between(C, low, mse + 2 * se, color=f"C{i % 10}", alpha=0.2)
+            ax.fill_between(C, low, mse + 2 * se, color=style["color"], alpha=0.2)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    for name, (c_star, se) in (crossovers or {}).items():
+    colours = {eb.name: style["color"] for eb, style in zip(entries, styles, strict=True)}
+    unbiased = next((eb for eb in entries if eb.unbiased), None)
+    for name, value in (crossovers or {}).items():
+        if len(value) == 3:
+            _crossover_line(ax, name, value, colours.get(name, "0.4"), unbiased)
+            continue
+        c_star, se = value
         ax.axvspan(max(c_star - 2 * se, C[0]), c_star + 2 * se, color="0.5", alpha=0.25, lw=0)
         ax.annotate(
             f"C* {name}".strip(), (c_star, 0.03), xycoords=("data", "axes fraction"),
@@ -441,8 +470,101 @@ def mse_vs_budget(
     ax.set_ylabel("MSE = |bias|² + c·V / C")
     if title:
         ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, ncol=2 if len(entries) > 5 else 1)
+    if many:
+        _label_line_ends(ax, C, entries, styles)
+    else:
+        ax.legend(fontsize=7)
     return ax
+
+
+def _budget_styles(entries: list) -> list[dict]:
+    """Line styles by family: IWAE-S dashed reds and MSC dash-dotted greens, darker down the
+    list; unbiased entries solid, the second and later with sparse markers (offset, so that
+    lines drawn on top of one another still show both)."""
+    from matplotlib import colormaps
+
+    families = {"IWAE": ("--", "Reds"), "MSC": ("-.", "Greens")}
+    members = {f: [eb.name for eb in entries if eb.name.startswith(f)] for f in families}
+    solid = ["tab:blue", "tab:purple", "tab:cyan", "tab:olive", "tab:brown"]
+    markers = [None, "o", "s", "^", "D"]
+    styles, n_unbiased = [], 0
+    for eb in entries:
+        family = next((f for f in families if eb.name.startswith(f)), None)
+        if family is not None and not eb.unbiased:
+            ls, cmap = families[family]
+            k, n = members[family].index(eb.name), len(members[family])
+            shade = 0.45 + 0.5 * k / max(n - 1, 1)
+            marker = markers[k % len(markers)]
+            style = {"ls": ls, "color": colormaps[cmap](shade), "lw": 1.4}
+        else:
+            k, n_unbiased = n_unbiased, n_unbiased + 1
+            marker = markers[k % len(markers)]
+            style = {"ls": "-", "color": solid[k % len(solid)], "lw": 2.2 if k == 0 else 1.3}
+        if marker is not None:
+            style |= {"marker": marker, "ms": 3.5, "markevery": (0.04 * (k % 5), 0.2)}
+        styles.append(style)
+    return styles
+
+
+def _crossover_line(ax: Axes, name: str, value: tuple, colour, unbiased) -> None:
+    """C* of the unbiased entry against ``name``: dotted line, [low, high] band, the crossing
+    marked on the unbiased line, and a "C* vs name" label along the line."""
+    c_star, low, high = value
+    ax.axvspan(low, high, color=colour, alpha=0.12, lw=0)
+    ax.axvline(c_star, color=colour, ls=":", lw=1.2)
+    if unbiased is not None:
+        ax.plot([c_star], [float(unbiased.mse(c_star))], "o", color=colour, ms=5, mec="k", mew=0.6)
+    ax.annotate(
+        f"C* vs {name}", (c_star, 0.03), xycoords=("data", "axes fraction"), xytext=(-2, 0),
+        textcoords="offset points", rotation=90, fontsize=7, va="bottom", ha="right",
+        color=colour,
+    )  # fmt: skip
+
+
+def _label_line_ends(ax: Axes, C: np.ndarray, entries: list, styles: list[dict]) -> None:
+    """Name each line right of the axes, in its colour, joined to its end by a thin leader;
+    names pushed apart vertically so that they do not overlap; lines within 5% of each other
+    at every budget share a name ("MSC age 10, 30")."""
+    import os
+
+    curves = [np.log10(eb.mse(C)) for eb in entries]
+    groups: list[list[int]] = []
+    for i, y in enumerate(curves):
+        for g in groups:
+            if np.abs(y - curves[g[0]]).max() < np.log10(1.05):
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    ax.autoscale_view()
+    y0, y1 = np.log10(ax.get_ylim())
+    height = ax.get_window_extent().height * 72 / ax.figure.dpi  # points
+    gap = 8.5 * (y1 - y0) / max(height, 1.0)  # one line of 7-point text, in decades
+    items = []
+    for g in groups:
+        names = [entries[i].name for i in g]
+        prefix = os.path.commonprefix(names)
+        prefix = prefix[: prefix.rfind(" ") + 1] if len(g) > 1 else ""
+        text = names[0] + "".join(f", {n[len(prefix) :]}" for n in names[1:])
+        items.append([float(np.mean([curves[i][-1] for i in g])), text, styles[g[0]]["color"]])
+    items.sort(key=lambda item: item[0])
+    placed = [item[0] for item in items]
+    for _ in range(50):  # push apart until every pair is at least one line of text apart
+        moved = False
+        for k in range(1, len(placed)):
+            overlap = gap - (placed[k] - placed[k - 1])
+            if overlap > 1e-9:
+                placed[k - 1] -= overlap / 2
+                placed[k] += overlap / 2
+                moved = True
+        if not moved:
+            break
+    for (y_end, text, colour), y in zip(items, placed, strict=True):
+        ax.annotate(
+            text, (C[-1], 10**y_end), xytext=(1.03, 10**y), textcoords=("axes fraction", "data"),
+            fontsize=7, color=colour, va="center", ha="left", annotation_clip=False,
+            arrowprops={"arrowstyle": "-", "color": colour, "lw": 0.5, "shrinkA": 1, "shrinkB": 0},
+        )  # fmt: skip
 
 
 def gradient_bias_bars(ax: Axes, rows: dict[str, Tensor], exact: Tensor) -> Axes:
@@ -477,12 +599,19 @@ def widget_figure(
 def coupled_chains_panels(
     fig_axes: list[Axes], run, posterior: tuple[Tensor, Tensor], limits=None
 ) -> list[Axes]:
-    """X_t and Y_{t−1} of a recorded chain pair (row 0) at t = 1, 2, …, one axes each."""
+    """X_t and Y_{t−1} of a recorded chain pair (row 0) at t = 1, 2, …, one axes each, with
+    one legend for all of them below the panels (outside the data)."""
     tau = int(run.tau[0])
     for t, ax in enumerate(fig_axes, start=1):
-        coupled_chains_step(ax, run.xs[t], run.ys[t - 1], t, t >= tau, posterior, limits)
-        if t > 1:
-            ax.get_legend().remove()
+        coupled_chains_step(
+            ax, run.xs[t], run.ys[t - 1], t, t >= tau, posterior, limits, legend=False
+        )
+    fig = fig_axes[0].figure
+    handles, labels = fig_axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
+    fig.suptitle(
+        "lag-1 coupled chains: $X_t$ and $Y_{t-1}$ at each step $t$ until they meet", fontsize=10
+    )
     return fig_axes
 
 

@@ -55,7 +55,6 @@ def budget_widget(budgets: list[ErrorBudget], log10_budget: float = 4.0) -> W.VB
         fig.axes[1].barh([box.winner], [mse[box.winner]], color="tab:green")
         fig.axes[1].set_xscale("log")
         fig.axes[1].xaxis.set_minor_formatter(NullFormatter())  # no crowded minor labels
-        fig.axes[0].legend(fontsize=6, ncol=2, loc="lower left")
         fig.axes[1].set_xlabel(f"MSE at C = 10^{budget.value:g}")
         fig.axes[1].tick_params(axis="y", labelsize=7)
         image.value = viz.to_png(fig)
