@@ -257,6 +257,9 @@ def main(argv=None) -> None:
     if args.checkpoint is not None and not args.checkpoint.is_file():
         p.error(f"--checkpoint {args.checkpoint}: no such file")
     q = args.quick
+    given = [f"--{k.replace('_', '-')} {v}" for k, v in
+             (("images", args.images), ("batches", args.batches), ("batch_size", args.batch_size))
+             if v is not None]  # fmt: skip
     args.images = args.images or (100 if q else 1200)
     args.batches = args.batches or (100 if q else 600)
     args.batch_size = args.batch_size or (50 if q else 100)
@@ -279,6 +282,7 @@ def main(argv=None) -> None:
     args.command = "".join(
         f" {flag}" for flag in (
             "--quick" * q,
+            *given,
             f"--checkpoint {args.checkpoint} --tag {args.tag}" if args.checkpoint else "",
         ) if flag
     )  # fmt: skip

@@ -100,8 +100,7 @@ ADVICE = {
     ),
     "check_is_degenerate": (
         "06 · the degenerate rule",
-        "Read the rule again: the median over images of what per image, compared how with "
-        "min_ess?",
+        "Read the rule again: the median over images of what per image, compared how with min_ess?",
     ),
     "check_sumo": (
         "07 · SUMO",
