@@ -21,6 +21,7 @@ Grades, submissions and feedback already in COURSE are left alone.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -47,6 +48,18 @@ def is_graded(cell: dict) -> bool:
 def is_solution(cell: dict) -> bool:
     """A cell the learner fills: nbgrader ``solution`` true."""
     return bool(_nbgrader_meta(cell).get("solution"))
+
+
+def scored_points(source: str) -> float | None:
+    """The points of ``checks.score(..., points=N)`` when it is the cell's last statement
+    (nbgrader reads that value as the partial grade), else None."""
+    last = ast.parse(source).body[-1]
+    if not (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)):
+        return None
+    if ast.unparse(last.value.func) != "checks.score":
+        return None
+    points = [k.value for k in last.value.keywords if k.arg == "points"]
+    return ast.literal_eval(points[0]) if points else None
 
 
 def unmarked_solutions(nb: dict) -> list[int]:

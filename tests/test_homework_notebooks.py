@@ -11,12 +11,13 @@
 * The stored notebooks show no solution output, and 05 loads the shipped models by default.
 """
 
-import ast
 import json
 from pathlib import Path
 
 import jupytext
 import pytest
+
+from classroom import assignments
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 HOMEWORK = ["05_training", "06_when_practical"]
@@ -39,18 +40,6 @@ def test_opens_with_objectives_and_ends_with_summary_and_references(stem):
         assert author in references, f"{stem}: no reference to {author}"
 
 
-def scored_points(source: str) -> float | None:
-    """The points of ``checks.score(..., points=N)`` when it is the cell's last statement
-    (nbgrader reads that value as the partial grade), else None."""
-    last = ast.parse(source).body[-1]
-    if not (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)):
-        return None
-    if ast.unparse(last.value.func) != "checks.score":
-        return None
-    points = [k.value for k in last.value.keywords if k.arg == "points"]
-    return ast.literal_eval(points[0]) if points else None
-
-
 @pytest.mark.parametrize("stem", HOMEWORK)
 def test_exercises_in_nbgrader_format_with_checkers(stem):
     c = cells(stem)
@@ -69,7 +58,9 @@ def test_exercises_in_nbgrader_format_with_checkers(stem):
         grade = test.metadata["nbgrader"]
         assert grade["grade"] is True and grade["locked"] is True and grade["points"] > 0
         assert "checks.check_" in test.source
-        assert scored_points(test.source) == grade["points"], "partial credit: end with score"
+        assert assignments.scored_points(test.source) == grade["points"], (
+            "partial credit: end with score"
+        )
         ids += [sol.metadata["nbgrader"]["grade_id"], grade["grade_id"]]
     assert len(ids) == len(set(ids)), f"{stem}: grade ids must be unique"
 

@@ -4,7 +4,6 @@ overlong lines in their sources; and ``nbstore``, which stores them that way."""
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import jupytext
 import pytest
 
+from classroom import assignments
 from ucvae_lite import nbstore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,18 +39,6 @@ def test_ends_with_summary_and_references(path):
     assert "Ruiz" in last  # every notebook cites the paper it teaches
 
 
-def scored_points(source: str) -> float | None:
-    """The points of ``checks.score(..., points=N)`` when it is the cell's last statement
-    (nbgrader reads that value as the partial grade), else None."""
-    last = ast.parse(source).body[-1]
-    if not (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)):
-        return None
-    if ast.unparse(last.value.func) != "checks.score":
-        return None
-    points = [k.value for k in last.value.keywords if k.arg == "points"]
-    return ast.literal_eval(points[0]) if points else None
-
-
 @pytest.mark.parametrize("path", LAB, ids=IDS)
 def test_exercises_have_a_hidden_solution_and_a_checker(path):
     cells = _cells(path)
@@ -69,7 +57,9 @@ def test_exercises_have_a_hidden_solution_and_a_checker(path):
         grade = test.metadata.get("nbgrader", {})
         assert grade.get("grade") and grade.get("points", 0) > 0, f"{path.name}: cell {i + 1}"
         assert "checks.check_" in test.source, "each exercise is checked by ucvae_lite.checks"
-        assert scored_points(test.source) == grade["points"], "partial credit: end with score"
+        assert assignments.scored_points(test.source) == grade["points"], (
+            "partial credit: end with score"
+        )
         assert grade["grade_id"] == meta["nbgrader"]["grade_id"] + "_test"
         ids |= {grade["grade_id"], meta["nbgrader"]["grade_id"]}
     assert len(ids) == 2 * len(solutions), "grade ids are unique"
