@@ -6,8 +6,9 @@ import torch
 
 import ucvae_lite as u
 
-# Browser tests (test_browser.py, test_site.py): Debian's Chromium, driven by Playwright. The
-# flags keep it from reaching for the network by itself (this machine has none to give).
+# Browser tests (test_browser.py, test_site.py, test_slides.py): Debian's Chromium, driven by
+# Playwright. The flags keep it from reaching for the network by itself (this machine has none
+# to give).
 CHROMIUM = Path(os.environ.get("UCVAE_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
     "--headless",
