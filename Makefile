@@ -20,7 +20,7 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 
 ## main: the main job: the estimator's demo, then every notebook executed top to bottom
 ## (fast mode, as stored; FULL=1 make main for the full-size figures) and stored with its
-## solution cells collapsed and without outputs (ucvae_lite.nbstore), then how to open them
+## solution cells collapsed and without outputs (ucvae_lite.lab.nbstore), then how to open them
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9]*.ipynb)))
 # transport_encryption=auto: the kernel manager gives the kernel CurveZMQ keys (ipykernel's
 # kernelspec declares support), so the kernel no longer warns, once per notebook, that it runs
@@ -32,7 +32,7 @@ main: $(STAMP)
 	cd notebooks && for nb in $(NOTEBOOKS); do \
 	  echo "executing notebooks/$$nb"; \
 	  UCVAE_FAST=$(if $(FULL),0,1) ../$(PY) -m jupyter nbconvert $(NBCONVERT) $$nb || exit 1; \
-	  ../$(PY) -m ucvae_lite.nbstore $$nb > /dev/null || exit 1; \
+	  ../$(PY) -m ucvae_lite.lab.nbstore $$nb > /dev/null || exit 1; \
 	done
 	@echo "figures are in figures/; open the notebooks with: .venv/bin/jupyter lab notebooks/"
 

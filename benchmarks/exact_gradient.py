@@ -47,12 +47,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ucvae_lite import exact, pretrained
-from ucvae_lite.data import load_dataset
-from ucvae_lite.msc import MSCMemory
-from ucvae_lite.objectives import ObjectiveConfig, StepContext, TruncationWarning, objective
-from ucvae_lite.oracle_study import new_model
-from ucvae_lite.runtime import figures_dir
+from ucvae_lite.lab import pretrained
+from ucvae_lite.peers.msc import MSCMemory
+from ucvae_lite.studies import exact
+from ucvae_lite.studies.oracle_study import new_model
+from ucvae_lite.training.data import load_dataset
+from ucvae_lite.training.objectives import (
+    ObjectiveConfig,
+    StepContext,
+    TruncationWarning,
+    objective,
+)
+from ucvae_lite.training.runtime import figures_dir
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ucvae_lite import oracle_study as S
-from ucvae_lite.data import load_dataset
-from ucvae_lite.oracle_study import ARMS
-from ucvae_lite.runtime import figures_dir, runs_dir
+from ucvae_lite.studies import oracle_study as S
+from ucvae_lite.studies.oracle_study import ARMS
+from ucvae_lite.training.data import load_dataset
+from ucvae_lite.training.runtime import figures_dir, runs_dir
 
 
 def phase1(data, args, out: Path, name: str) -> dict:

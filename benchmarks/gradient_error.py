@@ -42,12 +42,12 @@ import torch
 from tqdm.auto import tqdm
 
 import ucvae_lite as u
-from ucvae_lite import landscape as L
-from ucvae_lite import teaching as T
-from ucvae_lite import viz
-from ucvae_lite.runtime import figures_dir
-from ucvae_lite.stats import z_threshold
-from ucvae_lite.train import TrainConfig, train
+from ucvae_lite.lab import teaching as T
+from ucvae_lite.lab.plots import viz
+from ucvae_lite.studies import landscape as L
+from ucvae_lite.studies.stats import z_threshold
+from ucvae_lite.training.runtime import figures_dir
+from ucvae_lite.training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = (1e3, 1e4, 1e5, 1e6)
@@ -69,7 +69,7 @@ def digits_model(epochs: int, seed: int) -> u.vae.VAE:
     out = ROOT / "runs" / "bench" / f"gradient_error_digits_iwae10_{epochs}"
     cfg = TrainConfig(objective="iwae", epochs=epochs, seed=seed, out=str(out), val_samples=50)
     if (out / "checkpoint.pt").exists():
-        from ucvae_lite.evaluate import load_model
+        from ucvae_lite.training.evaluate import load_model
 
         return load_model(out / "checkpoint.pt")[0]
     model, _ = train(cfg, progress=False)
@@ -81,7 +81,7 @@ def digits_case(
 ):
     """A trained digits VAE, test images, and reference gradients: the mean of many ucvae
     estimates (unbiased; the variance of that mean is returned too)."""
-    from ucvae_lite.data import load_dataset
+    from ucvae_lite.training.data import load_dataset
 
     model = digits_model(epochs, seed)
     xs = load_dataset("digits").test[:points]
@@ -118,8 +118,9 @@ def digits_case(
 def digits2d_case(points: int, progress: bool):
     """The shipped digits VAE with a 2-D latent, test images, and their exact gradients
     (``exact.decoder_gradients``: grids, error < 1e-3 nats in log p per image)."""
-    from ucvae_lite import exact, pretrained
-    from ucvae_lite.data import load_dataset
+    from ucvae_lite.lab import pretrained
+    from ucvae_lite.studies import exact
+    from ucvae_lite.training.data import load_dataset
 
     model = pretrained.load("iwae_2d")[0]
     xs = load_dataset("digits").test[:points]

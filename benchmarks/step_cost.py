@@ -34,12 +34,12 @@ from pathlib import Path
 
 import torch
 
-from ucvae_lite import machinery
-from ucvae_lite.coupled import coupled_estimate
-from ucvae_lite.data import load_dataset
-from ucvae_lite.msc import MSCMemory
-from ucvae_lite.objectives import ObjectiveConfig, StepContext, objective
-from ucvae_lite.vae import VAE
+from ucvae_lite.core import machinery
+from ucvae_lite.core.coupled import coupled_estimate
+from ucvae_lite.models.vae import VAE
+from ucvae_lite.peers.msc import MSCMemory
+from ucvae_lite.training.data import load_dataset
+from ucvae_lite.training.objectives import ObjectiveConfig, StepContext, objective
 
 # correction probabilities of the thinned ucvae step: 0.41 is the p* that
 # benchmarks/gradient_error.py estimates on digits; 0.25 is what reproduce.py trains with

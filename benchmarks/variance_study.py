@@ -1,7 +1,7 @@
 """When is the unbiased gradient practical? Meeting times and gradient variance per compute.
 
 For VAEs trained briefly with each setting, on a fixed set of test images, measures per
-setting (``ucvae_lite.practical``):
+setting (``ucvae_lite.studies.practical``):
 
 * the meeting time τ over all chains (mean, median, p99, max, Hill tail index) and its
   survival against the degenerate-weights 1/t law;
@@ -38,11 +38,11 @@ from pathlib import Path
 
 import torch
 
-from ucvae_lite import practical as P
-from ucvae_lite import viz
-from ucvae_lite.data import load_dataset
-from ucvae_lite.evaluate import log_likelihood
-from ucvae_lite.train import TrainConfig, train
+from ucvae_lite.lab.plots import viz
+from ucvae_lite.studies import practical as P
+from ucvae_lite.training.data import load_dataset
+from ucvae_lite.training.evaluate import log_likelihood
+from ucvae_lite.training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 REJUVENATION_SCALES = (0.1, 1.0)  # random-walk scales, in units of the encoder's σ_φ(x)

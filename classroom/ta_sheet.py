@@ -21,8 +21,8 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ucvae_lite import checks
-from ucvae_lite.checks import CheckFailed
+from ucvae_lite.lab import checks
+from ucvae_lite.lab.checks import CheckFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "docs" / "ta_sheet.md"

@@ -75,8 +75,9 @@ import torch
 from IPython.display import display
 
 import ucvae_lite as u
-from ucvae_lite import checks, viz
-from ucvae_lite import teaching as T
+from ucvae_lite.lab import checks
+from ucvae_lite.lab import teaching as T
+from ucvae_lite.lab.plots import viz
 
 torch.set_num_threads(1)  # small tensors: one thread is fastest, and kind to shared CPUs
 FAST = T.fast_mode()  # UCVAE_FAST=1: fewer replicates, the same asserted conclusions
@@ -225,7 +226,7 @@ display(fig)
 # 05–07 are homework. Each notebook opens with its
 # objectives and ends with a summary and references. **Exercises** are cells to fill in: the
 # model answer is collapsed (click to expand it only after trying), and the cell after it runs a
-# checker from `ucvae_lite.checks` that prints ✓ or says what is wrong. **Written answers**
+# checker from `ucvae_lite.lab.checks` that prints ✓ or says what is wrong. **Written answers**
 # (each "Predict" and the short derivations) go into an answer cell below the question; in the
 # stored notebook that cell is collapsed and holds a model answer and the rubric the teacher
 # grades by (expand it only after you have written yours); in the handed-out assignment it

@@ -44,9 +44,10 @@ import torch
 from IPython.display import display
 
 import ucvae_lite as u
-from ucvae_lite import checks, diagrams, viz
-from ucvae_lite import teaching as T
-from ucvae_lite import widgets as wd
+from ucvae_lite.lab import checks
+from ucvae_lite.lab import teaching as T
+from ucvae_lite.lab import widgets as wd
+from ucvae_lite.lab.plots import diagrams, viz
 
 torch.set_num_threads(1)  # small tensors: one thread is fastest, and kind to shared CPUs
 FAST = T.fast_mode()

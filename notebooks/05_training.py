@@ -64,15 +64,17 @@ import torch
 from IPython.display import display
 
 import ucvae_lite as u
-from ucvae_lite import checks, pictures, practical, pretrained, viz
-from ucvae_lite.data import load_dataset
-from ucvae_lite.evaluate import log_likelihood
-from ucvae_lite.iwae import iwae_bound
-from ucvae_lite.objectives import UCVAE_DEFAULTS, ucvae
-from ucvae_lite.runtime import fast_mode, runs_dir
-from ucvae_lite.stats import mean_and_se
-from ucvae_lite.train import build_model
-from ucvae_lite.vae import zoomed_posterior_grid
+from ucvae_lite.core.iwae import iwae_bound
+from ucvae_lite.lab import checks, pretrained
+from ucvae_lite.lab.plots import pictures, viz
+from ucvae_lite.models.vae import zoomed_posterior_grid
+from ucvae_lite.studies import practical
+from ucvae_lite.studies.stats import mean_and_se
+from ucvae_lite.training.data import load_dataset
+from ucvae_lite.training.evaluate import log_likelihood
+from ucvae_lite.training.objectives import UCVAE_DEFAULTS, ucvae
+from ucvae_lite.training.runtime import fast_mode, runs_dir
+from ucvae_lite.training.train import build_model
 
 START = time.perf_counter()
 FAST = fast_mode()

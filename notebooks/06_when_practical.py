@@ -52,12 +52,15 @@ from dataclasses import replace
 import torch
 from IPython.display import display
 
-from ucvae_lite import RandomWalkMH, checks, coupled_estimate, pictures, practical, pretrained, viz
-from ucvae_lite.data import load_dataset
-from ucvae_lite.diagnostics import degenerate_survival, tau_summary
-from ucvae_lite.iwae import effective_sample_size
-from ucvae_lite.runtime import REPO_ROOT, fast_mode
-from ucvae_lite.widgets_practical import practical_widget
+from ucvae_lite import RandomWalkMH, coupled_estimate
+from ucvae_lite.core.diagnostics import degenerate_survival, tau_summary
+from ucvae_lite.core.iwae import effective_sample_size
+from ucvae_lite.lab import checks, pretrained
+from ucvae_lite.lab.plots import pictures, viz
+from ucvae_lite.lab.widgets.practical import practical_widget
+from ucvae_lite.studies import practical
+from ucvae_lite.training.data import load_dataset
+from ucvae_lite.training.runtime import REPO_ROOT, fast_mode
 
 START = time.perf_counter()
 FAST = fast_mode()

@@ -63,13 +63,14 @@ import torch
 from IPython.display import Markdown, display
 
 import ucvae_lite as u
-from ucvae_lite import checks, viz
-from ucvae_lite import landscape as L
-from ucvae_lite.runtime import fast_mode
-from ucvae_lite.stats import z_score
-from ucvae_lite.sumo import sumo_log_marginal
-from ucvae_lite.teaching import exact_gradient
-from ucvae_lite.widgets_landscape import budget_widget
+from ucvae_lite.lab import checks
+from ucvae_lite.lab.plots import viz
+from ucvae_lite.lab.teaching import exact_gradient
+from ucvae_lite.lab.widgets.landscape import budget_widget
+from ucvae_lite.peers.sumo import sumo_log_marginal
+from ucvae_lite.studies import landscape as L
+from ucvae_lite.studies.stats import z_score
+from ucvae_lite.training.runtime import fast_mode
 
 FAST = fast_mode()
 POINTS, R = (6, 400) if FAST else (16, 2000)
@@ -395,7 +396,7 @@ else:
 #
 # The second formula is Fisher's identity with the posterior replaced by the grid's weights,
 # and it is exactly the gradient of the first (the points do not move with $\theta$).
-# `ucvae_lite.exact` places one grid per image around the encoder's guess, dense near the
+# `ucvae_lite.studies.exact` places one grid per image around the encoder's guess, dense near the
 # posterior and sparse in its tails, and accepts it only when refining it changes $\log p$ by
 # less than $10^{-3}$ nats. Training $\theta$ with this exact minibatch gradient is the
 # **oracle**: no unbiased estimator can do better with the same minibatches, so the oracle's
@@ -408,8 +409,9 @@ else:
 # exact $\log p$ of its training images, and which the lowest? Write your ranking down first.
 
 # %%
-from ucvae_lite import exact, oracle_study, pretrained
-from ucvae_lite.data import load_dataset
+from ucvae_lite.lab import pretrained
+from ucvae_lite.studies import exact, oracle_study
+from ucvae_lite.training.data import load_dataset
 
 model2d = pretrained.load("iwae_2d")[0]
 small = load_dataset("digits", binarization="static").subset(100, 20, 20)

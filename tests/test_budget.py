@@ -1,4 +1,4 @@
-"""Error against budget (``ucvae_lite.budget``): each measured quantity is right within its
+"""Error against budget (``ucvae_lite.studies.budget``): each measured quantity is right within its
 standard error, and the crossover budget is where the two MSE curves cross."""
 
 import math
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ucvae_lite.budget import ErrorBudget, crossover_budget, error_budget
+from ucvae_lite.studies.budget import ErrorBudget, crossover_budget, error_budget
 
 
 def _samples(n, bias, sd, seed=0):

@@ -1,4 +1,5 @@
-"""The lab's checkers (``ucvae_lite.checks.lab``) accept right answers and reject typical mistakes.
+"""The lab's checkers (``ucvae_lite.lab.checks.lab``) accept right answers and reject typical
+mistakes.
 
 For each code exercise: the library's own answer passes, a second, independently written
 correct answer (the notebook's model solution) passes, and each typical mistake fails with
@@ -16,9 +17,10 @@ import pytest
 import torch
 
 import ucvae_lite as u
-from ucvae_lite import checks, hkm, kernels
-from ucvae_lite.budget import ErrorBudget
-from ucvae_lite.checks import CheckFailed
+from ucvae_lite.core import hkm, kernels
+from ucvae_lite.lab import checks
+from ucvae_lite.lab.checks import CheckFailed
+from ucvae_lite.studies.budget import ErrorBudget
 
 
 def fails(check, fn, match: str, **kw) -> None:
@@ -123,7 +125,7 @@ def test_iwae_gradient():
 
 
 def test_gap_prediction(model, x):
-    from ucvae_lite.teaching import relative_weight_variance
+    from ucvae_lite.lab.teaching import relative_weight_variance
 
     V = relative_weight_variance(model, x[:1], 0.5, 1.5)
     checks.check_gap_prediction(V / 200, model, x[:1], 0.5, 1.5, 100)
@@ -353,7 +355,7 @@ def test_values(name, capsys):
 
 
 def test_value_answers_are_the_derived_numbers():
-    from ucvae_lite.diagnostics import degenerate_survival
+    from ucvae_lite.core.diagnostics import degenerate_survival
 
     assert checks.ANSWERS["03_expected_tau_S4"].value == pytest.approx(7 / 3)
     law = degenerate_survival(torch.tensor([10.0]), 10).item()

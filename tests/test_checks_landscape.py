@@ -8,10 +8,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ucvae_lite import checks  # noqa: E402
-from ucvae_lite.budget import ErrorBudget  # noqa: E402
-from ucvae_lite.sumo import Roulette, sumo_from_log_weights  # noqa: E402
-from ucvae_lite.widgets_landscape import budget_widget, winner  # noqa: E402
+from ucvae_lite.lab import checks
+from ucvae_lite.lab.widgets.landscape import budget_widget, winner  # noqa: E402
+from ucvae_lite.peers.sumo import Roulette, sumo_from_log_weights  # noqa: E402
+from ucvae_lite.studies.budget import ErrorBudget  # noqa: E402
 
 
 def library_sumo(log_w, k, m, cutoff, ratio):

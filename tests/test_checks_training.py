@@ -11,12 +11,12 @@ import time
 import pytest
 import torch
 
-from ucvae_lite import checks
-from ucvae_lite.checks import CheckFailed
-from ucvae_lite.diagnostics import degenerate_survival
-from ucvae_lite.iwae import effective_sample_size, iwae_bound
-from ucvae_lite.surrogate import log_likelihood_surrogate, particle_log_joint
-from ucvae_lite.vae import posterior_grid
+from ucvae_lite.core.diagnostics import degenerate_survival
+from ucvae_lite.core.iwae import effective_sample_size, iwae_bound
+from ucvae_lite.core.surrogate import log_likelihood_surrogate, particle_log_joint
+from ucvae_lite.lab import checks
+from ucvae_lite.lab.checks import CheckFailed
+from ucvae_lite.models.vae import posterior_grid
 
 
 def fails(check, fn, match: str) -> None:

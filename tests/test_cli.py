@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import ucvae_lite.data as data_mod
-import ucvae_lite.evaluate as evaluate_mod
-import ucvae_lite.train as train_mod
+import ucvae_lite.training.data as data_mod
+import ucvae_lite.training.evaluate as evaluate_mod
+import ucvae_lite.training.train as train_mod
 from ucvae_lite.cli import main
-from ucvae_lite.evaluate import CHECKPOINT_KEYS, CheckpointError, load_model
+from ucvae_lite.training.evaluate import CHECKPOINT_KEYS, CheckpointError, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from ucvae_lite.objectives import DEFAULT_CONFIG, UCVAE_DEFAULTS, ObjectiveConfig
-from ucvae_lite.train import TrainConfig
-from ucvae_lite.vae import DEFAULT_ARCH
+from ucvae_lite.models.vae import DEFAULT_ARCH
+from ucvae_lite.training.objectives import DEFAULT_CONFIG, UCVAE_DEFAULTS, ObjectiveConfig
+from ucvae_lite.training.train import TrainConfig
 
 
 def test_objective_config_defaults_are_the_studied_ucvae_defaults():

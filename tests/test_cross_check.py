@@ -15,9 +15,9 @@ import torch
 from conftest import NoSelect
 
 import ucvae_lite as u
-from ucvae_lite import teaching as T
-from ucvae_lite.hkm import correction_weight, hkm_weights
-from ucvae_lite.kernels import CISState
+from ucvae_lite.core.hkm import correction_weight, hkm_weights
+from ucvae_lite.core.kernels import CISState
+from ucvae_lite.lab import teaching as T
 
 
 @pytest.mark.parametrize("k,m", [(0, 0), (1, 2), (2, 6), (3, 3)])

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from ucvae_lite.data import DatasetNotFoundError, load_dataset, load_for_config, read_idx_images
+from ucvae_lite.training.data import (
+    DatasetNotFoundError,
+    load_dataset,
+    load_for_config,
+    read_idx_images,
+)
 
 
 def _is_binary(x: torch.Tensor) -> bool:

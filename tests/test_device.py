@@ -15,15 +15,15 @@ import torch
 from conftest import NoSelect
 
 import ucvae_lite as u
-from ucvae_lite import diagnostics as D
-from ucvae_lite import evaluate as E
-from ucvae_lite import objectives as O
-from ucvae_lite import practical as P
-from ucvae_lite import teaching as T
-from ucvae_lite.msc import MSCMemory
-from ucvae_lite.sumo import sumo_log_marginal
-from ucvae_lite.surrogate import per_row_gradients
-from ucvae_lite.vae import VAE
+from ucvae_lite.core import diagnostics as D
+from ucvae_lite.core.surrogate import per_row_gradients
+from ucvae_lite.lab import teaching as T
+from ucvae_lite.models.vae import VAE
+from ucvae_lite.peers.msc import MSCMemory
+from ucvae_lite.peers.sumo import sumo_log_marginal
+from ucvae_lite.studies import practical as P
+from ucvae_lite.training import evaluate as E
+from ucvae_lite.training import objectives as O
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_teaching(lg, meta_default):
     T.joint_gradients(model, x[:1], z).sum().item()
     T.variance_cost(model.target(x[:1].expand(20, -1)), 3, 0, 0, g)
     T.iwae_bound_samples(model.target(x), 3, 5, g)
-    from ucvae_lite import landscape as L
+    from ucvae_lite.studies import landscape as L
 
     q = model.proposal(x[:1].expand(8, -1))
     samples = [L.gradient_samples(L.Method(k, k, 3, age=2), model, x[:1], q, 8, g) for k in
@@ -123,13 +123,13 @@ def test_vae_objectives_and_evaluation(vae, meta_default):
 
 @pytest.fixture(scope="module")
 def tiny_digits():
-    from ucvae_lite.data import load_dataset
+    from ucvae_lite.training.data import load_dataset
 
     return load_dataset("digits").subset(60, 20, 20)
 
 
 def test_training_loop(tiny_digits, tmp_path, meta_default):
-    from ucvae_lite.train import TrainConfig, train
+    from ucvae_lite.training.train import TrainConfig, train
 
     cfg = TrainConfig(epochs=2, batch_size=30, val_samples=4, hidden=[8], out=str(tmp_path))
     train(cfg, progress=False, data=tiny_digits)
@@ -148,7 +148,7 @@ def test_practical_and_per_row_gradients(vae, meta_default):
 
 def test_lab_helpers(lg, meta_default):
     """Notebooks 00-04's helpers: budget, exact moments, recorded chains, block gradients."""
-    from ucvae_lite.budget import crossover_budget, error_budget
+    from ucvae_lite.studies.budget import crossover_budget, error_budget
 
     model, x = lg
     g = torch.Generator().manual_seed(0)
@@ -173,7 +173,7 @@ def test_lab_helpers(lg, meta_default):
 
 def test_grid_and_bias_noise_at_equal_compute(meta_default):
     """Notebook 06's measurements: the grid posterior, the exact gradient, estimator samples."""
-    from ucvae_lite.vae import posterior_grid
+    from ucvae_lite.models.vae import posterior_grid
 
     with torch.device("cpu"):  # the inputs live on the CPU; the library must follow them
         torch.manual_seed(0)

@@ -5,7 +5,7 @@ import math
 import torch
 
 from ucvae_lite import LinearGaussian, coupled_estimate
-from ucvae_lite.diagnostics import (
+from ucvae_lite.core.diagnostics import (
     degenerate_survival,
     psis_khat,
     survival,

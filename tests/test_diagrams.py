@@ -7,8 +7,8 @@ matplotlib.use("Agg")
 import torch  # noqa: E402
 
 import ucvae_lite as u  # noqa: E402
-from ucvae_lite import diagrams, viz  # noqa: E402
-from ucvae_lite import teaching as T  # noqa: E402
+from ucvae_lite.lab import teaching as T
+from ucvae_lite.lab.plots import diagrams, viz
 
 
 def _post(model, x):
@@ -19,7 +19,7 @@ def _post(model, x):
 def test_extended_target(model, x):
     one = model.target(x[:1], shift=0.5, scale=1.5)
     g = torch.Generator().manual_seed(0)
-    iw = u.kernels.draw(one, 6, g)
+    iw = u.core.kernels.draw(one, 6, g)
     s, z = u.sample_extended_target(one, 6, lambda gen: T.posterior_draws(model, x[:1], 1, gen), g)
     pi = u.CISState(z, one.log_weight(z))
     q = one.proposal

@@ -12,8 +12,8 @@ import torch
 from conftest import replicate
 
 import ucvae_lite as u
-from ucvae_lite import teaching as T
-from ucvae_lite.stats import z_score, z_threshold
+from ucvae_lite.lab import teaching as T
+from ucvae_lite.studies.stats import z_score, z_threshold
 
 R = 3000  # replicates per data point
 

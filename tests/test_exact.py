@@ -12,10 +12,11 @@
 import pytest
 import torch
 
-from ucvae_lite import exact, pretrained
-from ucvae_lite.data import load_dataset
-from ucvae_lite.linear_gaussian import LinearGaussian
-from ucvae_lite.vae import VAE, posterior_grid
+from ucvae_lite.lab import pretrained
+from ucvae_lite.models.linear_gaussian import LinearGaussian
+from ucvae_lite.models.vae import VAE, posterior_grid
+from ucvae_lite.studies import exact
+from ucvae_lite.training.data import load_dataset
 
 
 class OffCentre:

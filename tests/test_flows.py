@@ -5,11 +5,11 @@ import torch
 from conftest import replicate
 
 import ucvae_lite as u
-from ucvae_lite.distributions import Gaussian
-from ucvae_lite.evaluate import load_model
-from ucvae_lite.flows import ConditionalFlow, FlowGaussian
-from ucvae_lite.stats import z_score
-from ucvae_lite.vae import VAE
+from ucvae_lite.models.distributions import Gaussian
+from ucvae_lite.models.flows import ConditionalFlow, FlowGaussian
+from ucvae_lite.models.vae import VAE
+from ucvae_lite.studies.stats import z_score
+from ucvae_lite.training.evaluate import load_model
 
 
 def _random_flow(dim: int, context_dim: int, layers: int, seed: int) -> ConditionalFlow:

@@ -14,10 +14,11 @@ import math
 import pytest
 import torch
 
-from ucvae_lite import coupled_estimate, practical
-from ucvae_lite.stats import z_threshold
-from ucvae_lite.surrogate import per_row_gradients
-from ucvae_lite.vae import VAE, posterior_box, posterior_grid, zoomed_posterior_grid
+from ucvae_lite import coupled_estimate
+from ucvae_lite.core.surrogate import per_row_gradients
+from ucvae_lite.models.vae import VAE, posterior_box, posterior_grid, zoomed_posterior_grid
+from ucvae_lite.studies import practical
+from ucvae_lite.studies.stats import z_threshold
 
 
 def vae2(seed: int = 0) -> VAE:
@@ -155,8 +156,8 @@ def test_grid_kl_divergences():
 
 def test_zoomed_grid_agrees_with_a_fine_grid_at_a_fraction_of_the_points():
     """On the shipped 2-D model (sharp posteriors: the case the zoom is for)."""
-    from ucvae_lite import pretrained
-    from ucvae_lite.data import load_dataset
+    from ucvae_lite.lab import pretrained
+    from ucvae_lite.training.data import load_dataset
 
     model = pretrained.load("iwae_2d")[0]
     x = load_dataset("digits").test[8:10]
@@ -175,8 +176,8 @@ def test_zoomed_grid_agrees_with_a_fine_grid_at_a_fraction_of_the_points():
 def test_uncovered_mass_finds_the_mode_the_encoder_misses():
     """Shipped 2-D model: test image 4 has a second mode (0.2% of the posterior) about five
     encoder standard deviations away; image 5's posterior sits inside q's 4-σ ellipse."""
-    from ucvae_lite import pretrained
-    from ucvae_lite.data import load_dataset
+    from ucvae_lite.lab import pretrained
+    from ucvae_lite.training.data import load_dataset
 
     model = pretrained.load("iwae_2d")[0]
     mass = practical.uncovered_mass(model, load_dataset("digits").test[[4, 5]])

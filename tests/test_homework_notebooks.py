@@ -4,7 +4,7 @@
   mode, and end with a summary and references.
 * Each exercise is in nbgrader's format: a solution cell (``solution: true``, tagged
   ``solution``, collapsed, the answer between ``### BEGIN/END SOLUTION``) followed by a locked
-  test cell with points that calls a checker from ``ucvae_lite.checks``.
+  test cell with points that calls a checker from ``ucvae_lite.lab.checks``.
 * Each written question (every "Predict, then check" and every written exercise) is answered
   in a manually graded markdown cell (``grade`` and ``solution`` true, points), collapsed, whose
   solution region holds a model answer and a rubric for those points.

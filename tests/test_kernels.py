@@ -6,9 +6,9 @@ import torch
 from scipy.stats import chisquare
 
 import ucvae_lite as u
-from ucvae_lite import kernels as K
-from ucvae_lite.machinery import ParticleStore
-from ucvae_lite.stats import z_score, z_threshold
+from ucvae_lite.core import kernels as K
+from ucvae_lite.core.machinery import ParticleStore
+from ucvae_lite.studies.stats import z_score, z_threshold
 
 
 def test_sample_categorical_frequencies():

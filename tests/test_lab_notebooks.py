@@ -12,7 +12,7 @@ import jupytext
 import pytest
 
 from classroom import assignments
-from ucvae_lite import nbstore
+from ucvae_lite.lab import nbstore
 
 ROOT = Path(__file__).resolve().parents[1]
 LAB = sorted((ROOT / "notebooks").glob("0[0-4]_*.py"))
@@ -56,7 +56,7 @@ def test_exercises_have_a_hidden_solution_and_a_checker(path):
         assert "### BEGIN SOLUTION" in sol.source and "### END SOLUTION" in sol.source
         grade = test.metadata.get("nbgrader", {})
         assert grade.get("grade") and grade.get("points", 0) > 0, f"{path.name}: cell {i + 1}"
-        assert "checks.check_" in test.source, "each exercise is checked by ucvae_lite.checks"
+        assert "checks.check_" in test.source, "each exercise is checked by ucvae_lite.lab.checks"
         assert assignments.scored_points(test.source) == grade["points"], (
             "partial credit: end with score"
         )

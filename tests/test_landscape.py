@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import ucvae_lite as u
-from ucvae_lite import landscape as L
-from ucvae_lite import teaching as T
-from ucvae_lite.stats import z_score, z_threshold
-from ucvae_lite.surrogate import per_row_gradients
-from ucvae_lite.vae import VAE
+from ucvae_lite.core.surrogate import per_row_gradients
+from ucvae_lite.lab import teaching as T
+from ucvae_lite.models.vae import VAE
+from ucvae_lite.studies import landscape as L
+from ucvae_lite.studies.stats import z_score, z_threshold
 
 
 def test_row_copies_of_a_vae_match_the_vae_and_the_vmap_gradients():

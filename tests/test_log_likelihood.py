@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from ucvae_lite.evaluate import evaluate, log_likelihood
-from ucvae_lite.vae import VAE
+from ucvae_lite.models.vae import VAE
+from ucvae_lite.training.evaluate import evaluate, log_likelihood
 
 
 class _Pool:

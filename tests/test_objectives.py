@@ -12,15 +12,15 @@ import math
 import pytest
 import torch
 
-import ucvae_lite.objectives as objectives
-from ucvae_lite.iwae import iwae_bound
-from ucvae_lite.msc import MSCMemory
-from ucvae_lite.objectives import UCVAE_DEFAULTS, StepContext, decoder_gradient, ucvae
-from ucvae_lite.objectives import objective as objective_fn
-from ucvae_lite.stats import z_score, z_threshold
-from ucvae_lite.sumo import sumo_from_log_weights
-from ucvae_lite.surrogate import log_likelihood_surrogate, particle_log_joint
-from ucvae_lite.vae import VAE
+import ucvae_lite.training.objectives as objectives
+from ucvae_lite.core.iwae import iwae_bound
+from ucvae_lite.core.surrogate import log_likelihood_surrogate, particle_log_joint
+from ucvae_lite.models.vae import VAE
+from ucvae_lite.peers.msc import MSCMemory
+from ucvae_lite.peers.sumo import sumo_from_log_weights
+from ucvae_lite.studies.stats import z_score, z_threshold
+from ucvae_lite.training.objectives import UCVAE_DEFAULTS, StepContext, decoder_gradient, ucvae
+from ucvae_lite.training.objectives import objective as objective_fn
 
 G, B = 40, 100  # batches x replicates per batch
 

@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from ucvae_lite import oracle_study as S
-from ucvae_lite.data import load_dataset
+from ucvae_lite.studies import oracle_study as S
+from ucvae_lite.training.data import load_dataset
 
 
 def tiny():

@@ -2,7 +2,7 @@
 
 Every third-party module imported by ``ucvae_lite/*.py`` (found with ``ast``, including
 imports inside functions) must be a declared distribution. Modules imported only by the
-widget modules (``widgets*.py``) belong to the ``notebooks`` extra; all others are core
+widget modules (``lab/widgets/``) belong to the ``notebooks`` extra; all others are core
 ``dependencies``, and the core list holds nothing else (scipy, used only by the tests, is in
 the ``test`` extra).
 """
@@ -30,7 +30,7 @@ def _normalize(requirement: str) -> str:
 def third_party_imports() -> dict[str, set[str]]:
     """Distribution name -> the files of ucvae_lite that import it (absolute imports only)."""
     found: dict[str, set[str]] = {}
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -42,7 +42,9 @@ def third_party_imports() -> dict[str, set[str]]:
                 top = name.split(".")[0]
                 if top in sys.stdlib_module_names or top == "ucvae_lite" or top == "__future__":
                     continue
-                found.setdefault(_normalize(DISTRIBUTION.get(top, top)), set()).add(path.name)
+                found.setdefault(_normalize(DISTRIBUTION.get(top, top)), set()).add(
+                    path.relative_to(PACKAGE).as_posix()
+                )
     return found
 
 
@@ -66,7 +68,7 @@ def test_core_dependencies_are_exactly_the_runtime_imports():
     runtime = {
         d
         for d, files in third_party_imports().items()
-        if {f for f in files if not f.startswith("widgets")}
+        if {f for f in files if not f.startswith("lab/widgets/")}
     }
     notebook_only = set(third_party_imports()) - runtime
     assert runtime <= core, f"imported at run time, not in dependencies: {sorted(runtime - core)}"

@@ -34,8 +34,8 @@ from test_wrong_answers_homework import (
 )
 from test_wrong_answers_lab import RIGHT, WRONG
 
-from ucvae_lite import checks
-from ucvae_lite.checks import CheckFailed
+from ucvae_lite.lab import checks
+from ucvae_lite.lab.checks import CheckFailed
 
 
 def scored(check, *args, points=3, **kwargs) -> tuple[float, str]:

@@ -13,13 +13,13 @@ from conftest import NoSelect, replicate
 from scipy.stats import chisquare
 
 import ucvae_lite as u
-from ucvae_lite import teaching as T
-from ucvae_lite.iwae import iwae_bound
-from ucvae_lite.kernels import CISState
-from ucvae_lite.msc import MSCMemory, advance, particle_sets
-from ucvae_lite.stats import z_score, z_threshold
-from ucvae_lite.sumo import Roulette, sumo_from_log_weights, sumo_log_marginal
-from ucvae_lite.targets import ImportanceTarget
+from ucvae_lite.core.iwae import iwae_bound
+from ucvae_lite.core.kernels import CISState
+from ucvae_lite.core.targets import ImportanceTarget
+from ucvae_lite.lab import teaching as T
+from ucvae_lite.peers.msc import MSCMemory, advance, particle_sets
+from ucvae_lite.peers.sumo import Roulette, sumo_from_log_weights, sumo_log_marginal
+from ucvae_lite.studies.stats import z_score, z_threshold
 
 # --- the thinned bias correction -------------------------------------------------------------
 

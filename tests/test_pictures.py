@@ -8,8 +8,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ucvae_lite import pictures, viz  # noqa: E402
-from ucvae_lite.vae import VAE, posterior_grid  # noqa: E402
+from ucvae_lite.lab.plots import pictures, viz
+from ucvae_lite.models.vae import VAE, posterior_grid  # noqa: E402
 
 PNG = b"\x89PNG"
 SHAPE = (4, 4)

@@ -11,12 +11,12 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ucvae_lite import coupled_estimate, log_likelihood_surrogate, particle_log_joint  # noqa: E402
-from ucvae_lite import practical as P  # noqa: E402
-from ucvae_lite.data import load_dataset  # noqa: E402
-from ucvae_lite.surrogate import per_row_gradients  # noqa: E402
-from ucvae_lite.train import DegenerateWeightsError, TrainConfig, train  # noqa: E402
-from ucvae_lite.vae import VAE  # noqa: E402
+from ucvae_lite import coupled_estimate, log_likelihood_surrogate, particle_log_joint
+from ucvae_lite.core.surrogate import per_row_gradients  # noqa: E402
+from ucvae_lite.models.vae import VAE  # noqa: E402
+from ucvae_lite.studies import practical as P
+from ucvae_lite.training.data import load_dataset  # noqa: E402
+from ucvae_lite.training.train import DegenerateWeightsError, TrainConfig, train  # noqa: E402
 
 
 def small_vae(latent: int = 2, covariance: str = "diag", seed: int = 0) -> VAE:

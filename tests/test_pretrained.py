@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ucvae_lite import pretrained
-from ucvae_lite.data import load_dataset
-from ucvae_lite.evaluate import evaluate
+from ucvae_lite.lab import pretrained
+from ucvae_lite.training.data import load_dataset
+from ucvae_lite.training.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def test_checkpoints_score_as_recorded(digits):
 def test_trained_models_are_far_better_than_untrained(digits):
     torch.manual_seed(0)
     untrained = pretrained.config("iwae")  # the same initialisation as every shipped model
-    from ucvae_lite.train import build_model
+    from ucvae_lite.training.train import build_model
 
     base = evaluate(build_model(untrained, digits.dim), digits.test, 100)["ll"]
     for name in pretrained.NAMES:
@@ -73,7 +73,7 @@ def test_retraining_is_deterministic(tmp_path):
 
 def test_command_line(tmp_path):
     run = lambda *a: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "ucvae_lite.pretrained", *a],
+        [sys.executable, "-m", "ucvae_lite.lab.pretrained", *a],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip
     out = run()
@@ -84,5 +84,5 @@ def test_command_line(tmp_path):
 
 def test_checkpoints_are_package_data():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert "*.pt" in meta["tool"]["setuptools"]["package-data"]["ucvae_lite.pretrained"]
-    assert (ROOT / "ucvae_lite" / "pretrained" / "__init__.py").exists()
+    assert "*.pt" in meta["tool"]["setuptools"]["package-data"]["ucvae_lite.lab.pretrained"]
+    assert (ROOT / "ucvae_lite" / "lab" / "pretrained" / "__init__.py").exists()

@@ -12,10 +12,10 @@ import torch
 from conftest import NoSelect, replicate
 
 import ucvae_lite as u
-from ucvae_lite.kernels import Particle
-from ucvae_lite.machinery import ParticleStore
-from ucvae_lite.rejuvenation import RandomWalkMH, reflection_coupling
-from ucvae_lite.stats import z_score, z_threshold
+from ucvae_lite.core.kernels import Particle
+from ucvae_lite.core.machinery import ParticleStore
+from ucvae_lite.core.rejuvenation import RandomWalkMH, reflection_coupling
+from ucvae_lite.studies.stats import z_score, z_threshold
 
 
 def test_reflection_coupling_has_exact_marginals_and_maximal_meeting():

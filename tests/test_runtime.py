@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from ucvae_lite import runtime, teaching, train
+from ucvae_lite.lab import teaching
+from ucvae_lite.training import runtime, train
 
 
 @pytest.mark.parametrize("value", ["1", "true", "TRUE", "Yes", "on", " on "])
@@ -53,7 +54,7 @@ def test_figures_dir_honours_ucvae_figures_and_creates_it(monkeypatch, tmp_path)
 
 
 def test_viz_save_writes_into_ucvae_figures(monkeypatch, tmp_path):
-    from ucvae_lite import viz
+    from ucvae_lite.lab.plots import viz
 
     monkeypatch.setenv("UCVAE_FIGURES", str(tmp_path))
     path = viz.save(viz.new_figure(), "runtime_test")

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import ucvae_lite as u
-from ucvae_lite import teaching as T
-from ucvae_lite.stats import variance_and_cost, z_score
+from ucvae_lite.lab import teaching as T
+from ucvae_lite.studies.stats import variance_and_cost, z_score
 
 
 def test_fast_mode_reads_environment(monkeypatch):

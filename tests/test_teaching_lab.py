@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import ucvae_lite as u
-from ucvae_lite import teaching as T
-from ucvae_lite.stats import z_score
+from ucvae_lite.lab import teaching as T
+from ucvae_lite.studies.stats import z_score
 
 
 @pytest.mark.parametrize(("shift", "scale"), [(0.5, 1.5), (0.0, 1.0), (0.2, 3.0), (-0.3, 1.1)])
@@ -129,7 +129,7 @@ def test_find_seed():
 
 
 def test_survival_test():
-    from ucvae_lite.diagnostics import degenerate_survival
+    from ucvae_lite.core.diagnostics import degenerate_survival
 
     t = torch.tensor([2.0, 5.0])
     law = degenerate_survival(t, 4)

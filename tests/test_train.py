@@ -7,13 +7,18 @@ from dataclasses import replace
 import pytest
 import torch
 
-import ucvae_lite.train as train_mod
+import ucvae_lite.training.train as train_mod
 from ucvae_lite.cli import main
-from ucvae_lite.data import load_dataset
-from ucvae_lite.evaluate import evaluate, load_model
-from ucvae_lite.objectives import TruncationWarning
-from ucvae_lite.practical import degenerate_regime
-from ucvae_lite.train import DegenerateWeightsError, TrainConfig, TrainingDivergedError, train
+from ucvae_lite.studies.practical import degenerate_regime
+from ucvae_lite.training.data import load_dataset
+from ucvae_lite.training.evaluate import evaluate, load_model
+from ucvae_lite.training.objectives import TruncationWarning
+from ucvae_lite.training.train import (
+    DegenerateWeightsError,
+    TrainConfig,
+    TrainingDivergedError,
+    train,
+)
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-import ucvae_lite.machinery as machinery
-import ucvae_lite.objectives as obj
-from ucvae_lite.surrogate import log_likelihood_surrogate, particle_log_joint
-from ucvae_lite.vae import VAE
+import ucvae_lite.core.machinery as machinery
+import ucvae_lite.training.objectives as obj
+from ucvae_lite.core.surrogate import log_likelihood_surrogate, particle_log_joint
+from ucvae_lite.models.vae import VAE
 
 
 @pytest.mark.parametrize("encoder", ["iwae", "inclusive"])
@@ -67,7 +67,7 @@ def test_reuse_evaluates_only_the_particles_without_a_graph(monkeypatch):
 def test_graph_rule_keeps_a_graph_exactly_from_min_work_on():
     """An evaluation keeps θ's graph iff particles × work per particle ≥ min_work; ``select``
     keeps the rule."""
-    from ucvae_lite.targets import ImportanceTarget
+    from ucvae_lite.core.targets import ImportanceTarget
 
     torch.manual_seed(0)
     model = VAE(data_dim=12, hidden=(16,), latent_dim=3).double()

@@ -5,9 +5,9 @@ correction skipped costs only X_0's pass."""
 import pytest
 import torch
 
-import ucvae_lite.machinery as machinery
-import ucvae_lite.objectives as obj
-from ucvae_lite.vae import VAE
+import ucvae_lite.core.machinery as machinery
+import ucvae_lite.training.objectives as obj
+from ucvae_lite.models.vae import VAE
 
 
 def _setup() -> tuple[VAE, torch.Tensor]:

@@ -7,9 +7,9 @@ matplotlib.use("Agg")
 import torch  # noqa: E402
 
 import ucvae_lite as u  # noqa: E402
-from ucvae_lite import teaching as T  # noqa: E402
-from ucvae_lite import viz  # noqa: E402
-from ucvae_lite import widgets as wd  # noqa: E402
+from ucvae_lite.lab import teaching as T
+from ucvae_lite.lab import widgets as wd
+from ucvae_lite.lab.plots import viz
 
 PNG = b"\x89PNG"
 
@@ -114,7 +114,7 @@ def test_variance_widget_callbacks(model, x):
 
 
 def test_new_plot_helpers_draw(model, x):
-    from ucvae_lite.budget import ErrorBudget
+    from ucvae_lite.studies.budget import ErrorBudget
 
     fig = viz.new_figure(ncols=4, nrows=2)
     a = fig.axes

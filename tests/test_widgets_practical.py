@@ -7,8 +7,8 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from ucvae_lite.vae import VAE  # noqa: E402
-from ucvae_lite.widgets_practical import practical_widget  # noqa: E402
+from ucvae_lite.lab.widgets.practical import practical_widget  # noqa: E402
+from ucvae_lite.models.vae import VAE  # noqa: E402
 
 PNG = b"\x89PNG"
 

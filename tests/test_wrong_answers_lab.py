@@ -2,9 +2,9 @@
 rejected by its checker with a message that names the mistake, and right answers in several
 forms, each accepted.
 
-For every exercise checked in ``ucvae_lite.checks.lab``: at least five wrong answers (sign,
+For every exercise checked in ``ucvae_lite.lab.checks.lab``: at least five wrong answers (sign,
 normalisation, lag, off-by-one, numerical stability, stale state, the wrong chain, ...) in
-``WRONG`` (code exercises) and ``ucvae_lite.checks.ANSWERS`` (numeric ones), and at least two
+``WRONG`` (code exercises) and ``ucvae_lite.lab.checks.ANSWERS`` (numeric ones), and at least two
 right ones in ``RIGHT``: the library's and independently written ones, with float32 and
 different but equivalent formulations. The checkers draw on fixed seeds, so every test here is
 deterministic.
@@ -20,9 +20,10 @@ import pytest
 import torch
 
 import ucvae_lite as u
-from ucvae_lite import checks, hkm, kernels
-from ucvae_lite.checks import CheckFailed
-from ucvae_lite.teaching import joint_gradients, relative_weight_variance
+from ucvae_lite.core import hkm, kernels
+from ucvae_lite.lab import checks
+from ucvae_lite.lab.checks import CheckFailed
+from ucvae_lite.lab.teaching import joint_gradients, relative_weight_variance
 
 # --- shared pieces ----------------------------------------------------------------------------
 
@@ -705,7 +706,7 @@ def test_gap_prediction_right_answers(gap_case, capsys):
 def test_gap_prediction_tolerance_is_four_standard_errors(gap_case):
     """The tolerance is 4 SE of V̂ from 10⁵ draws (exact moments): under 2% of V here, so an
     answer 3% off fails although a flat 10% let it through; ``rtol`` still overrides it."""
-    from ucvae_lite.teaching import weight_moment
+    from ucvae_lite.lab.teaching import weight_moment
 
     model, x, V, _ = gap_case
     m2, m3, m4 = (weight_moment(model, x, k, 0.0, 2.0) for k in (2, 3, 4))

@@ -82,7 +82,7 @@ def _check_demo(args: argparse.Namespace) -> None:
 
 def _check_training(args: argparse.Namespace) -> None:
     """Flag values shared by ``train`` and ``reproduce``; nothing is loaded or trained yet."""
-    from .objectives import UCVAE_DEFAULTS as D
+    from ucvae_lite.training.objectives import UCVAE_DEFAULTS as D
 
     _at_least(args.num_samples, 2, "--num-samples", "S samples per data point")
     _at_least(args.k, 0, "--k", "the first chain step averaged")
@@ -177,7 +177,7 @@ def _check_reproduce(args: argparse.Namespace) -> None:
         not Path(args.figures).exists() or Path(args.figures).is_dir(),
         f"--figures {args.figures} is a file; pass a directory for the tables and figures",
     )
-    from .reproduce import VARIANTS
+    from ucvae_lite.studies.reproduce import VARIANTS
 
     unknown = [o for o in args.objectives or [] if o not in VARIANTS]
     _require(
@@ -207,13 +207,13 @@ def _check_evaluate(args: argparse.Namespace) -> None:
 
 def _fast(args: argparse.Namespace) -> bool:
     """``--fast`` or the environment's fast mode (``runtime.fast_mode``)."""
-    from .runtime import fast_mode
+    from ucvae_lite.training.runtime import fast_mode
 
     return args.fast or fast_mode()
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .demo import demo, print_demo
+    from ucvae_lite.lab.demo import demo, print_demo
 
     print_demo(
         demo(args.num_samples, args.replicates, args.k, args.m, args.shift, args.scale, args.seed)
@@ -222,7 +222,7 @@ def _demo(args: argparse.Namespace) -> None:
 
 def _train_config(args: argparse.Namespace, objective: str):
     """A TrainConfig from the shared training flags; fast mode shortens the run."""
-    from .train import TrainConfig
+    from ucvae_lite.training.train import TrainConfig
 
     fast = _fast(args)
     epochs = args.epochs if args.epochs is not None else (3 if fast else _EPOCHS[args.dataset])
@@ -267,14 +267,14 @@ def _train_config(args: argparse.Namespace, objective: str):
 def _iwae_decoder_evals(cfg) -> float:
     """Decoder evaluations IWAE-S spends in ``cfg.epochs`` epochs: epochs × the training
     images actually loaded (``--subset`` may ask for more than there are) × S."""
-    from .data import load_for_config
+    from ucvae_lite.training.data import load_for_config
 
     data = load_for_config(cfg.dataset, cfg.data_dir, cfg.binarization, 0, cfg.subset)
     return float(cfg.epochs * len(data.train) * cfg.objective_config().num_samples)
 
 
 def _eval_samples(args: argparse.Namespace) -> int:
-    from .evaluate import EVAL_SAMPLES, FAST_EVAL_SAMPLES
+    from ucvae_lite.training.evaluate import EVAL_SAMPLES, FAST_EVAL_SAMPLES
 
     if args.eval_samples is not None:
         return args.eval_samples
@@ -282,9 +282,9 @@ def _eval_samples(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .data import load_for_config
-    from .evaluate import evaluate
-    from .train import train
+    from ucvae_lite.training.data import load_for_config
+    from ucvae_lite.training.evaluate import evaluate
+    from ucvae_lite.training.train import train
 
     cfg = _train_config(args, args.objective)
     data = load_for_config(cfg.dataset, cfg.data_dir, cfg.binarization, cfg.seed, cfg.subset)
@@ -299,8 +299,8 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .data import load_for_config
-    from .evaluate import CHECKPOINT_KEYS, evaluate, load_model
+    from ucvae_lite.training.data import load_for_config
+    from ucvae_lite.training.evaluate import CHECKPOINT_KEYS, evaluate, load_model
 
     model, ckpt = load_model(args.checkpoint, args.device, not args.last, CHECKPOINT_KEYS)
     c = ckpt["config"]
@@ -317,7 +317,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _reproduce(args: argparse.Namespace) -> None:
-    from .reproduce import Budget, reproduce
+    from ucvae_lite.studies.reproduce import Budget, reproduce
 
     fast = _fast(args)
     seeds = args.seeds if args.seeds is not None else ([0] if fast else list(range(10)))
@@ -353,10 +353,10 @@ _EPOCHS = {"digits": 300, "mnist": 50, "fashion-mnist": 50}
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
-    from .data import DATASETS
-    from .objectives import ENCODER_OBJECTIVES
-    from .objectives import UCVAE_DEFAULTS as D
-    from .vae import DEFAULT_ARCH
+    from ucvae_lite.models.vae import DEFAULT_ARCH
+    from ucvae_lite.training.data import DATASETS
+    from ucvae_lite.training.objectives import ENCODER_OBJECTIVES
+    from ucvae_lite.training.objectives import UCVAE_DEFAULTS as D
 
     g = p.add_argument_group("data")
     g.add_argument(
@@ -729,8 +729,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     args.argv = argv
-    from .coupled import MeetingTimeoutError  # here, so that --help needs no torch import
-    from .train import DegenerateWeightsError, TrainingDivergedError
+    from ucvae_lite.core.coupled import (
+        MeetingTimeoutError,  # here, so that --help needs no torch import
+    )
+    from ucvae_lite.training.train import DegenerateWeightsError, TrainingDivergedError
 
     try:
         args.check(args)
