@@ -82,7 +82,7 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds ``ucvae_lite.<old>`` and loads it as the module at its new path."""
 
     def __init__(self) -> None:
-        self._specs: dict[str, importlib.machinery.ModuleSpec] = {}
+        self._specs: dict[str, importlib.machinery.ModuleSpec] = {}  # new name → its own spec
 
     def find_spec(self, fullname, path=None, target=None):
         new = new_path(fullname)
@@ -99,15 +99,13 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             stacklevel=_importer_level(),
         )
         module = importlib.import_module(new)
-        self._specs[spec.name] = module.__spec__
+        self._specs[new] = module.__spec__
         return module
 
     def exec_module(self, module) -> None:
         """Nothing to run (the module at the new path ran); the import system has just set
         ``__spec__`` to the alias's spec, so put the module's own back."""
-        for old, spec in self._specs.items():
-            if spec.name == module.__name__:
-                module.__spec__ = spec
+        module.__spec__ = self._specs[module.__name__]
 
 
 _ROOT_INIT = __file__.replace("_moved.py", "__init__.py")  # its __getattr__ imports old paths
