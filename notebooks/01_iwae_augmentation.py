@@ -244,7 +244,7 @@ display(fig)
 # 3. *consequence*: $h$ is unbiased under $\bar\pi$ and biased under $q^S$ (IWAE).
 
 # %%
-draws = T.extended_target_checks(model, x, many, S, g)
+draws = T.extended_target_draws(model, x, many, S, g)
 exact_slot1 = post_mean[0] / S + (1 - 1 / S) * many.proposal.loc[0]
 z_q = many.sample(S, g)
 reweighted = (u.iwae_bound(many.log_weight(z_q)) - log_px).exp()[:, None] * z_q[:, 0]

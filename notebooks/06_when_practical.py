@@ -172,7 +172,7 @@ for f in WIDTHS:
     print(f"q × {f:g}: median ESS {d['median_ess']:.2f} of {S}, median k̂ "
           f"{d['median_khat']:.2f} -> {'degenerate' if verdict else 'fine'}")  # fmt: skip
 fig = viz.new_figure(ncols=2, size=(4.0, 3.2))
-pictures.weight_diagnostics(fig.axes, diags, S, practical.DEGENERATE_ESS)
+pictures.plot_weight_diagnostics(fig.axes, diags, S, practical.DEGENERATE_ESS)
 viz.save(fig, "06_weight_diagnostics")
 display(fig)
 

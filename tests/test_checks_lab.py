@@ -31,14 +31,14 @@ def fails(check, fn, match: str, **kw) -> None:
 def test_checkers_are_exported_and_fast():
     for name in checks.__all__:
         assert hasattr(checks, name)
-    start = time.perf_counter()
+    start = time.process_time()
     checks.check_cis_step(lambda t, s, g: kernels.cis_step(t, s, g)[0])
     checks.check_maximal_coupling(kernels.coupled_indices)
-    assert time.perf_counter() - start < 2.0
+    assert time.process_time() - start < 2.0
 
 
 def test_every_checker_is_fast():
-    """Each lab checker, run on the library's answer, takes well under a second (one thread)."""
+    """Each lab checker, run on the library's answer, takes well under a CPU second (one thread; CPU time, so a loaded machine does not fail it)."""
     answers = {
         "check_grad_b": grad_b,
         "check_iwae_bound": u.iwae_bound,
@@ -50,9 +50,9 @@ def test_every_checker_is_fast():
         "check_budget_crossover": lambda a, b: (a.noise - b.noise) / b.bias2,
     }
     for name, fn in answers.items():
-        start = time.perf_counter()
+        start = time.process_time()
         getattr(checks, name)(fn)
-        assert time.perf_counter() - start < 1.0, name
+        assert time.process_time() - start < 1.0, name
 
 
 # --- 00 ---

@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from ucvae_lite.lab import checks
-from ucvae_lite.lab.widgets.landscape import budget_widget, winner  # noqa: E402
+from ucvae_lite.lab.widgets.landscape import budget_widget, rank_at_budget  # noqa: E402
 from ucvae_lite.peers.sumo import Roulette, sumo_from_log_weights  # noqa: E402
 from ucvae_lite.studies.budget import ErrorBudget  # noqa: E402
 
@@ -99,12 +99,27 @@ def _budgets():
     ]
 
 
+def test_rank_at_budget_is_the_mse_formula():
+    """MSE(C) = |b|² + c (V + ν tr Σ_data) / C, with |b|² = 0 for the unbiased method."""
+    for compute, noise in ((1e3, 1.0), (1e7, 1.0), (1e7, 0.01)):
+        ranking = rank_at_budget(_budgets(), compute, noise)
+        by_hand = {
+            b.name: (0.0 if b.unbiased else max(b.bias2, 0.0))
+            + b.cost * (b.variance + noise * b.data_variance) / compute
+            for b in _budgets()
+        }
+        assert ranking.mse == pytest.approx(by_hand)
+        assert ranking.winner == min(by_hand, key=by_hand.get)
+    assert rank_at_budget(_budgets(), 1e3).winner == "IWAE-10"
+    assert rank_at_budget(_budgets(), 1e7).winner == "ucvae"
+
+
 def test_budget_widget_answers():
     w = budget_widget(_budgets(), log10_budget=3.0)
     assert w.winner == "IWAE-10" and bytes(w.image.value).startswith(b"\x89PNG")
     before = bytes(w.image.value)
     w.budget.value = 7.0
     assert w.winner == "ucvae" and "ucvae" in w.summary.value and bytes(w.image.value) != before
-    assert winner(_budgets(), 1e7) == "ucvae" and winner(_budgets(), 1e3) == "IWAE-10"
     w.data_noise.value = 0.01  # little minibatch noise: the estimators' own noise decides
-    assert w.winner == winner(_budgets(), 1e7, 0.01)
+    assert w.winner == rank_at_budget(_budgets(), 1e7, 0.01).winner
+    assert "0.01× the minibatch noise" in w.summary.value

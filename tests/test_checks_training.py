@@ -34,10 +34,10 @@ def decoder_loss_padded(model, x, est):  # a second correct answer: the padded v
 
 
 def test_decoder_loss_accepts_two_correct_answers(capsys):
-    start = time.perf_counter()
+    start = time.process_time()
     checks.check_ucvae_decoder_loss(decoder_loss_library)
     checks.check_ucvae_decoder_loss(decoder_loss_padded, seed=3)
-    assert time.perf_counter() - start < 2 and capsys.readouterr().out.count("✓") == 2
+    assert time.process_time() - start < 2 and capsys.readouterr().out.count("✓") == 2
 
 
 @pytest.mark.parametrize(

@@ -81,14 +81,16 @@ def test_teaching(lg, meta_default):
     T.exact_gradient(model, x[:1])
     z = T.posterior_draws(model, x[:1], 10, g)
     T.joint_gradients(model, x[:1], z).sum().item()
-    T.variance_cost(model.target(x[:1].expand(20, -1)), 3, 0, 0, g)
+    T.variance_comparison(model, x, 3, 0, 0, 0.5, 1.5, 20, 40, g)
     T.iwae_bound_samples(model.target(x), 3, 5, g)
     from ucvae_lite.studies import landscape as L
 
     q = model.proposal(x[:1].expand(8, -1))
     samples = [L.gradient_samples(L.Method(k, k, 3, age=2), model, x[:1], q, 8, g) for k in
                ("iwae", "ucvae", "sumo", "msc")]  # fmt: skip
-    L.error_budget("b", samples[:1] * 2, torch.stack([T.exact_gradient(model, x[:1])] * 2))
+    L.minibatch_error_budget(
+        "b", samples[:1] * 2, torch.stack([T.exact_gradient(model, x[:1])] * 2)
+    )
 
 
 def _vae(**kw) -> tuple[VAE, torch.Tensor]:

@@ -32,11 +32,11 @@ def test_extended_target(model, x):
     assert viz.to_png(fig).startswith(b"\x89PNG")
 
 
-def test_cis_step(model, x):
+def test_draw_cis_step(model, x):
     rec = T.record_cis_chain(model.target(x[:1]), 5, 2, torch.Generator().manual_seed(0))
     fig = viz.new_figure(ncols=2)
     ell = int(rec.indices[1][0])
-    diagrams.cis_step(fig.axes[0], fig.axes[1], rec.states[1], ell, _post(model, x))
+    diagrams.draw_cis_step(fig.axes[0], fig.axes[1], rec.states[1], ell, _post(model, x))
     bars = fig.axes[1].patches
     assert len(bars) == 5 and bars[ell].get_linewidth() == 2.5
 

@@ -60,15 +60,40 @@ def test_grid_needs_a_2d_latent():
         posterior_grid(VAE(16, (8,), 3), images())
 
 
-def test_exact_gradient_is_the_gradient_of_the_grid_log_marginal():
-    model, x = vae2(), images()
+def sharp_offset_vae2(centre: tuple[float, float] = (1.5, -1.0), slope: float = 20.0):
+    """A 2-D-latent VAE and one image whose posterior is narrow and far from the origin: the
+    decoder's logits are ≈ slope · d_p·(z − centre) for four directions d_p, each with one
+    pixel on and one off, so that log p(x | z) falls by ≈ slope·|z − centre|·Σ|cos| away from
+    ``centre`` (20 nats within ≈ 0.4). Its posterior box is a small part of [−4, 4]², and a
+    grid over the whole square puts few points where the posterior is."""
+    torch.manual_seed(0)
+    model = VAE(8, (2,), 2).double()
+    first, last = model.decoder[0], model.decoder[-1]
+    c = torch.tensor(centre, dtype=torch.float64)
+    angles = torch.arange(4, dtype=torch.float64) * math.pi / 4
+    d = torch.stack([angles.cos(), angles.sin()], -1).repeat_interleave(2, 0)  # [8, 2]
+    with torch.no_grad():
+        first.weight.copy_(0.2 * torch.eye(2, dtype=torch.float64))  # tanh(0.2 (z − c)): ≈ linear
+        first.bias.copy_(-0.2 * c)
+        last.weight.copy_(slope / 0.2 * d)
+        last.bias.zero_()
+    return model, torch.tensor([[1.0, 0.0] * 4], dtype=torch.float64)
+
+
+def test_exact_gradient_is_the_gradient_of_the_zoomed_grid_log_marginal():
+    model, x = sharp_offset_vae2()
+    lo1, hi1, lo2, hi2 = box = posterior_box(model, x)
+    assert (hi1 - lo1) * (hi2 - lo2) < 64 / 10  # the grid must zoom: the box is small …
+    assert lo1 > 0 and hi2 < 0  # … and away from the origin, around (1.5, −1)
     bias = model.decoder[-1].bias
-    for i in range(2):
-        box = posterior_box(model, x[i : i + 1])
-        log_px = posterior_grid(model, x[i : i + 1], n=121, box=box).log_marginal.sum()
-        (auto,) = torch.autograd.grad(log_px, [bias])
-        exact = practical.exact_output_bias_gradient(model, x[i : i + 1], 121)[0]
-        torch.testing.assert_close(exact, auto, rtol=1e-10, atol=1e-12)
+    log_px = posterior_grid(model, x, n=121, box=box).log_marginal.sum()
+    (auto,) = torch.autograd.grad(log_px, [bias])
+    exact = practical.exact_output_bias_gradient(model, x, 121)[0]
+    torch.testing.assert_close(exact, auto, rtol=1e-10, atol=1e-12)
+    # the zoom is what makes 121² points enough: the same points over the whole square are not
+    log_px_square = posterior_grid(model, x, 4.0, 121).log_marginal.sum()
+    (square,) = torch.autograd.grad(log_px_square, [bias])
+    assert (square - exact).abs().max() > 1e-6
 
 
 def test_output_bias_score_is_the_surrogates_per_row_gradient():
@@ -105,6 +130,29 @@ def test_estimator_samples_per_image():
     assert all(s.cost >= 2 * 3 for s in samples)
     samples, tau = practical.estimator_samples(model, x, "iwae", 5, 7)
     assert all(s.cost == 5 for s in samples) and (tau == 0).all()
+
+
+def test_output_bias_comparison_at_equal_cost():
+    """Notebook 06's widget: ucvae against IWAE-S and IWAE-S' (S' = ucvae's cost), each budget
+    measured against the exact gradient; ucvae passes its z-test."""
+    from ucvae_lite.studies.landscape import minibatch_error_budget
+
+    model, x = vae2(), images(1)
+    exact = practical.exact_output_bias_gradient(model, x, 101)
+    res = practical.output_bias_comparison(
+        model, x, 3, 1, 2, 300, 1.5, exact, torch.Generator().manual_seed(0)
+    )
+    uc, tau = practical.estimator_samples(
+        model, x, "ucvae", 3, 300, 1, 2, 1.5, torch.Generator().manual_seed(0), 20_000
+    )
+    assert res.ucvae == minibatch_error_budget("ucvae", uc, exact)  # against the exact gradient
+    assert torch.equal(res.tau, tau) and res.matched_s == max(2, round(uc[0].cost)) > 3
+    assert res.iwae_same_s.cost == 3 and res.iwae_same_cost.cost == res.matched_s
+    assert res.ucvae.unbiased and not res.iwae_same_s.unbiased
+    z, n = res.z_test
+    assert res.against_exact and z < z_threshold(n)
+    blind = practical.output_bias_comparison(model, x, 3, 0, 0, 20)  # no exact gradient
+    assert not blind.against_exact and blind.tau.shape == (20,)
 
 
 def test_widened_target_scales_the_encoder_and_checks_its_input():

@@ -84,7 +84,7 @@ def test_error_budget_recovers_a_known_bias_with_an_honest_standard_error():
     est, ses = [], []
     for seed in range(40):
         samples, reference = _synthetic(bias, 1.0, 6, 200, seed)
-        b = L.error_budget("x", samples, reference)
+        b = L.minibatch_error_budget("x", samples, reference)
         est.append(b.bias2)
         ses.append(b.bias2_se)
     est_t = torch.tensor(est, dtype=torch.float64)
@@ -92,7 +92,7 @@ def test_error_budget_recovers_a_known_bias_with_an_honest_standard_error():
     ratio = est_t.std().item() / (sum(ses) / len(ses))
     assert 0.6 < ratio < 1.6, ratio  # the SE describes the estimate's real spread
     zero, reference = _synthetic(torch.zeros(20, dtype=torch.float64), 1.0, 6, 200, 99)
-    b0 = L.error_budget("unbiased", zero, reference)
+    b0 = L.minibatch_error_budget("unbiased", zero, reference)
     assert abs(b0.bias2) < 4 * b0.bias2_se
 
 
@@ -113,15 +113,38 @@ def test_crossover_and_optimal_thinning_formulas():
     assert cheaper.crossover(L.ErrorBudget("c", 0.0, 0, 1, 0, 2)) == 0.0  # no bias: always wins
 
 
-def test_row_copies_of_a_linear_gaussian_match_per_replicate_gradients(model, x):
-    """Each replicate's gradient lands in its own copy of θ (``teaching``'s independent copies
-    give the reference), not in a copy shared with other rows."""
-    r = 6
-    est = u.coupled_estimate(model.target(x[:1].expand(r, -1), shift=0.5, scale=1.5), 3, 1, 2,
-                             generator=torch.Generator().manual_seed(3))  # fmt: skip
-    copies = L.RowCopies(model, r)
-    u.log_likelihood_surrogate(est, u.particle_log_joint(copies, x[:1].expand(r, -1))).backward()
-    torch.testing.assert_close(copies.gradients(), T.per_replicate_gradients(model, x[:1], est))
+def test_row_copies_of_a_linear_gaussian_give_each_row_its_own_exact_gradient(model, x):
+    """Row b's gradient of Σ_b log p_θ(x_b) lands in row b's copy of θ: against ∇_θ log p(x_b)
+    computed for each data point alone, with one shared θ."""
+    copies = L.RowCopies(model, 3)
+    copies.log_marginal(x[:3]).sum().backward()
+    for b in range(3):
+        theta = [p.detach().clone().requires_grad_(True) for p in L.theta(model)]
+        u.LinearGaussian(*theta).log_marginal(x[b : b + 1]).sum().backward()
+        torch.testing.assert_close(
+            copies.gradients()[b], torch.cat([t.grad.flatten() for t in theta])
+        )
+    with pytest.raises(TypeError, match="LinearGaussian"):
+        L.RowCopies(VAE(4, (3,), 2), 2).log_marginal(x[:2])
+
+
+def test_posterior_estimate_dispatches_on_the_method_kind(model, x):
+    """The estimate each kind names, with the library's own estimators and the same seed."""
+    target = model.target(x[:1].expand(20, -1), shift=0.5, scale=1.5)
+
+    def g():
+        return torch.Generator().manual_seed(7)
+
+    iw = L.posterior_estimate(L.Method("i", "iwae", 4), target, g())
+    torch.testing.assert_close(iw.coef, u.iwae_estimate(target, 4, g()).coef)
+    uc = L.posterior_estimate(L.Method("u", "ucvae", 4, 1, 3), target, g(), max_steps=50)
+    ref = u.coupled_estimate(target, 4, 1, 3, 50, g(), on_timeout="truncate")
+    torch.testing.assert_close(uc.mean(), ref.mean())
+    assert torch.equal(uc.tau, ref.tau)
+    msc = L.posterior_estimate(L.Method("m", "msc", 4, age=2), target, g())
+    assert msc.batch_size == 20 and (msc.num_evals == 4).all()
+    with pytest.raises(ValueError, match="unknown method kind"):
+        L.posterior_estimate(L.Method("s", "sumo"), target, g())
 
 
 def test_ucvae_correction_is_the_estimate_minus_iwae_on_its_own_x0(model, x):
@@ -166,7 +189,7 @@ def test_error_budget_bias_is_unbiased_at_zero_and_the_naive_square_is_not():
         g = torch.Generator().manual_seed(seed)
         true = torch.randn(3, 20, generator=g, dtype=torch.float64)
         samples = _independent(true, 0.0, 20, g)
-        bias2.append(L.error_budget("x", samples, true).bias2)
+        bias2.append(L.minibatch_error_budget("x", samples, true).bias2)
         means = torch.stack([s.grads.mean(0) for s in samples])
         naive.append((means - true).mean(0).pow(2).sum().item())
     limit = z_threshold(2)
@@ -186,8 +209,10 @@ def test_error_budget_with_an_estimated_reference():
         true = torch.randn(N, P, generator=g, dtype=torch.float64)
         samples = _independent(true, 0.05, 20, g)
         reference = true + v**0.5 * torch.randn(N, P, generator=g, dtype=torch.float64)
-        b = L.error_budget("x", samples, reference, torch.full((N, P), v, dtype=torch.float64))
-        naive = L.error_budget("x", samples, reference)  # the reference's noise ignored
+        b = L.minibatch_error_budget(
+            "x", samples, reference, torch.full((N, P), v, dtype=torch.float64)
+        )
+        naive = L.minibatch_error_budget("x", samples, reference)  # the reference's noise ignored
         exact_data = true.var(0).sum().item()
         bias2.append(b.bias2 - truth)
         data.append(b.data_variance - exact_data)
@@ -213,8 +238,10 @@ def test_error_budget_variances_cost_and_correction_size():
         grads = true[i] + sd * torch.randn(R, P, generator=g, dtype=torch.float64)
         correction = 0.3 + torch.randn(R, P, generator=g, dtype=torch.float64)  # E|C|² = P·1.09
         samples.append(L.GradientSamples(grads, 4.0 + i, correction))
-    b = L.error_budget("x", samples, true)
-    assert L.error_budget("x", samples, true, unit="decoder").cost == b.cost  # None: the same
+    b = L.minibatch_error_budget("x", samples, true)
+    assert (
+        L.minibatch_error_budget("x", samples, true, unit="decoder").cost == b.cost
+    )  # None: the same
     assert abs(b.variance - sd.pow(2).sum().item()) < 4 * b.variance_se
     assert b.data_variance == pytest.approx(true.var(0).sum().item())
     assert b.cost == pytest.approx(6.0)
@@ -236,6 +263,6 @@ def test_error_budget_splits_into_the_groups_asked_for():
         return ((b.sum(0).pow(2).sum() - b.pow(2).sum()) / (n * (n - 1))).item()
 
     loo = torch.tensor([u_stat(torch.cat([groups[:i], groups[i + 1 :]])) for i in range(10)])
-    budget = L.error_budget("x", samples, true, groups=10)
+    budget = L.minibatch_error_budget("x", samples, true, groups=10)
     assert budget.bias2 == pytest.approx(u_stat(groups))
     assert budget.bias2_se == pytest.approx(math.sqrt(0.9 * (loo - loo.mean()).pow(2).sum().item()))

@@ -78,8 +78,9 @@ def test_history_and_measurement_plots_label_their_axes():
     pictures.training_meeting_times(a[1:3], hist, 10)
     assert a[1].get_yscale() == "log" and "IWAE-10" in a[2].get_ylabel()
     ess = torch.tensor([3.0, 5.0, 1.2])
-    pictures.weight_diagnostics(a[3:5], {"q": (ess, torch.tensor([0.2, 0.5, 0.9]))}, 10, 1.5)
+    pictures.plot_weight_diagnostics(a[3:5], {"q": (ess, torch.tensor([0.2, 0.5, 0.9]))}, 10, 1.5)
     assert "ESS" in a[3].get_xlabel() and "k̂" in a[4].get_xlabel()
+    assert pictures.weight_diagnostics is pictures.plot_weight_diagnostics  # notebook 06's .ipynb
     assert viz.to_png(fig).startswith(PNG)
     fig = viz.new_figure()
     pictures.work_bars(fig.axes[0], {"ucvae": 3.0, "IWAE-10": 1.0})

@@ -7,6 +7,7 @@ import torch
 
 import ucvae_lite as u
 from ucvae_lite.lab import teaching as T
+from ucvae_lite.studies.budget import crossover_budget
 from ucvae_lite.studies.stats import z_score
 
 
@@ -59,7 +60,8 @@ def test_extended_target_marginal_and_conditional(model, x):
     """Slot 1 of π̄ is p with prob 1/S and q otherwise; s given the set is drawn ∝ w."""
     x1, S, R = x[:1], 4, 20_000
     target = model.target(x1.expand(R, -1), shift=0.5, scale=1.5)
-    d = T.extended_target_checks(model, x1, target, S, torch.Generator().manual_seed(0))
+    d = T.extended_target_draws(model, x1, target, S, torch.Generator().manual_seed(0))
+    assert T.extended_target_checks is T.extended_target_draws  # notebook 01's stored .ipynb
     exact = model.posterior(x1)[0][0] / S + (1 - 1 / S) * target.proposal.loc[0]
     assert z_score(d["slot0"], exact).abs().max() < 4
     onehot = torch.nn.functional.one_hot(d["s"], S).double()
@@ -136,3 +138,51 @@ def test_survival_test():
     emp, z = T.survival_test(torch.tensor([2, 3, 3, 6, 9]), t, law)
     torch.testing.assert_close(emp, torch.tensor([0.8, 0.4], dtype=torch.float64))
     assert torch.isfinite(T.survival_test(torch.full((5,), 2), t, law)[1]).all()  # all met
+
+
+def test_cis_step_view_reads_the_record(model, x):
+    target = model.target(x, shift=0.5, scale=1.5)
+    rec = T.record_cis_chain(target, 4, 6, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(rec.h(), torch.stack([T.h_values(s) for s in rec.states]))
+    for t in range(6):
+        v = T.cis_step_view(rec, t, row=2)
+        assert v.selected == int(rec.indices[t][2]) and v.trail.shape == (t + 1, 2)
+        torch.testing.assert_close(v.trail[-1], rec.states[t].particles[2, 0])
+        torch.testing.assert_close(v.weights, torch.softmax(rec.states[t].log_weights[2], -1))
+        assert v.moves == sum(int(rec.indices[s][2]) != 0 for s in range(t))
+    with pytest.raises(ValueError, match="t must be"):
+        T.cis_step_view(rec, 6)
+
+
+def test_coupled_step_explains_the_meeting(model, x):
+    """The pair meets at τ exactly when both chains select one shared fresh slot at τ − 1."""
+    one = model.target(x[:1], shift=0.5, scale=1.5)
+    outcomes = set()
+    for seed in range(6):
+        run = T.lag_coupled_chains(one, 4, 12, 12, torch.Generator().manual_seed(seed))
+        tau = int(run.tau[0])
+        for t in range(1, run.steps):
+            step = T.coupled_step(run, t)
+            outcomes.add(step.outcome)
+            assert step.met == (t >= tau) and step.tau == tau
+            assert (step.outcome == "meet") == (t == tau - 1)
+            assert step.alpha == pytest.approx(torch.minimum(step.wx, step.wy).sum().item())
+            assert 0 <= step.alpha <= 1 + 1e-12
+    assert {"met", "meet"} <= outcomes
+    with pytest.raises(ValueError, match="t must be"):
+        T.coupled_step(run, 0)
+
+
+def test_variance_comparison_against_the_exact_posterior_mean(model, x):
+    g = torch.Generator().manual_seed(0)
+    res = T.variance_comparison(model, x, 3, 0, 2, 0.5, 1.5, 400, 4000, g)
+    assert res.iwae.cost == 3 and res.coupled.cost == res.variance_cost.cost >= 6
+    assert res.coupled.unbiased and not res.iwae.unbiased
+    assert res.coupled.variance == pytest.approx(res.variance_cost.total)
+    assert abs(res.coupled.bias2) < 4 * res.coupled.bias2_se  # H_{k:m}: unbiased
+    assert res.iwae.bias2 > 4 * res.iwae.bias2_se  # IWAE-3 is biased: C* exists
+    assert res.crossover == crossover_budget(res.coupled, res.iwae)
+    g = torch.Generator().manual_seed(2)
+    exact = T.variance_comparison(model, x, 3, 0, 0, 0.0, 1.0, 200, 2000, g)  # q = posterior
+    assert exact.iwae.bias2 <= 4 * exact.iwae.bias2_se  # no bias left to resolve …
+    assert exact.crossover is None  # … so no C* (here |b|² > 0 by chance: C* would be noise)

@@ -29,7 +29,7 @@ def test_plot_helpers_draw(model, x):
     assert len(a[0].lines) == 2 and len(a[0].collections) == 1
     viz.running_mean(a[1], torch.randn(100), 0.0, "r")
     assert a[1].get_xscale() == "log"
-    viz.survival(a[2], torch.arange(1, 50), "tau")
+    viz.plot_survival(a[2], torch.arange(1, 50), "tau")
     assert a[2].get_yscale() == "log"
     viz.categorical_coupling(a[3], torch.tensor([0.2, 0.8]), torch.tensor([0.5, 0.5]), (1, 1))
     assert "i = j" in a[3].get_title()

@@ -6,8 +6,11 @@ The functions answer the questions the notebooks ask:
 * how far is the IWAE bound (and IWAE's gradient) from the exact answer, as a function of S?
 * what does one CIS chain do, step by step (``run_cis_chain``)?
 * what do two lag-1 coupled chains do, step by step, and how is H_{k:m} assembled from them
-  (``lag_coupled_chains``, ``h_km_terms``)?
-* what do variance and cost look like as functions of (k, m, S) (``variance_cost``)?
+  (``lag_coupled_chains``, ``h_km_terms``; one step explained: ``coupled_step``)?
+* at equal compute, when does H_{k:m} beat IWAE (``variance_comparison``)?
+
+Gradients in θ = (W, b, log σ) use ``landscape.RowCopies``, one copy of θ per replicate (or
+per block of replicates), so that one backward pass gives every replicate's gradient.
 
 Fast mode: ``fast_mode()`` (from ``runtime``) is True when the environment variable
 ``UCVAE_FAST`` is ``1`` (or true / yes / on); notebooks then use fewer replicates (CI sets it
@@ -35,7 +38,15 @@ from ucvae_lite.core.kernels import CISState, Move, cis_step, draw, maximal_coup
 from ucvae_lite.core.surrogate import log_likelihood_surrogate, particle_log_joint
 from ucvae_lite.core.targets import Target
 from ucvae_lite.models.linear_gaussian import LinearGaussian
-from ucvae_lite.studies.stats import VarianceCost, variance_and_cost, z_score, z_threshold  # noqa: F401
+from ucvae_lite.studies.budget import ErrorBudget, crossover_budget, error_budget
+from ucvae_lite.studies.landscape import RowCopies
+from ucvae_lite.studies.stats import (
+    VarianceCost,
+    mean_and_se,
+    variance_and_cost,
+    z_score,
+    z_threshold,  # noqa: F401 (notebooks import it from here)
+)
 from ucvae_lite.training.runtime import fast_mode, figures_dir  # noqa: F401 (notebooks import them from here)
 
 F = Callable[[Tensor], Tensor]
@@ -60,39 +71,33 @@ def h_values(state: CISState, f: F = identity) -> Tensor:
 
 
 def iwae_bound_samples(target: Target, num_samples: int, replicates: int, generator=None) -> Tensor:
-    """``replicates`` draws of log (1/S) Σ_s w_s per data point, [replicates, B].
+    """``replicates`` independent draws of log (1/S) Σ_s w_s per data point, [replicates, B].
 
-    Their mean estimates the IWAE bound L_S ≤ log p(x).
+    Their mean estimates the IWAE bound L_S ≤ log p(x). Drawn in one batch: replicates × S
+    proposal draws per data point, cut into consecutive sets of S.
     """
-    draws = [
-        iwae_bound(target.log_weight(target.sample(num_samples, generator)))
-        for _ in range(replicates)
-    ]
-    return torch.stack(draws)
+    log_w = target.log_weight(target.sample(replicates * num_samples, generator))
+    return iwae_bound(log_w.reshape(log_w.shape[0], replicates, num_samples)).T
 
 
 def exact_gradient(model: LinearGaussian, x: Tensor) -> Tensor:
     """∇_{W, b, log σ} log p(x) for one data point x [1, p], flattened: the exact answer."""
-    params = [p.detach().clone().requires_grad_(True) for p in (model.W, model.b, model.log_sigma)]
-    LinearGaussian(*params).log_marginal(x).sum().backward()
-    return torch.cat([p.grad.flatten() for p in params])
+    copies = RowCopies(model, 1)
+    copies.log_marginal(x).sum().backward()
+    return copies.gradients()[0]
 
 
 def per_replicate_gradients(model: LinearGaussian, x: Tensor, estimate: Estimate) -> Tensor:
     """Gradient estimates Σ_n c_n ∇_θ log p_θ(x, z_n), one row per replicate, [R, P].
 
-    ``estimate`` must cover R replicates of one data point x [1, p]. One copy of the
-    parameters per replicate makes a single backward pass of the gradient surrogate
+    ``estimate`` must cover R replicates of one data point x [1, p]. One copy of θ per
+    replicate (``RowCopies``) makes a single backward pass of the gradient surrogate
     (``surrogate.log_likelihood_surrogate``) return every replicate's gradient.
     """
-    r = estimate.batch_size
-    per = [
-        p.detach().expand(r, *p.shape).clone().requires_grad_(True)
-        for p in (model.W, model.b, model.log_sigma)
-    ]
-    copies = LinearGaussian(*per)  # replicate r has its own θ copy (``select`` picks rows)
-    log_likelihood_surrogate(estimate, particle_log_joint(copies, x.expand(r, -1))).backward()
-    return torch.cat([p.grad.reshape(r, -1) for p in per], 1)
+    copies = RowCopies(model, estimate.batch_size)
+    xr = x.expand(estimate.batch_size, -1)
+    log_likelihood_surrogate(estimate, particle_log_joint(copies, xr)).backward()
+    return copies.gradients()
 
 
 def joint_gradients(model: LinearGaussian, x: Tensor, z: Tensor) -> Tensor:
@@ -100,13 +105,9 @@ def joint_gradients(model: LinearGaussian, x: Tensor, z: Tensor) -> Tensor:
 
     By Fisher's identity their mean under exact posterior draws z_r ~ p(z | x) is ∇_θ log p(x).
     """
-    r = z.shape[0]
-    per = [
-        p.detach().expand(r, *p.shape).clone().requires_grad_(True)
-        for p in (model.W, model.b, model.log_sigma)
-    ]
-    LinearGaussian(*per).log_joint(x.expand(r, -1), z[:, None, :]).sum().backward()
-    return torch.cat([p.grad.reshape(r, -1) for p in per], 1)
+    copies = RowCopies(model, z.shape[0])
+    copies.log_joint(x.expand(z.shape[0], -1), z[:, None, :]).sum().backward()
+    return copies.gradients()
 
 
 def posterior_draws(model: LinearGaussian, x: Tensor, n: int, generator=None) -> Tensor:
@@ -256,58 +257,52 @@ def h_km_terms(run: CoupledRun, k: int, m: int, f: F = identity) -> HTerms:
     return HTerms(mcmc, corr)
 
 
-# --- notebook 04: variance and cost ---------------------------------------------------------
+# --- notebook 04: H_{k:m} against IWAE at equal compute --------------------------------------
 
 
-def variance_cost(
-    target: Target,
+@dataclass
+class VarianceComparison:
+    """H_{k:m} against IWAE-S for the posterior mean E[z | x] of one data point: both
+    ``ErrorBudget``s (|bias|², V, cost, each ± SE), the ``variance_cost`` of H_{k:m}
+    (per-coordinate variances, cost, mean τ) and the ``crossover`` budget C* ± SE past which
+    H_{k:m}'s MSE is lower (None where IWAE's bias is not resolved: |b|² ≤ 4 SE)."""
+
+    coupled: ErrorBudget
+    iwae: ErrorBudget
+    variance_cost: VarianceCost
+    crossover: tuple[float, float] | None
+
+
+def variance_comparison(
+    model: LinearGaussian,
+    x: Tensor,
     num_samples: int,
-    k: int | None = None,
-    m: int | None = None,
+    k: int,
+    m: int,
+    shift: float = 0.5,
+    scale: float = 1.5,
+    replicates: int = 500,
+    iwae_replicates: int = 20_000,
     generator=None,
-    max_steps: int = 10_000,
-) -> VarianceCost:
-    """Variance and cost of the posterior-mean estimate over the rows of ``target``.
-
-    The rows must be replicates of one data point. ``k = m = None`` measures IWAE at S.
-    """
-    if k is None and m is None:
-        est = iwae_estimate(target, num_samples, generator)
-        return variance_and_cost(est.mean(), est.num_evals.double().mean().item())
-    est = coupled_estimate(target, num_samples, k or 0, m or 0, max_steps, generator)
-    return variance_and_cost(
+) -> VarianceComparison:
+    """``replicates`` runs of H_{k:m} and ``iwae_replicates`` of IWAE-S (cheap: enough to
+    resolve its bias) on x [1, p] with the proposal (shift, scale), measured against the exact
+    posterior mean (``budget.error_budget``; C*: ``budget.crossover_budget``)."""
+    x = x[:1]
+    exact = model.posterior(x)[0][0]
+    coupled_target = model.target(x.expand(replicates, -1), shift=shift, scale=scale)
+    iwae_target = model.target(x.expand(iwae_replicates, -1), shift=shift, scale=scale)
+    est = coupled_estimate(coupled_target, num_samples, k, m, generator=generator)
+    iw = iwae_estimate(iwae_target, num_samples, generator)
+    coupled = error_budget(est.mean(), exact, est.num_evals, "H_{k:m}", unbiased=True)
+    iwae = error_budget(iw.mean(), exact, num_samples, f"IWAE-{num_samples}")
+    vc = variance_and_cost(
         est.mean(), est.num_evals.double().mean().item(), est.tau.double().mean().item()
     )
-
-
-def variance_cost_table(
-    make_target: Callable[[], Target],
-    settings: list[tuple[int, int, int]],
-    seed: int = 0,
-) -> list[dict]:
-    """Rows {S, k, m, variance, cost, work, work_vs_iwae} for each (S, k, m) in ``settings``.
-
-    ``work_vs_iwae`` compares variance × cost with IWAE at the same S (< 1 would beat IWAE;
-    IWAE's error is dominated by its bias, which this ratio does not show).
-    """
-    g = torch.Generator().manual_seed(seed)
-    rows = []
-    for S, k, m in settings:
-        vc = variance_cost(make_target(), S, k, m, g)
-        iw = variance_cost(make_target(), S, generator=g)
-        rows.append(
-            {
-                "S": S,
-                "k": k,
-                "m": m,
-                "variance": vc.total,
-                "cost": vc.cost,
-                "mean_tau": vc.mean_tau,
-                "work": vc.work,
-                "work_vs_iwae": vc.work / iw.work,
-            }
-        )
-    return rows
+    resolved = iwae.bias2 > 4 * iwae.bias2_se
+    return VarianceComparison(
+        coupled, iwae, vc, crossover_budget(coupled, iwae) if resolved else None
+    )
 
 
 # --- notebook 03: the maximal coupling of two categoricals ----------------------------------
@@ -403,18 +398,14 @@ def group_mean_gradients(
     if r % groups:
         raise ValueError(f"{r} replicates do not split into {groups} equal groups")
     size = r // groups
-    per = [
-        p.detach().expand(groups, *p.shape).clone().requires_grad_(True)
-        for p in (model.W, model.b, model.log_sigma)
-    ]
+    copies = RowCopies(model, groups)  # replicate i uses the copy of its block, i // size
     xr = x.expand(r, -1)
 
     def log_joint(rows: Tensor, z: Tensor) -> Tensor:
-        own = LinearGaussian(*(p[rows // size] for p in per))
-        return own.log_joint(xr[rows], z[:, None, :])[:, 0]
+        return copies.select(rows // size).log_joint(xr[rows], z[:, None, :])[:, 0]
 
     log_likelihood_surrogate(estimate, log_joint).backward()
-    return torch.cat([p.grad.reshape(groups, -1) for p in per], 1) / size
+    return copies.gradients() / size
 
 
 @dataclass
@@ -461,17 +452,17 @@ def iwae_curve(
     log_px = model.log_marginal(x).item()
     V = relative_weight_variance(model, x, shift, scale)
     nb = bound_replicates or replicates
-    bound_target = model.target(x.expand(nb, -1), shift=shift, scale=scale)
+    one = model.target(x, shift=shift, scale=scale)
     target = model.target(x.expand(replicates, -1), shift=shift, scale=scale)
     exact = exact_gradient(model, x) if gradients else None
     out = IWAECurve([], log_px, [], [], [], [], [], [], [], V)
     nan = math.nan
     for S in num_samples:
-        draws = iwae_bound(bound_target.log_weight(bound_target.sample(S, generator)))
+        bound, bound_se = mean_and_se(iwae_bound_samples(one, S, nb, generator))
         out.num_samples.append(S)
-        out.bound.append(draws.mean().item())
-        out.gap.append(log_px - draws.mean().item())
-        out.gap_se.append(draws.std().item() / math.sqrt(nb))
+        out.bound.append(bound)
+        out.gap.append(log_px - bound)
+        out.gap_se.append(bound_se)
         out.predicted_gap.append(V / (2 * S))
         if exact is None or S < 2:
             out.grad_bias.append(nan)
@@ -485,10 +476,10 @@ def iwae_curve(
     return out
 
 
-def extended_target_checks(
+def extended_target_draws(
     model: LinearGaussian, x: Tensor, target: Target, num_samples: int, generator=None
 ) -> dict[str, Tensor]:
-    """Draws from π̄(s, z_{1:S}) and the quantities whose exact means the notebook checks.
+    """Draws from π̄(s, z_{1:S}) and the quantities whose exact means notebook 01 tests.
 
     ``target``'s rows are replicates of one data point x [1, p]. Returns s [R], z [R, S, D],
     w̄ [R, S] (normalised weights of the set) and ``slot0`` [R, D] = z_1 (the first slot).
@@ -499,6 +490,9 @@ def extended_target_checks(
     )
     wbar = normalized_weights(target.log_weight(z))
     return {"s": s, "z": z, "wbar": wbar, "slot0": z[:, 0]}
+
+
+extended_target_checks = extended_target_draws  # the old name, in notebook 01's stored .ipynb
 
 
 def stationary_cis_state(
@@ -526,6 +520,10 @@ class CISRecord:
     def steps(self) -> int:
         return len(self.states) - 1
 
+    def h(self, f: F = identity) -> Tensor:
+        """h(X_t), t = 0..T: [T + 1, B, ...]."""
+        return torch.stack([h_values(s, f) for s in self.states])
+
 
 def record_cis_chain(
     target: Target, num_samples: int, steps: int, generator=None, initial: CISState | None = None
@@ -538,6 +536,35 @@ def record_cis_chain(
         states.append(state)
         indices.append(info.index)
     return CISRecord(states, indices)
+
+
+@dataclass
+class CISStepView:
+    """Step t → t+1 of the chain in row ``row`` of a ``CISRecord``: the set X_t (``state``, all
+    rows), its ``weights`` w̄ [S] (the selection probabilities), the ``selected`` slot ℓ (0 =
+    the reference kept), the references X_0..X_t as a ``trail`` [t + 1, D], and ``moves``, how
+    many of the t steps before this one left their reference."""
+
+    t: int
+    row: int
+    state: CISState
+    weights: Tensor
+    selected: int
+    trail: Tensor
+    moves: int
+
+
+def cis_step_view(record: CISRecord, t: int, row: int = 0) -> CISStepView:
+    """What notebook 02's widget shows of step t → t+1 of a recorded CIS chain (``row``)."""
+    if not 0 <= t < record.steps:
+        raise ValueError(
+            f"t must be in 0..{record.steps - 1} (the record has {record.steps} steps)"
+        )
+    weights = normalized_weights(record.states[t].log_weights[row])
+    trail = torch.stack([s.particles[row, 0] for s in record.states[: t + 1]])
+    moves = sum(int(i[row]) != 0 for i in record.indices[:t])
+    selected = int(record.indices[t][row])
+    return CISStepView(t, row, record.states[t], weights, selected, trail, moves)
 
 
 def move_probability(
@@ -570,6 +597,48 @@ def selected_slots(run: CoupledRun, t: int) -> tuple[Tensor, Tensor]:
     if t == 0:
         return ix, torch.full_like(ix, -1)
     return ix, slot(run.ys[t - 1], run.ys[t])
+
+
+@dataclass
+class CoupledStep:
+    """The coupled step (X_t, Y_{t−1}) → (X_{t+1}, Y_t) of one recorded chain pair: meeting time
+    ``tau``, ``met`` (t ≥ τ: X_t = Y_{t−1}), the selection probabilities w̄^X of X_t and w̄^Y of
+    Y_{t−1} [S], and the slots (ℓ_X, ℓ_Y) the maximal coupling selected (0 = own reference)."""
+
+    t: int
+    tau: int
+    met: bool
+    wx: Tensor
+    wy: Tensor
+    slots: tuple[int, int]
+
+    @property
+    def alpha(self) -> float:
+        """Σ_j min(w̄^X_j, w̄^Y_j): the probability that the coupling selects one slot in both."""
+        return torch.minimum(self.wx, self.wy).sum().item()
+
+    @property
+    def outcome(self) -> str:
+        """What this step does: "met" (already met), "meet" (both select one shared fresh
+        draw: X_{t+1} = Y_t), "own references" (both select slot 0, two different particles)
+        or "different" (different slots: not met)."""
+        ix, iy = self.slots
+        if self.met:
+            return "met"
+        if ix == iy:
+            return "meet" if ix > 0 else "own references"
+        return "different"
+
+
+def coupled_step(run: CoupledRun, t: int, pair: int = 0) -> CoupledStep:
+    """What notebook 03's widget shows of the coupled step at t ≥ 1 of chain pair ``pair``."""
+    if not 1 <= t < run.steps:
+        raise ValueError(f"t must be in 1..{run.steps - 1} (the run has {run.steps} steps)")
+    ix, iy = (int(i[pair]) for i in selected_slots(run, t))
+    tau = int(run.tau[pair])
+    wx = normalized_weights(run.xs[t].log_weights[pair])
+    wy = normalized_weights(run.ys[t - 1].log_weights[pair])
+    return CoupledStep(t, tau, t >= tau, wx, wy, (ix, iy))
 
 
 def single_start_average(run: CoupledRun, k: int, m: int, f: F = identity) -> Tensor:

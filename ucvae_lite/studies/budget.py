@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ucvae_lite.studies.stats import mean_and_se
+
 
 @dataclass
 class ErrorBudget:
@@ -126,12 +128,12 @@ def error_budget(
     bias2_se = math.sqrt(max((4 * b @ cov @ b / n + 2 * (cov @ cov).trace() / n**2).item(), 0.0))
     sq = centred.pow(2).sum(1)  # tr Σ̂ is the mean of these (times n / (n − 1))
     variance = cov.trace().item()
-    variance_se = (sq.std() / math.sqrt(n)).item()
+    _, variance_se = mean_and_se(sq)
     costs = torch.as_tensor(cost, dtype=torch.float64, device=x.device).flatten()
     if costs.numel() == 1:
         c, c_se = costs.item(), 0.0
     elif costs.numel() == n:
-        c, c_se = costs.mean().item(), (costs.std() / math.sqrt(n)).item()
+        c, c_se = mean_and_se(costs)
     else:
         raise ValueError(f"cost must be one number or one per replicate ({n}), got {costs.numel()}")
     if c <= 0:

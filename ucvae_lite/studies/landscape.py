@@ -14,12 +14,13 @@ biased one i once C > C* = (c_u tr(Σ_data + Σ_u) − c_i tr(Σ_data + Σ_i)) /
 small step size averages over roughly 1/(learning rate) steps, so C* against that horizon's
 compute says whether the bias or the noise matters more.
 
-``gradient_samples`` draws R independent gradient estimates per data point for any method
-(IWAE-S, ucvae, thinned ucvae, SUMO, MSC at a given chain age), with one copy of θ per
-replicate so that a single backward pass gives every replicate's gradient (``RowCopies``).
-``error_budget`` turns them, with a reference gradient per data point, into the numbers
-above with standard errors: a ``budget.ErrorBudget`` whose ``variance`` is tr Σ_est and
-``data_variance`` tr Σ_data.
+``posterior_estimate`` is the one place a method's name chooses its estimator (IWAE-S, ucvae,
+thinned ucvae, MSC at a given chain age; SUMO estimates log p(x) itself). ``gradient_samples``
+draws R independent gradient estimates per data point with it, with one copy of θ per
+replicate so that a single backward pass gives every replicate's gradient (``RowCopies``, the
+package's one per-replicate copy of θ). ``minibatch_error_budget`` turns them, with a
+reference gradient per data point, into the numbers above with standard errors: a
+``budget.ErrorBudget`` whose ``variance`` is tr Σ_est and ``data_variance`` tr Σ_data.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from torch import Tensor, nn
 from ucvae_lite.core.coupled import coupled_estimate
 from ucvae_lite.core.estimate import Estimate
 from ucvae_lite.core.iwae import iwae_estimate, normalized_weights
-from ucvae_lite.core.kernels import CISState
+from ucvae_lite.core.kernels import CISState, Move
 from ucvae_lite.core.surrogate import log_likelihood_surrogate, particle_log_joint
 from ucvae_lite.core.targets import ImportanceTarget
 from ucvae_lite.models.linear_gaussian import LinearGaussian
@@ -42,6 +43,7 @@ from ucvae_lite.models.vae import VAE
 from ucvae_lite.peers.msc import MSCMemory, advance, particle_sets
 from ucvae_lite.peers.sumo import sumo_log_marginal
 from ucvae_lite.studies.budget import ErrorBudget
+from ucvae_lite.studies.stats import mean_and_se
 
 # --- one copy of θ per replicate ---------------------------------------------------------------
 
@@ -55,24 +57,27 @@ class RowCopies:
     def __init__(self, model: LinearGaussian | VAE, rows: int, params: list[Tensor] | None = None):
         self.model, self.rows = model, rows
         if params is None:
-            base = (
-                [model.W, model.b, model.log_sigma]
-                if isinstance(model, LinearGaussian)
-                else list(model.decoder.parameters())
-            )
-            params = [p.detach().expand(rows, *p.shape).clone().requires_grad_(True) for p in base]
+            params = [
+                p.detach().expand(rows, *p.shape).clone().requires_grad_(True) for p in theta(model)
+            ]
         self.params = params
         self.latent_dim = model.latent_dim
 
     def select(self, index: Tensor) -> RowCopies:
-        view = RowCopies(self.model, len(index), [p[index] for p in self.params])
-        return view
+        """The copies of rows ``index`` (a view: gradients still land in this object's copies)."""
+        return RowCopies(self.model, len(index), [p[index] for p in self.params])
 
     def log_joint(self, x: Tensor, z: Tensor) -> Tensor:
         """log p_θ(x_b, z) [B, n] with θ the copy of row b (z [B, n, D])."""
         if isinstance(self.model, LinearGaussian):
             return LinearGaussian(*self.params).log_joint(x, z)
         return type(self.model).log_joint(_BatchedDecoderVAE(self), x, z)
+
+    def log_marginal(self, x: Tensor) -> Tensor:
+        """Exact log p_θ(x_b) [B] with θ the copy of row b (a ``LinearGaussian`` only)."""
+        if not isinstance(self.model, LinearGaussian):
+            raise TypeError("log p(x) in closed form needs a LinearGaussian")
+        return LinearGaussian(*self.params).log_marginal(x)
 
     def gradients(self) -> Tensor:
         """[R, |θ|]: each row's gradient, after a backward pass (zeros where none flowed)."""
@@ -81,6 +86,14 @@ class RowCopies:
             for p in self.params
         ]
         return torch.cat(flat, 1)
+
+
+def theta(model: LinearGaussian | VAE) -> list[Tensor]:
+    """The parameters θ a gradient is taken in: (W, b, log σ) of a ``LinearGaussian``, the
+    decoder's parameters of a ``VAE`` (the flattened gradient's columns follow this order)."""
+    if isinstance(model, LinearGaussian):
+        return [model.W, model.b, model.log_sigma]
+    return list(model.decoder.parameters())
 
 
 class _BatchedDecoderVAE:
@@ -160,6 +173,36 @@ class GradientSamples:
         return self.cost if self.decoder_cost is None else self.decoder_cost
 
 
+def posterior_estimate(
+    method: Method,
+    target,
+    generator: torch.Generator | None = None,
+    *,
+    max_steps: int = 100_000,
+    move: Move | None = None,
+) -> Estimate:
+    """The estimate Σ_n c_n f(z_n) of E_{p(z|x_b)}[f] that ``method`` makes for every row b of
+    ``target`` (θ held fixed: no gradients flow through the chains).
+
+    "iwae": c = w̄ of S proposal draws (IWAE-S, biased); "ucvae": H_{k:m} from coupled chains
+    (unbiased; ``correction_prob`` thins the correction; a chain still unmet at ``max_steps``
+    is truncated and counted in ``truncated``; ``move`` an optional MH move on the
+    references); "msc": h(X) of MSC's chain after ``age`` visits (``_msc_estimate``). SUMO
+    makes no such estimate (it estimates log p(x) itself: ``gradient_samples``).
+    """
+    with torch.no_grad():
+        if method.kind == "iwae":
+            return iwae_estimate(target, method.num_samples, generator)
+        if method.kind == "ucvae":
+            return coupled_estimate(
+                target, method.num_samples, method.k, method.m, max_steps, generator,
+                on_timeout="truncate", move=move, correction_prob=method.correction_prob,
+            )  # fmt: skip
+        if method.kind == "msc":
+            return _msc_estimate(target, method, generator)
+    raise ValueError(f"unknown method kind {method.kind!r} (iwae, ucvae or msc)")
+
+
 def gradient_samples(
     method: Method,
     model: LinearGaussian | VAE,
@@ -170,45 +213,28 @@ def gradient_samples(
 ) -> GradientSamples:
     """``replicates`` independent θ-gradient estimates of log p_θ(x) for one data point x [1, P].
 
-    ``proposal`` is q(z | x) for the replicated batch (``replicates`` rows; detached)."""
+    ``proposal`` is q(z | x) for the replicated batch (``replicates`` rows; detached). Each
+    replicate's gradient is Σ_n c_n ∇_θ log p_θ(x, z_n) with the coefficients of
+    ``posterior_estimate`` (or SUMO's ∇_θ of its log p(x) estimate), in its own copy of θ."""
     R = replicates
     xr = x.reshape(1, -1).expand(R, -1)
     copies = RowCopies(model, R)
-    log_joint = particle_log_joint(copies, xr)
-    chains_target = ImportanceTarget(model, xr, proposal)  # θ fixed: the chains' weights
-    correction = None
-    if method.kind == "iwae":
-        est = iwae_estimate(chains_target, method.num_samples, generator)
-        log_likelihood_surrogate(est, log_joint).backward()
-        cost = float(method.num_samples)
-    elif method.kind == "ucvae":
-        with torch.no_grad():
-            est = coupled_estimate(
-                chains_target, method.num_samples, method.k, method.m, 100_000, generator,
-                on_timeout="truncate", correction_prob=method.correction_prob,
-            )  # fmt: skip
-        log_likelihood_surrogate(est, log_joint).backward()
-        cost = est.num_evals.double().mean().item()
-        grads = copies.gradients()
-        if method.correction_prob == 1.0:  # C = H − h(X_0), for the thinned correction's p*
-            copies = RowCopies(model, R)
-            log_likelihood_surrogate(_x0_part(est), particle_log_joint(copies, xr)).backward()
-            correction = grads - copies.gradients()
-        return GradientSamples(grads, cost, correction)
-    elif method.kind == "sumo":
-        target = ImportanceTarget(copies, xr, proposal)
-        est, made = sumo_log_marginal(target, generator, return_cost=True)
+    if method.kind == "sumo":
+        est, made = sumo_log_marginal(
+            ImportanceTarget(copies, xr, proposal), generator, return_cost=True
+        )
         est.sum().backward()
-        cost = made.double().mean().item()
-    elif method.kind == "msc":
-        log_likelihood_surrogate(
-            _msc_estimate(chains_target, method, R, generator), log_joint
-        ).backward()
-        cost = float(method.num_samples)
-        return GradientSamples(copies.gradients(), cost, None, cost + 1.0)
-    else:
-        raise ValueError(f"unknown method kind {method.kind!r}")
-    return GradientSamples(copies.gradients(), cost, correction)
+        return GradientSamples(copies.gradients(), made.double().mean().item())
+    est = posterior_estimate(method, ImportanceTarget(model, xr, proposal), generator)
+    log_likelihood_surrogate(est, particle_log_joint(copies, xr)).backward()
+    grads, cost = copies.gradients(), est.num_evals.double().mean().item()
+    correction = None
+    if method.kind == "ucvae" and method.correction_prob == 1.0:  # C = H − h(X_0), for p*
+        first = RowCopies(model, R)
+        log_likelihood_surrogate(_x0_part(est), particle_log_joint(first, xr)).backward()
+        correction = grads - first.gradients()
+    decoder_cost = cost + 1.0 if method.kind == "msc" else None
+    return GradientSamples(grads, cost, correction, decoder_cost)
 
 
 def _x0_part(est: Estimate) -> Estimate:
@@ -227,10 +253,12 @@ def _x0_part(est: Estimate) -> Estimate:
     )
 
 
-def _msc_estimate(target, method: Method, R: int, generator) -> Estimate:
-    """h(X) of MSC chains after ``method.age`` visits at the fixed θ, as an Estimate."""
+def _msc_estimate(target, method: Method, generator) -> Estimate:
+    """h(X) of MSC chains (one per row of ``target``) after ``method.age`` visits at the fixed
+    θ, as an Estimate."""
     S = method.num_samples
     z_probe = target.sample(1, generator)
+    R = z_probe.shape[0]
     memory = MSCMemory.empty(R, z_probe.shape[-1], "fixed", device=z_probe.device)
     memory.reference = memory.reference.to(z_probe.dtype)
     index = torch.arange(R, device=z_probe.device)
@@ -256,7 +284,7 @@ def _msc_estimate(target, method: Method, R: int, generator) -> Estimate:
 # --- bias and noise at equal compute --------------------------------------------------------------
 
 
-def error_budget(
+def minibatch_error_budget(
     name: str,
     samples: Sequence[GradientSamples],
     reference: Tensor,
@@ -265,37 +293,19 @@ def error_budget(
     groups: int = 10,
     unit: str = "log-weight",
 ) -> ErrorBudget:
-    """The budget of one method from its samples for N data points and the reference gradients
-    ``reference`` [N, |θ|] (exact, or estimated: ``reference_var`` [N, |θ|] is then the
-    per-coordinate variance of each estimated reference).
+    """The budget of one method's minibatch gradients from its samples for N data points and
+    the reference gradients ``reference`` [N, |θ|] (exact, or estimated: ``reference_var``
+    [N, |θ|] is then the per-coordinate variance of each estimated reference).
 
-    |b̄|² is estimated without the noise's own contribution: the replicates of every data
-    point are split into G groups, b̂_g = mean_i(ĝ_{i,g} − g*_i) per group, and
-    U = Σ_{g≠h} b̂_g·b̂_h / (G(G−1)) has E[U] = |b̄|² + tr Var(e) (e: the reference's error,
-    common to all groups), whose trace needs only per-coordinate variances; its standard error
-    is the jackknife over groups (gradient coordinates are correlated, so per-coordinate
-    variances alone would understate it). With a heavy-tailed estimator (SUMO) a few replicates
-    can dominate any such estimate: read its SE as a lower bound.
+    |b̄|² and its SE: ``_squared_bias``. tr Σ_est is the mean over data points of the
+    replicates' total variance, tr Σ_data the variance of the reference gradients over data
+    points (less the reference's own noise), the cost the mean over data points (``unit``:
+    log-weight or decoder evaluations), each with the standard error of a mean over the N
+    points; ``correction2`` = E|C|² when every sample carries ucvae's correction C.
     """
     N = len(samples)
-    G = max(2, min(groups, min(s.grads.shape[0] for s in samples)))
     ref = reference.double()
-    per_group = torch.stack(  # [G, |θ|]: b̂_g
-        [
-            torch.stack([chunk.double().mean(0) for chunk in s.grads.tensor_split(G)]) - ref[i]
-            for i, s in enumerate(samples)
-        ]
-    ).mean(0)
-    ref_noise = reference_var.double().sum().item() / N**2 if reference_var is not None else 0.0
-
-    def u_stat(b: Tensor) -> float:
-        g = b.shape[0]
-        return ((b.sum(0).pow(2).sum() - b.pow(2).sum()) / (g * (g - 1))).item() - ref_noise
-
-    bias2 = u_stat(per_group)
-    leave_one_out = [u_stat(torch.cat([per_group[:g], per_group[g + 1 :]])) for g in range(G)]
-    mean_loo = sum(leave_one_out) / G
-    bias2_se = math.sqrt((G - 1) / G * sum((v - mean_loo) ** 2 for v in leave_one_out))
+    bias2, bias2_se = _squared_bias(samples, ref, reference_var, groups)
     per_point = torch.stack([s.grads.double().var(0).sum() for s in samples])  # tr Σ_est,i
     var_data = ref.var(0).sum().item() if N > 1 else 0.0
     if reference_var is not None:  # an estimated reference: its own noise is not Σ_data
@@ -307,22 +317,55 @@ def error_budget(
         correction2 = (
             torch.stack([s.correction.double().pow(2).sum(1).mean() for s in samples]).mean().item()
         )
-
-    def spread(v: Tensor) -> float:  # standard error of a mean over the data points
-        return (v.std() / math.sqrt(N)).item() if N > 1 else 0.0
-
+    variance, variance_se = _over_points(per_point)
+    cost, cost_se = _over_points(costs)
     return ErrorBudget(
-        name,
-        bias2,
-        bias2_se,
-        variance=per_point.mean().item(),
-        variance_se=spread(per_point),
-        cost=costs.mean().item(),
-        cost_se=spread(costs),
-        data_variance=var_data,
-        unbiased=unbiased,
-        correction2=correction2,
-    )
+        name, bias2, bias2_se, variance, variance_se, cost, cost_se,
+        data_variance=var_data, unbiased=unbiased, correction2=correction2,
+    )  # fmt: skip
+
+
+def _over_points(values: Tensor) -> tuple[float, float]:
+    """Mean over the data points and its standard error (0 for a single data point)."""
+    if values.numel() < 2:
+        return values.double().mean().item(), 0.0
+    return mean_and_se(values)
+
+
+def _squared_bias(
+    samples: Sequence[GradientSamples],
+    reference: Tensor,
+    reference_var: Tensor | None,
+    groups: int,
+) -> tuple[float, float]:
+    """|b̄|², estimated without the noise's own contribution, and its standard error.
+
+    The replicates of every data point are split into G groups, b̂_g = mean_i(ĝ_{i,g} − g*_i)
+    per group, and U = Σ_{g≠h} b̂_g·b̂_h / (G(G−1)) has E[U] = |b̄|² + tr Var(e) (e: the
+    reference's error, common to all groups), whose trace needs only per-coordinate variances;
+    its standard error is the jackknife over groups (gradient coordinates are correlated, so
+    per-coordinate variances alone would understate it). With a heavy-tailed estimator (SUMO)
+    a few replicates can dominate any such estimate: read its SE as a lower bound.
+    """
+    N = len(samples)
+    G = max(2, min(groups, min(s.grads.shape[0] for s in samples)))
+    per_group = torch.stack(  # [G, |θ|]: b̂_g
+        [
+            torch.stack([chunk.double().mean(0) for chunk in s.grads.tensor_split(G)])
+            - reference[i]
+            for i, s in enumerate(samples)
+        ]
+    ).mean(0)
+    ref_noise = reference_var.double().sum().item() / N**2 if reference_var is not None else 0.0
+
+    def u_stat(b: Tensor) -> float:
+        g = b.shape[0]
+        return ((b.sum(0).pow(2).sum() - b.pow(2).sum()) / (g * (g - 1))).item() - ref_noise
+
+    leave_one_out = [u_stat(torch.cat([per_group[:g], per_group[g + 1 :]])) for g in range(G)]
+    mean_loo = sum(leave_one_out) / G
+    jackknife_se = math.sqrt((G - 1) / G * sum((v - mean_loo) ** 2 for v in leave_one_out))
+    return u_stat(per_group), jackknife_se
 
 
 def measure(
@@ -353,7 +396,9 @@ def measure(
             for i in rows
         ]
         out.append(
-            error_budget(method.name, samples, reference, reference_var, method.unbiased, unit=unit)
+            minibatch_error_budget(
+                method.name, samples, reference, reference_var, method.unbiased, unit=unit
+            )
         )
     return out
 

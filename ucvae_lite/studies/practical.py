@@ -26,7 +26,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ucvae_lite.core.coupled import coupled_estimate
 from ucvae_lite.core.diagnostics import (
     DEGENERATE_ESS,
     DEGENERATE_KHAT,
@@ -34,11 +33,16 @@ from ucvae_lite.core.diagnostics import (
     tau_summary,
 )
 from ucvae_lite.core.estimate import Estimate
-from ucvae_lite.core.iwae import iwae_estimate
 from ucvae_lite.core.rejuvenation import RandomWalkMH
 from ucvae_lite.core.surrogate import per_row_gradients
 from ucvae_lite.models.vae import VAE, widened_target, zoomed_posterior_grid
-from ucvae_lite.studies.landscape import ErrorBudget, GradientSamples, error_budget
+from ucvae_lite.studies.landscape import (
+    ErrorBudget,
+    GradientSamples,
+    Method,
+    minibatch_error_budget,
+    posterior_estimate,
+)
 from ucvae_lite.studies.stats import VarianceCost, variance_and_cost
 from ucvae_lite.training.evaluate import weight_diagnostics
 
@@ -49,6 +53,14 @@ __all__ = [
     "weight_diagnostics",
     "widened_target",
 ]  # noqa: E501  (moved down a layer; kept here for notebook 06)
+
+
+def study_method(name: str, num_samples: int, k: int = 0, m: int = 0) -> Method:
+    """The two estimators this study compares, by name: "ucvae" (H_{k:m} from coupled chains
+    with S = ``num_samples``) or "iwae" (IWAE-S), as a ``landscape.Method``."""
+    if name not in ("ucvae", "iwae"):
+        raise ValueError(f"method must be 'ucvae' or 'iwae', got {name!r}")
+    return Method(name, name, num_samples, k, m, unbiased=name == "ucvae")
 
 
 @dataclass
@@ -85,22 +97,16 @@ def gradient_variance(
     as cost. Each replicate's gradient is the gradient of its own term of the surrogate
     (``surrogate.per_row_gradients``).
     """
-    if method not in ("ucvae", "iwae"):
-        raise ValueError(f"method must be 'ucvae' or 'iwae', got {method!r}")
+    chosen = study_method(method, num_samples, k, m)
     if replicates < 2:
         raise ValueError(f"need replicates >= 2 to estimate a variance, got {replicates}")
     xr = x.reshape(1, -1).expand(replicates, -1).contiguous()
     with torch.no_grad():
+        move = None
+        if method == "ucvae" and rejuvenate is not None:
+            move = RandomWalkMH(rejuvenate * model.encoder_scale(xr))
         target = model.target(xr, eps)
-        if method == "ucvae":
-            move = None
-            if rejuvenate is not None:
-                move = RandomWalkMH(rejuvenate * model.encoder_scale(xr))
-            est = coupled_estimate(
-                target, num_samples, k, m, max_steps, generator, on_timeout="truncate", move=move
-            )
-        else:
-            est = iwae_estimate(target, num_samples, generator)
+        est = posterior_estimate(chosen, target, generator, max_steps=max_steps, move=move)
     g = per_row_gradients(model, xr, est).double()
     vc = variance_and_cost(g, est.num_evals.double().mean().item(), est.tau.double().mean().item())
     return GradientVariance(
@@ -242,21 +248,15 @@ def estimator_samples(
     ``method`` "ucvae" (H_{k:m} from coupled chains; a chain unmet at ``max_steps`` is
     truncated, with τ = max_steps + 1) or "iwae" (IWAE-S), with the proposal q_φ widened by
     ``factor``. Returns one ``landscape.GradientSamples`` per image (``grads`` [R, P], ``cost``
-    its mean log-weight evaluations per estimate), ready for ``landscape.error_budget``, and the
-    meeting times τ [N·R] (zeros for IWAE).
+    its mean log-weight evaluations per estimate), ready for
+    ``landscape.minibatch_error_budget``, and the meeting times τ [N·R] (zeros for IWAE).
     """
-    if method not in ("ucvae", "iwae"):
-        raise ValueError(f"method must be 'ucvae' or 'iwae', got {method!r}")
+    chosen = study_method(method, num_samples, k, m)
     N = x.shape[0]
     xr = x.repeat_interleave(replicates, 0)
     with torch.no_grad():
         target = widened_target(model, xr, factor)
-        if method == "ucvae":
-            est = coupled_estimate(
-                target, num_samples, k, m, max_steps, generator, on_timeout="truncate"
-            )
-        else:
-            est = iwae_estimate(target, num_samples, generator)
+        est = posterior_estimate(chosen, target, generator, max_steps=max_steps)
         g = per_row_expectation(est, output_bias_score(model, xr)).view(N, replicates, -1)
     cost = est.num_evals.double().view(N, replicates).mean(1)
     samples = [GradientSamples(g[i], cost[i].item()) for i in range(N)]
@@ -295,15 +295,82 @@ def output_bias_budgets(
     the exact gradients [N, P]: ucvae (S = ``num_samples``, k, m) and IWAE-S for S in
     ``sizes``. Also returns {name: (max |z|, coordinates)} from ``max_z`` and "tau": ucvae's τ.
     """
-    budgets, checks = [], {}
+    budgets, z_tests = [], {}
     runs = [("ucvae", "ucvae", num_samples)] + [(f"IWAE-{S}", "iwae", S) for S in sizes]
     for name, method, S in runs:
         samples, tau = estimator_samples(model, x, method, S, replicates, k, m, factor, generator)
-        budgets.append(error_budget(name, samples, exact, unbiased=method == "ucvae"))
-        checks[name] = max_z(samples, exact)
+        budgets.append(minibatch_error_budget(name, samples, exact, unbiased=method == "ucvae"))
+        z_tests[name] = max_z(samples, exact)
         if method == "ucvae":
-            checks["tau"] = tau
-    return budgets, checks
+            z_tests["tau"] = tau
+    return budgets, z_tests
+
+
+@dataclass
+class OutputBiasComparison:
+    """ucvae (S, k, m) against IWAE-S and IWAE-S' (S' = ucvae's mean cost, rounded: equal
+    compute) on one image, for the output-bias gradient (notebook 06's widget): ``budgets``
+    keyed "ucvae", "IWAE-S", "IWAE-S'" (one entry when S' = S), ucvae's meeting times ``tau``
+    [R], S' (``matched_s``), and, against an exact gradient, ``z_test`` = ucvae's (max |z|,
+    coordinates) from ``max_z`` (None without one: the budgets are then centred on ucvae's
+    mean, so their biases say nothing)."""
+
+    budgets: dict[str, ErrorBudget]
+    tau: Tensor
+    num_samples: int
+    matched_s: int
+    z_test: tuple[float, int] | None
+
+    @property
+    def against_exact(self) -> bool:
+        """Whether the budgets were measured against the exact gradient (their biases mean
+        something)."""
+        return self.z_test is not None
+
+    @property
+    def ucvae(self) -> ErrorBudget:
+        return self.budgets["ucvae"]
+
+    @property
+    def iwae_same_s(self) -> ErrorBudget:
+        return self.budgets[f"IWAE-{self.num_samples}"]
+
+    @property
+    def iwae_same_cost(self) -> ErrorBudget:
+        return self.budgets[f"IWAE-{self.matched_s}"]
+
+
+def output_bias_comparison(
+    model: VAE,
+    x: Tensor,
+    num_samples: int,
+    k: int,
+    m: int,
+    replicates: int,
+    factor: float = 1.0,
+    exact: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    max_steps: int = 20_000,
+) -> OutputBiasComparison:
+    """``replicates`` estimates of ∇_b log p_θ(x) for one image x [1, P] from ucvae (S, k, m),
+    IWAE-S and IWAE-S' (``estimator_samples``, q_φ widened by ``factor``), and their
+    ``landscape.minibatch_error_budget``s against ``exact`` [1, P] (None: against ucvae's
+    mean)."""
+    uc, tau = estimator_samples(model, x, "ucvae", num_samples, replicates, k, m, factor,
+                                generator, max_steps)  # fmt: skip
+    s2 = max(2, round(uc[0].cost))
+    same, _ = estimator_samples(model, x, "iwae", num_samples, replicates, factor=factor,
+                                generator=generator)  # fmt: skip
+    matched, _ = estimator_samples(model, x, "iwae", s2, replicates, factor=factor,
+                                   generator=generator)  # fmt: skip
+    reference = uc[0].grads.mean(0, keepdim=True) if exact is None else exact
+    names = ("ucvae", f"IWAE-{num_samples}", f"IWAE-{s2}")
+    budgets = {
+        name: minibatch_error_budget(name, samples, reference, unbiased=name == "ucvae")
+        for name, samples in zip(names, (uc, same, matched), strict=True)
+    }
+    z_test = None if exact is None else max_z(uc, exact)
+    return OutputBiasComparison(budgets, tau, num_samples, s2, z_test)
 
 
 def exact_output_bias_gradient(model: VAE, x: Tensor, n: int = 201, limit: float = 4.0) -> Tensor:

@@ -54,7 +54,7 @@ from ucvae_lite.lab.checks._common import (
 )
 from ucvae_lite.models.linear_gaussian import LinearGaussian
 from ucvae_lite.studies.budget import ErrorBudget, crossover_budget
-from ucvae_lite.studies.stats import z_threshold
+from ucvae_lite.studies.stats import z_score, z_threshold
 
 __all__ = [
     "ANSWERS",
@@ -547,44 +547,52 @@ def _kernel_cases(
     * rows whose log-weights are all −∞ but one slot (``single``: (name, slot) per group),
       made by moving every other particle out of the target's support.
     """
-
-    def target(mdl: LinearGaussian, xx: Tensor, rows: int):
-        return mdl.target(xx.expand(rows, -1), shift=0.5, scale=1.5)
-
-    def shifted(mdl, xx, levels, names, rows_each, label, hint, dtype) -> _Case:
-        k = len(levels)
-        m = k * rows_each
-        offset = torch.tensor(levels, dtype=dtype)[torch.arange(m) % k]
-        tgt = _Stressed(target(mdl, xx, m), offset, torch.full((m,), math.inf, dtype=dtype))
-        states = []
-        for one in ones:
-            z = one.particles.to(dtype).expand(m, -1, -1).clone()
-            states.append(CISState(z, tgt.log_weight(z)))
-        groups = [(names[i], torch.arange(i, m, k)) for i in range(k)]
-        return _Case(label, hint, tgt, tuple(states), groups)
-
     f32 = torch.float32
-    cases = [
-        _Case("", "", target(model, x, n), tuple(_repeat(s, n) for s in ones),
+    return [
+        _Case("", "", _case_target(model, x, n), tuple(_repeat(s, n) for s in ones),
               [("", torch.arange(n))]),  # fmt: skip
-        shifted(model, x, [_IMAGE], [""], n // 4,
-                "On rows whose log-weights are near −800 (a 784-pixel image's log-joint)",
-                _UNDERFLOW, _F64),
-        shifted(model, x, [0.0, _IMAGE, 300.0], [" (rows near 0)", " (rows near −800)",
-                " (rows near +300)"], n // 8,
-                "On one batch mixing rows whose log-weights are near 0, −800 and +300",
-                _PER_ROW, _F64),
-        shifted(_cast(model, f32), x.float(), [0.0, -600.0], [" (rows near 0)",
-                " (rows near −600)"], n // 8, "In float32 (rows near 0 and −600)", _FLOAT32,
-                f32),
+        _shifted_case(model, x, ones, [_IMAGE], [""], n // 4,
+                      "On rows whose log-weights are near −800 (a 784-pixel image's log-joint)",
+                      _UNDERFLOW, _F64),
+        _shifted_case(model, x, ones, [0.0, _IMAGE, 300.0], [" (rows near 0)",
+                      " (rows near −800)", " (rows near +300)"], n // 8,
+                      "On one batch mixing rows whose log-weights are near 0, −800 and +300",
+                      _PER_ROW, _F64),
+        _shifted_case(_cast(model, f32), x.float(), ones, [0.0, -600.0], [" (rows near 0)",
+                      " (rows near −600)"], n // 8, "In float32 (rows near 0 and −600)",
+                      _FLOAT32, f32),
+        _one_left_case(model, x, ones, n, single),
     ]  # fmt: skip
 
+
+def _case_target(mdl: LinearGaussian, xx: Tensor, rows: int):
+    """The checkers' target: x repeated ``rows`` times, a shifted and widened proposal."""
+    return mdl.target(xx.expand(rows, -1), shift=0.5, scale=1.5)
+
+
+def _shifted_case(mdl, xx, ones, levels, names, rows_each, label, hint, dtype) -> _Case:
+    """Rows in groups whose log-weights are shifted by ``levels`` (one group per level)."""
+    k = len(levels)
+    m = k * rows_each
+    offset = torch.tensor(levels, dtype=dtype)[torch.arange(m) % k]
+    tgt = _Stressed(_case_target(mdl, xx, m), offset, torch.full((m,), math.inf, dtype=dtype))
+    states = []
+    for one in ones:
+        z = one.particles.to(dtype).expand(m, -1, -1).clone()
+        states.append(CISState(z, tgt.log_weight(z)))
+    groups = [(names[i], torch.arange(i, m, k)) for i in range(k)]
+    return _Case(label, hint, tgt, tuple(states), groups)
+
+
+def _one_left_case(model, x, ones, n: int, single: list[tuple[str, int]]) -> _Case:
+    """Rows whose log-weights are −∞ in every slot but ``slot`` (one group per (name, slot)):
+    every other particle is moved far out of the support z[0] ≤ cut."""
     rows_each = max(n // 40, 10)
     k = len(single)
     m = k * rows_each
     group = torch.arange(m) % k
     sets, cuts = [], []
-    for _, slot in single:  # move every particle but `slot` far out of the support z[0] ≤ cut
+    for _, slot in single:
         moved = []
         for one in ones:
             z = one.particles[0].clone()
@@ -594,15 +602,14 @@ def _kernel_cases(
         sets.append(moved)
         cuts.append(max(one.particles[0, slot, 0].item() for one in ones) + 1.0)
     cut = torch.tensor(cuts, dtype=_F64)[group]
-    tgt = _Stressed(target(model, x, m), torch.zeros(m, dtype=_F64), cut)
+    tgt = _Stressed(_case_target(model, x, m), torch.zeros(m, dtype=_F64), cut)
     states = []
     for i in range(len(ones)):
         z = torch.stack([sets[j][i] for j in range(k)])[group]
         states.append(CISState(z, tgt.log_weight(z)))
     groups = [(single[j][0], torch.arange(j, m, k)) for j in range(k)]
     label = "On rows whose log-weights are all −∞ but one"
-    cases.append(_Case(label, _ONE_LEFT, tgt, tuple(states), groups))
-    return cases
+    return _Case(label, _ONE_LEFT, tgt, tuple(states), groups)
 
 
 def _framed(case: _Case, check: Callable[[], None]) -> None:
@@ -674,7 +681,7 @@ def _fresh_ok(
     with prop(draws):
         flat = fresh.reshape(-1, fresh.shape[-1]).double()
         mean = target.proposal.loc[0].double()
-        z = (flat.mean(0) - mean) / (flat.std(0) / math.sqrt(flat.shape[0]))
+        z = z_score(flat, mean)
         require(
             z.abs().max().item() < limit,
             f"{what}: the fresh draws do not have the proposal's mean (|z| = "
@@ -930,22 +937,7 @@ _COUPLED = (
 
 def _check_coupled(nx, ny, xs, ys, target, groups, limit: float) -> None:
     n = xs.particles.shape[0]
-    for st, who in ((nx, "X"), (ny, "Y")):
-        expect_shape(st.particles, tuple(xs.particles.shape), f"the particles of {who}")
-        expect_shape(st.log_weights, tuple(xs.log_weights.shape), f"the log-weights of {who}")
-    require(
-        not torch.equal(nx.particles, xs.particles),
-        "X_{t+1} is X_t unchanged: both chains must make a step.",
-    )
-    require(
-        not torch.equal(ny.particles, ys.particles),
-        "Y_t is Y_{t−1} unchanged: Y must make a step too, with the same fresh draws as X.",
-    )
-    require(
-        not torch.equal(ny.particles, xs.particles),
-        "You returned X_t as Y_t: Y_t is one step from Y_{t−1} (the lag is already in the "
-        "inputs: X_t is one step ahead).",
-    )
+    _both_stepped(nx, ny, xs, ys)
     _no_nan(nx, "X_{t+1}")
     _no_nan(ny, "Y_t")
     with prop(_COUPLED[1]):
@@ -967,18 +959,7 @@ def _check_coupled(nx, ny, xs, ys, target, groups, limit: float) -> None:
         with prop(_COUPLED[0]):
             _selections_ok(ix, iy, wx, wy, rows, name, limit)
         with prop(_COUPLED[2]):
-            alpha = torch.minimum(wx, wy).sum().item()
-            same = (ix[rows] == iy[rows]).double().mean().item()
-            se = math.sqrt(max(alpha * (1 - alpha), 1 / len(rows)) / len(rows))
-            indep = (wx * wy).sum().item()
-            hint = "Draw (ℓ_X, ℓ_Y) from the maximal coupling of w̄(X_t) and w̄(Y_{t−1})."
-            if abs(same - indep) < abs(same - alpha):
-                hint = "The selections look independent. " + hint
-            require(
-                abs(same - alpha) < limit * se,
-                f"P(ℓ_X = ℓ_Y){name} is {same:.3f}, but the overlap α = Σ min(w̄^X, w̄^Y) is "
-                f"{alpha:.3f}. " + hint,
-            )
+            _meeting_rate_ok(ix, iy, wx, wy, rows, name, limit)
     rows = torch.arange(n)
     tol = _tol(xs.log_weights.dtype, _scale(xs.log_weights))
     with prop(_COUPLED[3]):
@@ -994,6 +975,42 @@ def _check_coupled(nx, ny, xs, ys, target, groups, limit: float) -> None:
             hint = "Y's fresh log-weights are stale: they are Y_{t−1}'s. " + hint
         what = "coupled_step: Y's log-weights of slots 2..S"
         expect_close(got, nx.log_weights[:, 1:], what, hint, atol=tol)
+
+
+def _both_stepped(nx, ny, xs, ys) -> None:
+    """Shapes kept, and each chain made its own step (Y from Y_{t−1}, not a copy of X_t)."""
+    for st, who in ((nx, "X"), (ny, "Y")):
+        expect_shape(st.particles, tuple(xs.particles.shape), f"the particles of {who}")
+        expect_shape(st.log_weights, tuple(xs.log_weights.shape), f"the log-weights of {who}")
+    require(
+        not torch.equal(nx.particles, xs.particles),
+        "X_{t+1} is X_t unchanged: both chains must make a step.",
+    )
+    require(
+        not torch.equal(ny.particles, ys.particles),
+        "Y_t is Y_{t−1} unchanged: Y must make a step too, with the same fresh draws as X.",
+    )
+    require(
+        not torch.equal(ny.particles, xs.particles),
+        "You returned X_t as Y_t: Y_t is one step from Y_{t−1} (the lag is already in the "
+        "inputs: X_t is one step ahead).",
+    )
+
+
+def _meeting_rate_ok(ix, iy, wx, wy, rows, name: str, limit: float) -> None:
+    """P(ℓ_X = ℓ_Y) over ``rows`` matches the maximal coupling's α = Σ min(w̄^X, w̄^Y)."""
+    alpha = torch.minimum(wx, wy).sum().item()
+    same = (ix[rows] == iy[rows]).double().mean().item()
+    se = math.sqrt(max(alpha * (1 - alpha), 1 / len(rows)) / len(rows))
+    indep = (wx * wy).sum().item()
+    hint = "Draw (ℓ_X, ℓ_Y) from the maximal coupling of w̄(X_t) and w̄(Y_{t−1})."
+    if abs(same - indep) < abs(same - alpha):
+        hint = "The selections look independent. " + hint
+    require(
+        abs(same - alpha) < limit * se,
+        f"P(ℓ_X = ℓ_Y){name} is {same:.3f}, but the overlap α = Σ min(w̄^X, w̄^Y) is "
+        f"{alpha:.3f}. " + hint,
+    )
 
 
 def _selections_ok(ix, iy, wx, wy, rows, name: str, limit: float) -> None:

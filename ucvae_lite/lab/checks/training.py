@@ -779,6 +779,20 @@ def check_degenerate_tail(p_tail: float, t_99: int, S: int = 10, t: int = 20) ->
          "(S+1)/(S+1+(S−1)(t−1))."),
         (100 * want_p, "That is a percentage: give the probability, between 0 and 1."),
     ]  # fmt: skip
+    _check_tail_probability(p_tail, want_p, mistakes, t)
+    _check_t_99(t_99, want_t, law)
+    # the median: the smallest t with P(τ > t) ≤ 1/2 (τ ≥ 2, so t ≥ 2)
+    median = next(u for u in range(2, want_t + 1) if law(u) <= 0.5)
+    passed(
+        f"P(τ > {t}) = {want_p:.4f} and the 99th percentile of τ is {want_t} at S = {S}: "
+        f"a median of {median} steps, yet one chain in a hundred runs past step "
+        f"{want_t - 1}."
+    )
+
+
+def _check_tail_probability(p_tail, want_p: float, mistakes: list, t: int) -> None:
+    """check_degenerate_tail's first property: P(τ > t) to 4 decimals, or the mistake it
+    matches."""
     with prop(_TAIL[0]):
         p = _as_number(p_tail)
         require(p is not None, f"p_tail should be a number (a probability), got {p_tail!r}")
@@ -795,6 +809,11 @@ def check_degenerate_tail(p_tail: float, t_99: int, S: int = 10, t: int = 20) ->
                     "step; the largest is equally likely to be any of them."
                 ),
             )
+
+
+def _check_t_99(t_99, want_t: int, law) -> None:
+    """check_degenerate_tail's second property: the smallest integer t with
+    P(τ > t) < 0.01, or the slip it matches."""
     with prop(_TAIL[1]):
         step = _as_number(t_99)
         require(step is not None, f"t_99 should be a number (a step count), got {t_99!r}")
@@ -827,13 +846,6 @@ def check_degenerate_tail(p_tail: float, t_99: int, S: int = 10, t: int = 20) ->
                     step, "solve (S+1)/(S+1+(S−1)(t−1)) < 0.01 for the smallest integer t."
                 ),
             )
-    # the median: the smallest t with P(τ > t) ≤ 1/2 (τ ≥ 2, so t ≥ 2)
-    median = next(u for u in range(2, want_t + 1) if law(u) <= 0.5)
-    passed(
-        f"P(τ > {t}) = {want_p:.4f} and the 99th percentile of τ is {want_t} at S = {S}: "
-        f"a median of {median} steps, yet one chain in a hundred runs past step "
-        f"{want_t - 1}."
-    )
 
 
 def _log_weight_cases(seed: int) -> list[tuple[str, Tensor]]:
@@ -1078,31 +1090,9 @@ def check_is_degenerate(fn, min_ess: float = practical.DEGENERATE_ESS, seed: int
     The cases include mixed images (some of each image's sets degenerate, some not), where
     the mean over an image's sets and their median disagree."""
     cases = _degenerate_cases(min_ess, seed)
-    answers, truths = [], []
-    for name, lw in cases:
-        ess = effective_sample_size(lw).mean(-1)
-        want = practical.degenerate_regime(ess.median().item(), lw.shape[-1], min_ess=min_ess)
-        truths.append(want is not None)
-        answers.append(None)
-        with prop(_rule_owner(name)):
-            got = call(fn, lw.clone(), min_ess, what="your is_degenerate")
-            value = _as_bool(got)
-            require(
-                value is not None,
-                f"is_degenerate should return one bool (Python, NumPy or a one-element torch "
-                f"bool), got {got!r}",
-            )
-            answers[-1] = value
+    answers, truths = _degenerate_answers(fn, cases, min_ess)
     wrong = [i for i, (a, t) in enumerate(zip(answers, truths, strict=True)) if a != t]
-    hint = ""
-    if wrong:
-        for rule, rule_hint in _wrong_rules(min_ess):
-            try:
-                if [rule(lw) for _, lw in cases] == answers:
-                    hint = rule_hint
-                    break
-            except Exception:  # noqa: BLE001 - a rule that cannot be evaluated does not match
-                continue
+    hint = _matching_rule_hint(cases, answers, min_ess) if wrong else ""
     # each property's first wrong case; the property with the earliest one first (normal use
     # raises on the first wrong case, as it always did)
     first = {}
@@ -1133,3 +1123,34 @@ def check_is_degenerate(fn, min_ess: float = practical.DEGENERATE_ESS, seed: int
         f"your rule agrees with practical.degenerate_regime on all {len(cases)} cases, mixed "
         "images included."
     )
+
+
+def _degenerate_answers(fn, cases: list, min_ess: float) -> tuple[list, list]:
+    """fn's answer (None where it gave none) and the true answer for each case."""
+    answers, truths = [], []
+    for name, lw in cases:
+        ess = effective_sample_size(lw).mean(-1)
+        want = practical.degenerate_regime(ess.median().item(), lw.shape[-1], min_ess=min_ess)
+        truths.append(want is not None)
+        answers.append(None)
+        with prop(_rule_owner(name)):
+            got = call(fn, lw.clone(), min_ess, what="your is_degenerate")
+            value = _as_bool(got)
+            require(
+                value is not None,
+                f"is_degenerate should return one bool (Python, NumPy or a one-element torch "
+                f"bool), got {got!r}",
+            )
+            answers[-1] = value
+    return answers, truths
+
+
+def _matching_rule_hint(cases: list, answers: list, min_ess: float) -> str:
+    """The hint of the first typical wrong rule that gives exactly these answers, or ""."""
+    for rule, rule_hint in _wrong_rules(min_ess):
+        try:
+            if [rule(lw) for _, lw in cases] == answers:
+                return rule_hint
+        except Exception:  # noqa: BLE001 - a rule that cannot be evaluated does not match
+            continue
+    return ""

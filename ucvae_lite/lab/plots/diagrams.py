@@ -2,7 +2,8 @@
 
 * ``extended_target``: a particle set from IWAE's q^S beside a draw from the extended target
   π̄(s, z_{1:S}), and the conditional π̄(s | z_{1:S}) = w̄_s as bars.
-* ``cis_step``: one CIS step on a 2-D latent: the set X_t, its weights, the selected slot ℓ.
+* ``draw_cis_step``: one CIS step on a 2-D latent: the set X_t, its weights, the selected
+  slot ℓ (the step itself is ``kernels.cis_step``).
 * ``lag_chains_timeline``: lag-1 coupled chains X_0, X_1, Y_0, … from a recorded run
   (``teaching.lag_coupled_chains``), the meeting time τ, and which terms enter H_{k:m}.
 
@@ -117,7 +118,7 @@ def extended_target(
     return axes
 
 
-def cis_step(
+def draw_cis_step(
     ax_latent: Axes,
     ax_weights: Axes,
     state: CISState,
@@ -204,28 +205,47 @@ def lag_chains_timeline(
         ha="center", fontsize=8, color=COLORS["x"],
     )  # fmt: skip
     for t in range(last + 1):
-        met = t >= tau
-        _node(ax, t, yx, f"$X_{{{t}}}$", COLORS["x"], met)
-        if h_x is not None:
-            ax.text(t, yx + 0.22, f"{float(h_x[t]):.2f}", ha="center", fontsize=6.5, color="0.3")
-        if t < last:
-            _arrow(ax, (t + 0.33, yx), (t + 0.67, yx))
-        if t >= 1:
-            _node(ax, t, yy, f"$Y_{{{t - 1}}}$", COLORS["y"], met)
-            if h_y is not None:
-                ax.text(
-                    t, yy - 0.3, f"{float(h_y[t - 1]):.2f}", ha="center", fontsize=6.5, color="0.3"
-                )
-            if t < last:
-                _arrow(ax, (t + 0.33, yy), (t + 0.67, yy))
-        if met:
-            ax.text(t, (yx + yy) / 2, "=", ha="center", va="center", fontsize=12, color="tab:green")
+        _timeline_step(ax, t, t >= tau, t < last, (yx, yy), h_x, h_y)
     for t in range(k + 1, min(tau, last + 1)):
         w = correction_weight(t, k, m)
         _arrow(ax, (t + 0.05, yy + 0.17), (t + 0.05, yx - 0.17), color="tab:red", lw=1.2)
         ax.text(t + 0.1, (yx + yy) / 2, f"×{w:.2g}", fontsize=7.5, color="tab:red", va="center")
     ax.axvline(tau - 0.5, color="tab:green", ls="--", lw=1)
     ax.text(tau - 0.45, yx + 0.42, f"τ = {tau}: X_τ = Y_(τ−1)", color="tab:green", fontsize=8)
+    _timeline_captions(ax, (yx, yy))
+    ax.set_xlim(-2.6, last + 0.6)
+    ax.set_ylim(yy - 0.65, yx + 0.6)
+    ax.set_axis_off()
+    ax.set_title(
+        f"lag-1 coupled chains, S = {run.num_samples}, (k, m) = ({k}, {m}): τ = {tau}", fontsize=9
+    )
+    return ax
+
+
+def _timeline_step(
+    ax: Axes, t: int, met: bool, more: bool, rows: tuple[float, float], h_x=None, h_y=None
+) -> None:
+    """Step t of the timeline: X_t on the top row, Y_{t−1} below it (t ≥ 1), green once met
+    (with "=" between them), arrows to step t + 1 if ``more``, and h values if given."""
+    yx, yy = rows
+    _node(ax, t, yx, f"$X_{{{t}}}$", COLORS["x"], met)
+    if h_x is not None:
+        ax.text(t, yx + 0.22, f"{float(h_x[t]):.2f}", ha="center", fontsize=6.5, color="0.3")
+    if more:
+        _arrow(ax, (t + 0.33, yx), (t + 0.67, yx))
+    if t >= 1:
+        _node(ax, t, yy, f"$Y_{{{t - 1}}}$", COLORS["y"], met)
+        if h_y is not None:
+            ax.text(t, yy - 0.3, f"{float(h_y[t - 1]):.2f}", ha="center", fontsize=6.5, color="0.3")
+        if more:
+            _arrow(ax, (t + 0.33, yy), (t + 0.67, yy))
+    if met:
+        ax.text(t, (yx + yy) / 2, "=", ha="center", va="center", fontsize=12, color="tab:green")
+
+
+def _timeline_captions(ax: Axes, rows: tuple[float, float]) -> None:
+    """How the chains move (below the timeline) and what the red arrows are (left of it)."""
+    yx, yy = rows
     ax.text(
         -0.45, yy - 0.5,
         "X_0, Y_0 ~ q^S;  X_1 ~ K(X_0);  then (X_t+1, Y_t) ~ K̄(X_t, Y_t−1).  "
@@ -236,13 +256,6 @@ def lag_chains_timeline(
         -0.5, (yx + yy) / 2, "red: h(X_t) − h(Y_(t−1))\n× min(1, (t−k)/(m−k+1))",
         fontsize=7, color="tab:red", va="center", ha="right",
     )  # fmt: skip
-    ax.set_xlim(-2.6, last + 0.6)
-    ax.set_ylim(yy - 0.65, yx + 0.6)
-    ax.set_axis_off()
-    ax.set_title(
-        f"lag-1 coupled chains, S = {run.num_samples}, (k, m) = ({k}, {m}): τ = {tau}", fontsize=9
-    )
-    return ax
 
 
 def selection_bars(

@@ -9,8 +9,9 @@ plotting. Like ``viz``, every helper draws on Axes it is given, or returns a new
 * ``posterior_vs_encoder``: for a 2-D latent, the exact posterior p_θ(z | x) on a grid
   (``vae.posterior_grid``) filled, the encoder's q_φ(z | x) as contour lines.
 * ``learning_curves``, ``training_meeting_times``: a training history.
-* ``weight_diagnostics``, ``work_bars``: notebook 06's measurements (its MSE against compute
-  is ``viz.mse_vs_budget``, shared with notebook 07).
+* ``plot_weight_diagnostics``, ``work_bars``: notebook 06's measurements (the diagnostics
+  themselves are ``evaluate.weight_diagnostics``; its MSE against compute is
+  ``viz.mse_vs_budget``, shared with notebook 07).
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def training_meeting_times(axes, history: dict, num_samples: int) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(5, integer=True))
 
 
-def weight_diagnostics(
+def plot_weight_diagnostics(
     axes, diags: dict[str, tuple[Tensor, Tensor]], num_samples: int, min_ess: float
 ) -> None:
     """Histograms over images of within-set ESS / S and of PSIS k̂, one colour per proposal,
@@ -204,6 +205,9 @@ def weight_diagnostics(
     b.set(xlabel="PSIS k̂ (per image)", ylabel="images")
     b.set_title(f"k̂ (dashed: {DEGENERATE_KHAT})", fontsize=9)
     a.legend(fontsize=8)
+
+
+weight_diagnostics = plot_weight_diagnostics  # the old name, in notebook 06's stored .ipynb
 
 
 def work_bars(ax: Axes, rows: dict[str, float], title: str = "variance × cost") -> Axes:

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse
 from torch import Tensor
 
+from ucvae_lite.core.diagnostics import degenerate_survival, survival
 from ucvae_lite.core.kernels import CISState
 from ucvae_lite.training.runtime import figures_dir
 
@@ -102,10 +103,10 @@ def running_mean(ax: Axes, samples: Tensor, exact: float, label: str, color=None
     return ax
 
 
-def survival(ax: Axes, tau: Tensor, label: str, color=None) -> Axes:
-    """Empirical P(τ > t) against t on log-log axes (heavy tails show as straight lines)."""
-    t = np.sort(np.asarray(tau, dtype=float))
-    surv = 1.0 - np.arange(1, len(t) + 1) / len(t)
+def plot_survival(ax: Axes, tau: Tensor, label: str, color=None) -> Axes:
+    """Empirical P(τ > t) (``diagnostics.survival``, t = 1..max τ) against t on log-log axes:
+    heavy tails show as straight lines."""
+    t, surv = (v.numpy() for v in survival(torch.as_tensor(tau)))
     keep = surv > 0
     ax.step(t[keep], surv[keep], where="post", label=label, color=color)
     ax.set_xscale("log")
@@ -252,11 +253,9 @@ def survival_vs_degenerate(
     weight (``diagnostics.degenerate_survival``). Curves well below it have light tails;
     curves along it do not.
     """
-    from ucvae_lite.core.diagnostics import degenerate_survival
-
     t_max = 2
     for i, (label, tau) in enumerate(taus.items()):
-        survival(ax, tau, label, color=f"C{i}")
+        plot_survival(ax, tau, label, color=f"C{i}")
         t_max = max(t_max, int(torch.as_tensor(tau).max()))
     per = num_samples if isinstance(num_samples, dict) else {k: num_samples for k in taus}
     t = torch.logspace(0, np.log10(max(t_max, 10) * 2), 200)

@@ -1,11 +1,13 @@
-"""Widget factories for the notebooks: thin wrappers over tested functions in ``teaching``.
+"""Widget factories for notebooks 01–04: thin wrappers over tested functions in ``teaching``.
 
 Each factory returns an ``ipywidgets.VBox`` to ``display(...)``. The figure is rendered to PNG
 into an ``ipywidgets.Image`` (works in JupyterLab without an interactive matplotlib backend);
 the controls and outputs are attributes of the returned box, so tests can drive a widget by
 setting ``.value`` on a slider and check that ``box.image.value`` and ``box.summary.value``
-change. Callbacks only call ``teaching``/``viz`` functions and re-render. Notebook 06's widget
-is in ``widgets_practical``.
+change. Each widget is three parts: its controls (``_..._controls``), its computation (a pure,
+tested function in ``teaching``) and its drawing (``_..._png``, ``_..._text``); the callbacks
+only connect them. Notebook 06's widget is in ``widgets.practical``, 07's in
+``widgets.landscape``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ucvae_lite.lab import teaching
-from ucvae_lite.lab.plots import viz
+from ucvae_lite.lab.plots import diagrams, viz
 from ucvae_lite.models.linear_gaussian import LinearGaussian
 
 
@@ -50,53 +52,38 @@ def _image() -> W.Image:
     return W.Image(format="png", layout=W.Layout(max_width="720px"))
 
 
+def _slider(value: int, low: int, high: int, name: str) -> W.IntSlider:
+    """An integer slider that updates on release."""
+    return W.IntSlider(value=value, min=low, max=high, description=name, continuous_update=False)
+
+
+def _observe(callback, *controls) -> None:
+    for control in controls:
+        control.observe(callback, names="value")
+
+
+# --- notebook 03: the maximal coupling of two categoricals ----------------------------------
+
+
 def coupling_widget(num_slots: int = 5, n: int = 2000, seed: int = 0) -> W.VBox:
     """Sliders for two weight vectors p and q; shows both, their overlap and a joint draw.
 
     Attributes: ``p_sliders``, ``q_sliders`` (FloatSliders), ``redraw`` (Button for a new
     joint draw), ``image``, ``summary`` (HTML with α and the empirical P(i = j)), ``update()``.
     """
-    g = torch.Generator().manual_seed(seed)
-    init_p = torch.rand(num_slots, generator=g, device="cpu").tolist()
-    init_q = torch.rand(num_slots, generator=g, device="cpu").tolist()
-
-    def slider(i: int, v: float, who: str) -> W.FloatSlider:
-        return W.FloatSlider(
-            value=round(v, 2),
-            min=0.0,
-            max=1.0,
-            step=0.01,
-            description=f"{who}[{i}]",
-            continuous_update=False,
-            layout=W.Layout(width="260px"),
-        )
-
-    p_sl = [slider(i, v, "p") for i, v in enumerate(init_p)]
-    q_sl = [slider(i, v, "q") for i, v in enumerate(init_q)]
-    redraw = W.Button(description="new joint draw")
-    image, summary = _image(), W.HTML()
-    box = W.VBox([W.HBox([W.VBox(p_sl), W.VBox(q_sl)]), redraw, summary, image])
-    box.p_sliders, box.q_sliders, box.redraw, box.image, box.summary = (
-        p_sl,
-        q_sl,
-        redraw,
-        image,
-        summary,
-    )
+    box = _coupling_controls(num_slots, seed)
     box.draw_seed = seed
 
     @_single_threaded
     def update(_=None) -> None:
-        p = [s.value for s in p_sl]
-        q = [s.value for s in q_sl]
+        p = [s.value for s in box.p_sliders]
+        q = [s.value for s in box.q_sliders]
         if sum(p) <= 0 or sum(q) <= 0:
-            summary.value = "<b>Give each distribution some positive weight.</b>"
+            box.summary.value = "<b>Give each distribution some positive weight.</b>"
             return
         res = teaching.coupling_draws(p, q, n=n, seed=box.draw_seed)
-        fig = viz.new_figure(size=(6.0, 3.4))
-        viz.categorical_coupling(fig.axes[0], res.p, res.q, res.draw)
-        image.value = viz.to_png(viz.plain_log_ticks(fig))
-        summary.value = (
+        box.image.value = _coupling_png(res)
+        box.summary.value = (
             f"overlap α = Σ min(p, q) = <b>{res.alpha:.3f}</b>; in {res.n} joint draws "
             f"i = j in <b>{res.frac_equal:.3f}</b> of them (maximal: no coupling does better)."
         )
@@ -105,12 +92,40 @@ def coupling_widget(num_slots: int = 5, n: int = 2000, seed: int = 0) -> W.VBox:
         box.draw_seed += 1
         update()
 
-    for s in p_sl + q_sl:
-        s.observe(update, names="value")
-    redraw.on_click(new_draw)
+    _observe(update, *box.p_sliders, *box.q_sliders)
+    box.redraw.on_click(new_draw)
     box.update = update
     update()
     return box
+
+
+def _coupling_controls(num_slots: int, seed: int) -> W.VBox:
+    """Random initial weights p, q (from ``seed``), one slider per slot, and a redraw button."""
+    g = torch.Generator().manual_seed(seed)
+    init = {who: torch.rand(num_slots, generator=g, device="cpu").tolist() for who in "pq"}
+
+    def slider(i: int, v: float, who: str) -> W.FloatSlider:
+        return W.FloatSlider(
+            value=round(v, 2), min=0.0, max=1.0, step=0.01, description=f"{who}[{i}]",
+            continuous_update=False, layout=W.Layout(width="260px"),
+        )  # fmt: skip
+
+    p_sl = [slider(i, v, "p") for i, v in enumerate(init["p"])]
+    q_sl = [slider(i, v, "q") for i, v in enumerate(init["q"])]
+    redraw, image, summary = W.Button(description="new joint draw"), _image(), W.HTML()
+    box = W.VBox([W.HBox([W.VBox(p_sl), W.VBox(q_sl)]), redraw, summary, image])
+    box.p_sliders, box.q_sliders, box.redraw = p_sl, q_sl, redraw
+    box.image, box.summary = image, summary
+    return box
+
+
+def _coupling_png(res: teaching.CouplingDraws) -> bytes:
+    fig = viz.new_figure(size=(6.0, 3.4))
+    viz.categorical_coupling(fig.axes[0], res.p, res.q, res.draw)
+    return viz.to_png(viz.plain_log_ticks(fig))
+
+
+# --- shared by the chain widgets: the proposal and the 2-D picture --------------------------
 
 
 def _limits(model: LinearGaussian, x: Tensor, shift: float, scale: float) -> tuple:
@@ -133,6 +148,32 @@ def _proposal_sliders(shift: float, scale: float, min_scale: float = 0.3) -> tup
     return sh, sc
 
 
+def _chain_controls(
+    model: LinearGaussian, step: W.IntSlider, num_samples: int, shift: float, scale: float,
+    seed: int,
+) -> W.VBox:  # fmt: skip
+    """The controls of the CIS and coupled-chains widgets: ``step`` (t), ``S``, ``shift`` and
+    ``scale`` (the proposal), ``seed``; and their ``image`` and ``summary``."""
+    if model.latent_dim != 2:
+        raise ValueError(f"the chain widgets draw a 2-D latent, got latent_dim={model.latent_dim}")
+    S = _slider(num_samples, 2, 20, "S")
+    sh, sc = _proposal_sliders(shift, scale)
+    sd = W.IntText(value=seed, description="seed", layout=W.Layout(width="160px"))
+    image, summary = _image(), W.HTML()
+    box = W.VBox([W.HBox([S, sd]), W.HBox([sh, sc]), step, summary, image])
+    box.step, box.S, box.shift, box.scale, box.seed = step, S, sh, sc, sd
+    box.image, box.summary = image, summary
+    return box
+
+
+def _posterior(model: LinearGaussian, x: Tensor) -> tuple[Tensor, Tensor]:
+    """(mean [2], covariance [2, 2]) of p(z | x) for one data point x [1, p]."""
+    mean, cov = model.posterior(x)
+    return mean[0], cov[0]
+
+
+# --- notebook 01: the IWAE bound and its gradient against S ---------------------------------
+
 IWAE_SIZES = [1, 2, 5, 10, 20, 50, 100]  # the S values of iwae_widget
 
 
@@ -148,12 +189,12 @@ def iwae_widget(
 ) -> W.VBox:
     """IWAE against S: the bound L_S and the bias of IWAE's θ-gradient, against exact values.
 
-    Controls: ``S`` (SelectionSlider over ``SIZES``), ``shift`` and ``scale`` (the proposal;
-    width ≥ 0.8, where Var_q[w] is finite). Changing the proposal re-measures the curves
-    (``teaching.iwae_curve``: ``replicates`` gradients and ``bound_replicates`` bounds per S;
-    cached per proposal); moving S
-    only moves the marker and the numbers. Attributes: ``S``, ``shift``, ``scale``, ``image``,
-    ``summary``, ``curve`` (the current ``teaching.IWAECurve``), ``update()``.
+    Controls: ``S`` (SelectionSlider over ``IWAE_SIZES``), ``shift`` and ``scale`` (the
+    proposal; width ≥ 0.8, where Var_q[w] is finite). Changing the proposal re-measures the
+    curves (``teaching.iwae_curve``: ``replicates`` gradients and ``bound_replicates`` bounds
+    per S; cached per proposal); moving S only moves the marker and the numbers. Attributes:
+    ``S``, ``shift``, ``scale``, ``image``, ``summary``, ``curve`` (the current
+    ``teaching.IWAECurve``), ``update()``.
     """
     x = x[:1]
     S = W.SelectionSlider(
@@ -173,29 +214,39 @@ def iwae_widget(
             cache[key] = teaching.iwae_curve(
                 model, x, IWAE_SIZES, replicates, *key, g, bound_replicates=bound_replicates
             )
-        curve = box.curve = cache[key]
-        i = curve.num_samples.index(S.value)
-        fig = viz.widget_figure(ncols=3, size=(3.2, 3.0))
-        viz.iwae_panels(fig.axes, curve, highlight=S.value)
-        image.value = viz.to_png(viz.plain_log_ticks(fig))
-        grad = (
-            "S = 1 has no self-normalised gradient"
-            if S.value < 2
-            else f"‖IWAE gradient bias‖ = <b>{curve.grad_bias[i]:.3f}</b> (noise floor "
-            f"{curve.grad_floor[i]:.3f}; largest |z| {curve.grad_max_z[i]:.1f})"
-        )
-        summary.value = (
-            f"S = {S.value}: L_S = {curve.bound[i]:.4f} ± {curve.gap_se[i]:.4f}, log p(x) = "
-            f"{curve.log_px:.4f}: gap <b>{curve.gap[i]:.4f}</b>; the delta method predicts "
-            f"V/(2S) = {curve.predicted_gap[i]:.4f} (V = Var_q[w/p(x)] = {curve.variance:.2f}, "
-            f"exact). {grad}."
-        )
+        box.curve = cache[key]
+        image.value = _iwae_png(box.curve, S.value)
+        summary.value = _iwae_text(box.curve, S.value)
 
-    for w in (S, sh, sc):
-        w.observe(update, names="value")
+    _observe(update, S, sh, sc)
     box.update = update
     update()
     return box
+
+
+def _iwae_png(curve: teaching.IWAECurve, S: int) -> bytes:
+    fig = viz.widget_figure(ncols=3, size=(3.2, 3.0))
+    viz.iwae_panels(fig.axes, curve, highlight=S)
+    return viz.to_png(viz.plain_log_ticks(fig))
+
+
+def _iwae_text(curve: teaching.IWAECurve, S: int) -> str:
+    i = curve.num_samples.index(S)
+    grad = (
+        "S = 1 has no self-normalised gradient"
+        if S < 2
+        else f"‖IWAE gradient bias‖ = <b>{curve.grad_bias[i]:.3f}</b> (noise floor "
+        f"{curve.grad_floor[i]:.3f}; largest |z| {curve.grad_max_z[i]:.1f})"
+    )
+    return (
+        f"S = {S}: L_S = {curve.bound[i]:.4f} ± {curve.gap_se[i]:.4f}, log p(x) = "
+        f"{curve.log_px:.4f}: gap <b>{curve.gap[i]:.4f}</b>; the delta method predicts "
+        f"V/(2S) = {curve.predicted_gap[i]:.4f} (V = Var_q[w/p(x)] = {curve.variance:.2f}, "
+        f"exact). {grad}."
+    )
+
+
+# --- notebook 02: one CIS chain, step by step -----------------------------------------------
 
 
 def cis_chain_widget(
@@ -211,71 +262,74 @@ def cis_chain_widget(
 
     Controls: ``step`` (t), ``S``, ``shift``, ``scale`` (the proposal), ``seed``. Changing
     S, the proposal or the seed re-runs ``teaching.record_cis_chain`` for ``steps`` steps;
-    moving ``step`` redraws with ``diagrams.cis_step``. Attributes: those controls, ``image``,
-    ``summary``, ``record`` (the ``teaching.CISRecord``), ``rerun()``, ``redraw()``.
+    moving ``step`` redraws step t (``teaching.cis_step_view``, ``diagrams.draw_cis_step``).
+    Attributes: those controls, ``image``, ``summary``, ``record`` (the
+    ``teaching.CISRecord``), ``h`` (h(X_t), first coordinate), ``rerun()``, ``redraw()``.
     """
-    if model.latent_dim != 2:
-        raise ValueError(f"the CIS widget draws a 2-D latent, got latent_dim={model.latent_dim}")
-    from ucvae_lite.lab.plots import diagrams
-
     x = x[:1]
-    post = tuple(v[0] for v in model.posterior(x))
-    exact = post[0][0].item()
+    post = _posterior(model, x)
     step = W.IntSlider(value=0, min=0, max=steps - 1, description="step t")
-    S = W.IntSlider(value=num_samples, min=2, max=20, description="S", continuous_update=False)
-    sh, sc = _proposal_sliders(shift, scale)
-    sd = W.IntText(value=seed, description="seed", layout=W.Layout(width="160px"))
-    image, summary = _image(), W.HTML()
-    box = W.VBox([W.HBox([S, sd]), W.HBox([sh, sc]), step, summary, image])
-    box.step, box.S, box.shift, box.scale, box.seed = step, S, sh, sc, sd
-    box.image, box.summary = image, summary
+    box = _chain_controls(model, step, num_samples, shift, scale, seed)
 
     @_single_threaded
     def rerun(_=None) -> None:
-        target = model.target(x, shift=sh.value, scale=sc.value)
-        g = torch.Generator().manual_seed(int(sd.value))
-        box.record = teaching.record_cis_chain(target, S.value, steps, g)
-        box.h = torch.stack([teaching.h_values(s)[0, 0] for s in box.record.states])
-        box.limits = _limits(model, x, sh.value, sc.value)
+        target = model.target(x, shift=box.shift.value, scale=box.scale.value)
+        g = torch.Generator().manual_seed(int(box.seed.value))
+        box.record = teaching.record_cis_chain(target, box.S.value, steps, g)
+        box.h = box.record.h()[:, 0, 0]
+        box.limits = _limits(model, x, box.shift.value, box.scale.value)
         redraw()
 
     @_single_threaded
     def redraw(_=None) -> None:
-        rec, t = box.record, step.value
-        ell = int(rec.indices[t][0])
-        refs = torch.stack([s.particles[0, 0] for s in rec.states[: t + 1]]).numpy()
-        fig = viz.widget_figure(ncols=3, size=(3.3, 3.2))
-        diagrams.cis_step(fig.axes[0], fig.axes[1], rec.states[t], ell, post, refs, box.limits)
-        fig.axes[0].set_title(f"X_{t}: reference and fresh draws", fontsize=9)
-        fig.axes[1].set_title(f"select ℓ = {ell + 1} (green)", fontsize=9)
-        ax = fig.axes[2]
-        ax.plot(range(t + 1), box.h[: t + 1].numpy(), "o-", ms=3, color=viz.COLORS["x"])
-        ax.axhline(exact, color="k", ls="--", lw=1, label="E[z₁ | x] (exact)")
-        ax.set_xlim(-0.5, steps - 0.5)
-        ax.set_xlabel("step t")
-        ax.set_ylabel("h(X_t), first coordinate")
-        ax.set_title("Σ w̄ z₁ along this chain", fontsize=9)
-        ax.legend(fontsize=7)
-        image.value = viz.to_png(viz.plain_log_ticks(fig))
-        w = teaching.normalized_weights(rec.states[t].log_weights[0])
-        moved = sum(int(i[0]) != 0 for i in rec.indices[:t])
-        what = (
-            "keeps its reference (slot 1)"
-            if ell == 0
-            else f"moves to fresh draw {ell + 1}, which becomes the next reference"
-        )
-        summary.value = (
-            f"t = {t}: w̄ = [{', '.join(f'{v:.2f}' for v in w.tolist())}]; the chain selects "
-            f"slot <b>{ell + 1}</b> (probability {w[ell]:.2f}) and {what}. It left its "
-            f"reference in {moved} of the {t} steps before this one."
-        )
+        view = teaching.cis_step_view(box.record, step.value)
+        box.image.value = _cis_png(view, box.h, post, box.limits, steps)
+        box.summary.value = _cis_text(view)
 
     step.observe(redraw, names="value")
-    for w in (S, sh, sc, sd):
-        w.observe(rerun, names="value")
+    _observe(rerun, box.S, box.shift, box.scale, box.seed)
     box.rerun, box.redraw = rerun, redraw
     rerun()
     return box
+
+
+def _cis_png(
+    view: teaching.CISStepView, h: Tensor, post: tuple[Tensor, Tensor], limits: tuple, steps: int
+) -> bytes:
+    """The set X_t and its selection (two panels), and h(X_t) along the chain so far."""
+    t, ell = view.t, view.selected
+    fig = viz.widget_figure(ncols=3, size=(3.3, 3.2))
+    diagrams.draw_cis_step(
+        fig.axes[0], fig.axes[1], view.state, ell, post, view.trail.numpy(), limits, view.row
+    )
+    fig.axes[0].set_title(f"X_{t}: reference and fresh draws", fontsize=9)
+    fig.axes[1].set_title(f"select ℓ = {ell + 1} (green)", fontsize=9)
+    ax = fig.axes[2]
+    ax.plot(range(t + 1), h[: t + 1].numpy(), "o-", ms=3, color=viz.COLORS["x"])
+    ax.axhline(post[0][0].item(), color="k", ls="--", lw=1, label="E[z₁ | x] (exact)")
+    ax.set_xlim(-0.5, steps - 0.5)
+    ax.set_xlabel("step t")
+    ax.set_ylabel("h(X_t), first coordinate")
+    ax.set_title("Σ w̄ z₁ along this chain", fontsize=9)
+    ax.legend(fontsize=7)
+    return viz.to_png(viz.plain_log_ticks(fig))
+
+
+def _cis_text(view: teaching.CISStepView) -> str:
+    t, ell, w = view.t, view.selected, view.weights
+    what = (
+        "keeps its reference (slot 1)"
+        if ell == 0
+        else f"moves to fresh draw {ell + 1}, which becomes the next reference"
+    )
+    return (
+        f"t = {t}: w̄ = [{', '.join(f'{v:.2f}' for v in w.tolist())}]; the chain selects "
+        f"slot <b>{ell + 1}</b> (probability {w[ell]:.2f}) and {what}. It left its "
+        f"reference in {view.moves} of the {t} steps before this one."
+    )
+
+
+# --- notebook 03: two lag-1 coupled chains, step by step ------------------------------------
 
 
 def coupled_chains_widget(
@@ -293,35 +347,25 @@ def coupled_chains_widget(
     S, the proposal or the seed re-runs ``teaching.lag_coupled_chains`` for one chain pair;
     moving ``step`` redraws X_t and Y_{t−1} (``viz.coupled_chains_step``) beside their
     selection probabilities w̄^X, w̄^Y, the overlap α and the slots (ℓ_X, ℓ_Y) the coupling
-    selects for the next step (``diagrams.selection_bars``): the chains meet when both select
-    the same shared fresh slot. Attributes: the controls, ``image``, ``summary``, ``run``.
+    selects for the next step (``teaching.coupled_step``, ``diagrams.selection_bars``): the
+    chains meet when both select the same shared fresh slot. Attributes: the controls,
+    ``image``, ``summary``, ``run``.
     """
-    if model.latent_dim != 2:
-        raise ValueError(f"the chains widget draws a 2-D latent, got latent_dim={model.latent_dim}")
-    from ucvae_lite.lab.plots import diagrams
-
     x = x[:1]
-    post = tuple(v[0] for v in model.posterior(x))
+    post = _posterior(model, x)
     step = W.IntSlider(value=1, min=1, max=1, description="step t")
-    S = W.IntSlider(value=num_samples, min=2, max=20, description="S", continuous_update=False)
-    sh, sc = _proposal_sliders(shift, scale)
-    sd = W.IntText(value=seed, description="seed", layout=W.Layout(width="160px"))
-    image, summary = _image(), W.HTML()
-    box = W.VBox([W.HBox([S, sd]), W.HBox([sh, sc]), step, summary, image])
-    box.step, box.S, box.shift, box.scale, box.seed = step, S, sh, sc, sd
-    box.image, box.summary = image, summary
+    box = _chain_controls(model, step, num_samples, shift, scale, seed)
     box.run = None
 
     @_single_threaded
     def rerun(_=None) -> None:
-        target = model.target(x, shift=sh.value, scale=sc.value)
-        g = torch.Generator().manual_seed(int(sd.value))
-        # m = max_steps: the pair keeps running after it meets, so X_τ and the step into it
-        # can be shown.
-        box.run = teaching.lag_coupled_chains(target, S.value, max_steps, max_steps, g)
-        box.limits = _limits(model, x, sh.value, sc.value)
-        tau = int(box.run.tau[0])
-        step.max = max(2, min(tau, box.run.steps - 1))
+        target = model.target(x, shift=box.shift.value, scale=box.scale.value)
+        g = torch.Generator().manual_seed(int(box.seed.value))
+        # m = max_steps: the pair keeps running after it meets, so that X_τ and the step into
+        # it can be shown.
+        box.run = teaching.lag_coupled_chains(target, box.S.value, max_steps, max_steps, g)
+        box.limits = _limits(model, x, box.shift.value, box.scale.value)
+        step.max = max(2, min(int(box.run.tau[0]), box.run.steps - 1))
         if step.value == 1:
             redraw()
         else:
@@ -329,45 +373,51 @@ def coupled_chains_widget(
 
     @_single_threaded
     def redraw(_=None) -> None:
-        run, t = box.run, step.value
-        tau = int(run.tau[0])
-        met = t >= tau
-        ix, iy = (int(i[0]) for i in teaching.selected_slots(run, t))
-        wx = teaching.normalized_weights(run.xs[t].log_weights[0])
-        wy = teaching.normalized_weights(run.ys[t - 1].log_weights[0])
-        fig = viz.widget_figure(ncols=2, size=(4.4, 3.9))
-        viz.coupled_chains_step(fig.axes[0], run.xs[t], run.ys[t - 1], t, met, post, box.limits)
-        diagrams.selection_bars(fig.axes[1], wx, wy, ix, iy)
-        fig.axes[1].set_title(f"selection for step {t} → {t + 1}", fontsize=9)
-        image.value = viz.to_png(viz.plain_log_ticks(fig))
-        alpha = torch.minimum(wx, wy).sum().item()
-        meet = f"τ = {tau}" if tau <= run.steps else f"not met within {run.steps} steps"
-        if met:
-            why = "The chains have met: identical sets, identical selections from here on."
-        elif ix == iy and ix > 0:
-            why = (
-                f"Both select slot {ix + 1}, a fresh draw the two sets share: "
-                f"X_{t + 1} = Y_{t}, so they meet at τ = {t + 1}."
-            )
-        elif ix == iy == 0:
-            why = (
-                "Both select slot 1, but slot 1 holds each chain's own reference (two different "
-                "particles): not met."
-            )
-        else:
-            why = f"They select different slots ({ix + 1} and {iy + 1}): not met."
-        summary.value = (
-            f"{meet}. Step t = {t}: overlap α = Σ min(w̄^X, w̄^Y) = <b>{alpha:.2f}</b> is the "
-            f"chance that the coupling selects the same slot in both; it selected "
-            f"(ℓ_X, ℓ_Y) = ({ix + 1}, {iy + 1}). {why}"
-        )
+        view = teaching.coupled_step(box.run, step.value)
+        box.image.value = _coupled_png(box.run, view, post, box.limits)
+        box.summary.value = _coupled_text(view, box.run.steps)
 
     step.observe(redraw, names="value")
-    for w in (S, sh, sc, sd):
-        w.observe(rerun, names="value")
+    _observe(rerun, box.S, box.shift, box.scale, box.seed)
     box.rerun, box.redraw = rerun, redraw
     rerun()
     return box
+
+
+def _coupled_png(
+    run: teaching.CoupledRun, view: teaching.CoupledStep, post: tuple[Tensor, Tensor], limits
+) -> bytes:
+    t = view.t
+    fig = viz.widget_figure(ncols=2, size=(4.4, 3.9))
+    viz.coupled_chains_step(fig.axes[0], run.xs[t], run.ys[t - 1], t, view.met, post, limits)
+    diagrams.selection_bars(fig.axes[1], view.wx, view.wy, *view.slots)
+    fig.axes[1].set_title(f"selection for step {t} → {t + 1}", fontsize=9)
+    return viz.to_png(viz.plain_log_ticks(fig))
+
+
+def _coupled_text(view: teaching.CoupledStep, steps: int) -> str:
+    t, (ix, iy) = view.t, view.slots
+    meet = f"τ = {view.tau}" if view.tau <= steps else f"not met within {steps} steps"
+    why = {
+        "met": "The chains have met: identical sets, identical selections from here on.",
+        "meet": (
+            f"Both select slot {ix + 1}, a fresh draw the two sets share: "
+            f"X_{t + 1} = Y_{t}, so they meet at τ = {t + 1}."
+        ),
+        "own references": (
+            "Both select slot 1, but slot 1 holds each chain's own reference (two different "
+            "particles): not met."
+        ),
+        "different": f"They select different slots ({ix + 1} and {iy + 1}): not met.",
+    }[view.outcome]
+    return (
+        f"{meet}. Step t = {t}: overlap α = Σ min(w̄^X, w̄^Y) = <b>{view.alpha:.2f}</b> is the "
+        f"chance that the coupling selects the same slot in both; it selected "
+        f"(ℓ_X, ℓ_Y) = ({ix + 1}, {iy + 1}). {why}"
+    )
+
+
+# --- notebook 04: H_{k:m} against IWAE at equal compute -------------------------------------
 
 
 def variance_widget(
@@ -387,21 +437,44 @@ def variance_widget(
 
     Controls: ``k``, ``m``, ``S``, ``shift``, ``scale`` (the proposal) and ``replicates``
     (runs of H_{k:m}; IWAE, being cheap, gets ``iwae_replicates`` so its bias is resolved).
-    Each change measures both with ``budget.error_budget`` against the exact posterior mean
-    and draws c·V, |bias|² and MSE(C) = |bias|² + c·V/C with the crossover budget C*.
-    Attributes: the controls, ``image``, ``summary``, ``history`` ((S, k, m, VarianceCost of
-    H_{k:m}) per update), ``budgets`` (the last pair of ``ErrorBudget``s), ``update()``.
+    Each change measures both (``teaching.variance_comparison``) and draws c·V, |bias|² and
+    MSE(C) = |bias|² + c·V/C with the crossover budget C*. Attributes: the controls,
+    ``image``, ``summary``, ``history`` ((S, k, m, VarianceCost of H_{k:m}) per update),
+    ``budgets`` (the last pair of ``ErrorBudget``s), ``update()``.
     """
-    from ucvae_lite.core.coupled import coupled_estimate
-    from ucvae_lite.core.iwae import iwae_estimate
-    from ucvae_lite.studies.budget import crossover_budget, error_budget
-    from ucvae_lite.studies.stats import variance_and_cost
-
     x = x[:1]
-    exact = model.posterior(x)[0][0]
-    kk = W.IntSlider(value=k, min=0, max=10, description="k", continuous_update=False)
-    mm = W.IntSlider(value=m, min=0, max=20, description="m", continuous_update=False)
-    S = W.IntSlider(value=num_samples, min=2, max=30, description="S", continuous_update=False)
+    box = _variance_controls(num_samples, k, m, shift, scale, replicates)
+    box.history = []
+
+    @_single_threaded
+    def update(_=None) -> None:
+        if box.m.value < box.k.value:
+            box.m.value = box.k.value  # triggers update again
+            return
+        S, kk, mm = box.S.value, box.k.value, box.m.value
+        res = teaching.variance_comparison(
+            model, x, S, kk, mm, box.shift.value, box.scale.value, box.replicates.value,
+            iwae_replicates, torch.Generator().manual_seed(seed),
+        )  # fmt: skip
+        box.budgets = (res.coupled, res.iwae)
+        box.history.append((S, kk, mm, res.variance_cost))
+        box.image.value = _variance_png(res)
+        box.summary.value = (
+            f"S = {S}, (k, m) = ({kk}, {mm}), q shift {box.shift.value:.1f}, width "
+            f"{box.scale.value:.1f}: " + _variance_text(res)
+        )
+
+    _observe(update, box.k, box.m, box.S, box.replicates, box.shift, box.scale)
+    box.update = update
+    update()
+    return box
+
+
+def _variance_controls(
+    num_samples: int, k: int, m: int, shift: float, scale: float, replicates: int
+) -> W.VBox:
+    """Sliders ``k``, ``m``, ``S``, ``replicates``, ``shift``, ``scale``; ``image``, ``summary``."""
+    kk, mm, S = _slider(k, 0, 10, "k"), _slider(m, 0, 20, "m"), _slider(num_samples, 2, 30, "S")
     reps = W.IntSlider(
         value=replicates, min=100, max=5000, step=100, description="replicates",
         continuous_update=False,
@@ -411,71 +484,48 @@ def variance_widget(
     box = W.VBox([W.HBox([kk, mm, S]), W.HBox([sh, sc, reps]), summary, image])
     box.k, box.m, box.S, box.replicates, box.shift, box.scale = kk, mm, S, reps, sh, sc
     box.image, box.summary = image, summary
-    box.history = []
-
-    @_single_threaded
-    def update(_=None) -> None:
-        if mm.value < kk.value:
-            mm.value = kk.value  # triggers update again
-            return
-        g = torch.Generator().manual_seed(seed)
-        n_u, n_i = reps.value, iwae_replicates
-        t_u = model.target(x.expand(n_u, -1), shift=sh.value, scale=sc.value)
-        t_i = model.target(x.expand(n_i, -1), shift=sh.value, scale=sc.value)
-        est = coupled_estimate(t_u, S.value, kk.value, mm.value, generator=g)
-        iw = iwae_estimate(t_i, S.value, g)
-        coupled = error_budget(est.mean(), exact, est.num_evals, "H_{k:m}", unbiased=True)
-        iwae = error_budget(iw.mean(), exact, S.value, f"IWAE-{S.value}")
-        box.budgets = (coupled, iwae)
-        vc = variance_and_cost(
-            est.mean(), est.num_evals.double().mean().item(), est.tau.double().mean().item()
-        )
-        box.history.append((S.value, kk.value, mm.value, vc))
-        fig = viz.widget_figure(ncols=3, size=(3.2, 3.0), wspace=0.55)
-        names = ["H_{k:m}", f"IWAE-{S.value}"]
-        colors = [viz.COLORS["x"], viz.COLORS["iwae"]]
-        work = [coupled.cost * coupled.variance, iwae.cost * iwae.variance]
-        fig.axes[0].bar(names, work, color=colors)
-        fig.axes[0].set_yscale("log")
-        fig.axes[0].set_ylabel("c · V (evaluations × variance)")
-        fig.axes[0].set_title("noise per unit of compute", fontsize=9)
-        b2 = [coupled.bias2, iwae.bias2]
-        fig.axes[1].bar(names, b2, yerr=[2 * coupled.bias2_se, 2 * iwae.bias2_se], color=colors)
-        fig.axes[1].axhline(0, color="k", lw=0.8)
-        fig.axes[1].set_ylabel("|bias|² (± 2 SE)")
-        fig.axes[1].set_title("squared bias", fontsize=9)
-        resolved = iwae.bias2 > 4 * iwae.bias2_se
-        c_star = crossover_budget(coupled, iwae) if resolved else None
-        top = max(1e4, 10 * c_star[0]) if c_star and c_star[0] > 0 else 1e5
-        budgets = torch.logspace(0, math.log10(top), 60).numpy()
-        crossings = {"": c_star} if c_star and c_star[0] > 0 else None
-        viz.mse_vs_budget(fig.axes[2], budgets, [coupled, iwae], crossings)
-        fig.axes[2].set_title("MSE of the average at budget C", fontsize=9)
-        image.value = viz.to_png(viz.plain_log_ticks(fig))
-        if c_star is None:
-            verdict = "IWAE's bias is not resolved here (|bias|² < 4 SE): no crossover to report."
-        elif c_star[0] <= 0:
-            verdict = "H_{k:m} has the lower MSE at every budget."
-        else:
-            verdict = (
-                f"H_{{k:m}} has the lower MSE once the budget exceeds <b>C* = {c_star[0]:,.0f} ± "
-                f"{c_star[1]:,.0f}</b> evaluations."
-            )
-        summary.value = (
-            f"S = {S.value}, (k, m) = ({kk.value}, {mm.value}), q shift {sh.value:.1f}, width "
-            f"{sc.value:.1f}: H_{{k:m}} costs {coupled.cost:.1f} evaluations (mean τ "
-            f"{vc.mean_tau:.2f}), c·V = {work[0]:.3g} vs IWAE's {work[1]:.3g} "
-            f"(<b>{work[0] / work[1]:.1f}×</b>); IWAE's |bias|² = {iwae.bias2:.2e} ± "
-            f"{iwae.bias2_se:.1e}, H's {coupled.bias2:.1e} ± {coupled.bias2_se:.1e}. {verdict}"
-        )
-
-    for w in (kk, mm, S, reps, sh, sc):
-        w.observe(update, names="value")
-    box.update = update
-    update()
     return box
 
 
-def getattr_value(vc: teaching.VarianceCost, key: str) -> float:
-    """The bar heights of ``variance_widget``: mean variance, cost or variance × cost."""
-    return {"var": vc.variance.mean().item(), "cost": vc.cost, "work": vc.work}[key]
+def _variance_png(res: teaching.VarianceComparison) -> bytes:
+    """Three panels: c·V of both, |bias|² ± 2 SE of both, MSE against the budget C with C*."""
+    coupled, iwae = res.coupled, res.iwae
+    fig = viz.widget_figure(ncols=3, size=(3.2, 3.0), wspace=0.55)
+    names, colors = [coupled.name, iwae.name], [viz.COLORS["x"], viz.COLORS["iwae"]]
+    fig.axes[0].bar(names, [coupled.cost * coupled.variance, iwae.cost * iwae.variance],
+                    color=colors)  # fmt: skip
+    fig.axes[0].set_yscale("log")
+    fig.axes[0].set_ylabel("c · V (evaluations × variance)")
+    fig.axes[0].set_title("noise per unit of compute", fontsize=9)
+    fig.axes[1].bar(names, [coupled.bias2, iwae.bias2],
+                    yerr=[2 * coupled.bias2_se, 2 * iwae.bias2_se], color=colors)  # fmt: skip
+    fig.axes[1].axhline(0, color="k", lw=0.8)
+    fig.axes[1].set_ylabel("|bias|² (± 2 SE)")
+    fig.axes[1].set_title("squared bias", fontsize=9)
+    c_star = res.crossover
+    crossing = c_star is not None and c_star[0] > 0
+    top = max(1e4, 10 * c_star[0]) if crossing else 1e5
+    budgets = torch.logspace(0, math.log10(top), 60).numpy()
+    viz.mse_vs_budget(fig.axes[2], budgets, [coupled, iwae], {"": c_star} if crossing else None)
+    fig.axes[2].set_title("MSE of the average at budget C", fontsize=9)
+    return viz.to_png(viz.plain_log_ticks(fig))
+
+
+def _variance_text(res: teaching.VarianceComparison) -> str:
+    coupled, iwae, c_star = res.coupled, res.iwae, res.crossover
+    if c_star is None:
+        verdict = "IWAE's bias is not resolved here (|bias|² < 4 SE): no crossover to report."
+    elif c_star[0] <= 0:
+        verdict = "H_{k:m} has the lower MSE at every budget."
+    else:
+        verdict = (
+            f"H_{{k:m}} has the lower MSE once the budget exceeds <b>C* = {c_star[0]:,.0f} ± "
+            f"{c_star[1]:,.0f}</b> evaluations."
+        )
+    work = coupled.cost * coupled.variance, iwae.cost * iwae.variance
+    return (
+        f"H_{{k:m}} costs {coupled.cost:.1f} evaluations (mean τ "
+        f"{res.variance_cost.mean_tau:.2f}), c·V = {work[0]:.3g} vs IWAE's {work[1]:.3g} "
+        f"(<b>{work[0] / work[1]:.1f}×</b>); IWAE's |bias|² = {iwae.bias2:.2e} ± "
+        f"{iwae.bias2_se:.1e}, H's {coupled.bias2:.1e} ± {coupled.bias2_se:.1e}. {verdict}"
+    )
