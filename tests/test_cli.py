@@ -1,4 +1,5 @@
-"""The command line answers bad input with one line and exit status 2, before any training.
+"""The command line answers bad input with one line and exit status 2, before any training;
+a run that fails (NaN weights mid-training) with one line, the advice and exit status 1.
 
 For every bad input, stderr must be a single ``error: ...`` line, with no traceback, and
 nothing may be written to the working folder (validation happens before data loading and
@@ -19,10 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 
+import ucvae_lite.training.config as config_mod
 import ucvae_lite.training.data as data_mod
 import ucvae_lite.training.evaluate as evaluate_mod
 import ucvae_lite.training.train as train_mod
+from ucvae_lite import cli
 from ucvae_lite.cli import main
+from ucvae_lite.training.config import OBJECTIVES, ConfigError, TrainConfig, settings
 from ucvae_lite.training.evaluate import CHECKPOINT_KEYS, CheckpointError, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,14 +83,20 @@ def files(tmp_path: Path) -> dict[str, Path]:
 BAD_FLAGS = {
     "k > m": (["train", "--k", "3", "--m", "1"], ["--k 3", "--m 1"]),
     "k > default m": (["train", "--k", "3"], ["--k 3", "--m 2 (the default)"]),
-    "S < 2": (["train", "--num-samples", "1"], ["--num-samples", "at least 2"]),
+    "S < 2": (["train", "--num-samples", "1"], ["--num-samples", "an integer >= 2", "got 1"]),
     "epochs 0": (["train", "--epochs", "0"], ["--epochs"]),
     "batch size 0": (["train", "--batch-size", "0"], ["--batch-size"]),
     "negative lr": (["train", "--lr", "-1"], ["--lr"]),
     "eval samples 0": (["train", "--eval-samples", "0"], ["--eval-samples"]),
     "val samples 0": (["train", "--val-samples", "0"], ["--val-samples"]),
     "max steps 0": (["reproduce", "--max-steps", "0"], ["--max-steps"]),
-    "max steps < m": (["train", "--max-steps", "1"], ["--max-steps 1", "--m 2"]),
+    "max steps < m": (
+        ["train", "--max-steps", "1"],
+        ["--max-steps 1", "--m 2 (", "to 2"],
+    ),
+    "val samples 1": (["train", "--val-samples", "1"], ["--val-samples", ">= 2"]),
+    "sumo ratio 1": (["train", "--sumo-ratio", "1"], ["--sumo-ratio", "(0, 1)"]),
+    "no such activation": (["train", "--activation", "gelu"], ["--activation", "tanh"]),
     "eps 1.5": (["train", "--eps", "1.5"], ["--eps", "[0, 1)"]),
     "latent dim 0": (["train", "--latent-dim", "0"], ["--latent-dim"]),
     "hidden 0": (["train", "--hidden", "64", "0"], ["--hidden"]),
@@ -234,7 +244,7 @@ def test_rejuvenate_reaches_the_training_config(monkeypatch, tmp_path, capsys):
 
     def fake_train(cfg, *args, **kwargs):
         seen["objective"] = cfg.objective_config()
-        raise ValueError("stop here")
+        raise ConfigError("stop here")
 
     monkeypatch.setattr(train_mod, "train", fake_train)
     res = run_main(["train", "--rejuvenate", "0.5", "--out", str(tmp_path / "r")], capsys)
@@ -251,3 +261,79 @@ def test_default_decoder_budget_is_what_iwae_spends_on_the_images_loaded():
     )
     base = cli._train_config(args, "ucvae")
     assert cli._iwae_decoder_evals(base) == 2 * 1200 * 4  # digits has 1,200 training images
+
+
+# --- exit status 1: a run that failed; 2: bad input found while running -------------------------
+def test_nan_weights_mid_training_exit_1_with_advice_that_works(tmp_path, monkeypatch, capsys):
+    """ucvae diverges in epoch 2 (``--lr 1e6``): NaN log-weights in a step are a failed run,
+    exit status 1 from ``python -m ucvae_lite``, one line naming the epoch and saying what to
+    do; doing it (a lower --lr, then --resume: the resumed run takes the new lr) finishes."""
+    monkeypatch.setenv("UCVAE_FAST", "1")
+    flags = ["train", "--activation", "relu", "--quiet", "--eval-samples", "10"]
+    flags += ["--out", str(tmp_path / "run")]
+    assert run_main([*flags, "--epochs", "1"], capsys).returncode == 0
+    res = run_cli([*flags, "--epochs", "2", "--resume", "--lr", "1e6"], tmp_path)
+    lines = res.stderr.splitlines()
+    assert res.returncode == 1 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    for needle in ("error: ucvae at epoch 2", "log-weights returned NaN", "checkpoint of epoch 1"):
+        assert needle in lines[0], lines[0]
+    assert lines[0].endswith("try a lower --lr, then --resume.")
+    res = run_main([*flags, "--epochs", "2", "--resume"], capsys)
+    assert res.returncode == 0 and "ucvae on digits: 2 epochs" in res.stdout
+
+
+def test_resuming_another_objective_is_bad_input(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("UCVAE_FAST", "1")
+    flags = ["train", "--quiet", "--eval-samples", "10", "--epochs", "1"]
+    flags += ["--out", str(tmp_path / "run")]
+    assert run_main([*flags, "--objective", "iwae"], capsys).returncode == 0
+    res = run_main([*flags, "--objective", "elbo", "--resume"], capsys)
+    assert_one_line_error(res, "cannot resume", "objective='iwae'", "another --out")
+
+
+def test_the_flags_are_checked_once(monkeypatch, tmp_path, capsys):
+    """One TrainConfig is made, and checked once, per command; the trainer checks nothing."""
+    checked = []
+    real = config_mod.check
+    monkeypatch.setattr(config_mod, "check", lambda c: checked.append(type(c)) or real(c))
+    monkeypatch.setattr(train_mod, "train", lambda cfg, **kw: (None, {"epoch": [1], "time": [0]}))
+    monkeypatch.setattr(evaluate_mod, "evaluate", lambda *a, **k: {"ll": -1.0, "se": 0.1})
+    assert main(["train", "--k", "0", "--m", "0", "--out", str(tmp_path / "r")]) == 0
+    assert checked == [TrainConfig]
+
+
+def _flags(command: str) -> dict:
+    """The options of ``command`` by destination."""
+    sub = next(a for a in cli.build_parser()._actions if a.dest == "command")
+    return {a.dest: a for a in sub.choices[command]._actions if a.option_strings}
+
+
+RUN_FLAGS = {"help", "debug", "eval_samples", "resume", "fast", "quiet"}
+REPRODUCE_FLAGS = {"seeds", "objectives", "budgets", "decoder_budget", "time_budget", "jobs"}
+
+
+@pytest.mark.parametrize("command", ["train", "reproduce"])
+def test_every_training_flag_is_a_setting_with_its_default_and_choices(command):
+    """The training flags are TrainConfig's fields: names, defaults (but those that fast mode
+    or the dataset fill in, left None) and choices; nothing else but the run flags."""
+    flags = _flags(command)
+    fields = {f.name: (f, spec) for f, spec in settings(TrainConfig)}
+    if command == "reproduce":
+        del fields["objective"]  # reproduce trains each of --objectives
+    for name, (f, spec) in fields.items():
+        action = flags[name]
+        assert action.option_strings[0] == "--" + name.replace("_", "-"), name
+        assert action.default == (None if name in cli._FAST else f.default), name
+        assert action.choices == (spec.rule.choices if spec.rule else None), name
+        assert action.help.startswith(spec.help), name
+    extra = REPRODUCE_FLAGS | {"figures"} if command == "reproduce" else set()
+    assert set(flags) == set(fields) | RUN_FLAGS | extra
+
+
+def test_help_names_all_five_objectives(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = " ".join(capsys.readouterr().out.split())
+    assert "train one VAE with one objective: elbo, iwae, ucvae, sumo or msc" in top
+    help_text = _flags("train")["objective"].help
+    assert all(f"{name}:" in help_text for name in OBJECTIVES) and len(OBJECTIVES) == 5

@@ -19,7 +19,8 @@ from ucvae_lite.models.vae import VAE
 from ucvae_lite.peers.msc import MSCMemory
 from ucvae_lite.peers.sumo import sumo_from_log_weights
 from ucvae_lite.studies.stats import z_score, z_threshold
-from ucvae_lite.training.objectives import UCVAE_DEFAULTS, StepContext, decoder_gradient, ucvae
+from ucvae_lite.training.config import OBJECTIVES
+from ucvae_lite.training.objectives import DEFAULT_CONFIG, StepContext, ucvae
 from ucvae_lite.training.objectives import objective as objective_fn
 
 G, B = 40, 100  # batches x replicates per batch
@@ -53,10 +54,17 @@ def _exact_decoder_gradient(model, x) -> torch.Tensor:
     return torch.cat([g.reshape(-1) for g in grads])
 
 
+def _decoder_gradient(model, x, name, cfg, generator) -> torch.Tensor:
+    """One draw of the flattened θ (decoder) gradient of ``name``'s loss on x: its expectation
+    is −∇_θ (1/B) Σ_b log p_θ(x_b) for ucvae and sumo, the bound's gradient for elbo, iwae."""
+    step = objective_fn(name)(model, x, cfg, generator)
+    return _grads(step.loss, list(model.decoder.parameters()))
+
+
 def _batch_grads(model, x, name, cfg, seed) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     xb = x.expand(B, -1)
-    return torch.stack([-decoder_gradient(model, xb, name, cfg, g) for _ in range(G)])
+    return torch.stack([-_decoder_gradient(model, xb, name, cfg, g) for _ in range(G)])
 
 
 def _max_z(samples: torch.Tensor, exact: torch.Tensor) -> float:
@@ -66,7 +74,7 @@ def _max_z(samples: torch.Tensor, exact: torch.Tensor) -> float:
 def test_ucvae_decoder_gradient_unbiased_iwae_biased():
     model, x = _model()
     exact = _exact_decoder_gradient(model, x)
-    cfg = UCVAE_DEFAULTS.with_(num_samples=3, k=0, m=0)
+    cfg = DEFAULT_CONFIG.with_(num_samples=3, k=0, m=0)
     limit = z_threshold(exact.numel())
     assert _max_z(_batch_grads(model, x, "ucvae", cfg, 1), exact) < limit
     assert _max_z(_batch_grads(model, x, "iwae", cfg, 2), exact) > limit
@@ -78,7 +86,7 @@ def test_ucvae_decoder_gradient_unbiased_iwae_biased():
 def test_ucvae_unbiased_with_defensive_proposal_k_m_and_mh_move(eps, k, m, rejuvenate):
     model, x = _model()
     exact = _exact_decoder_gradient(model, x)
-    cfg = UCVAE_DEFAULTS.with_(num_samples=3, k=k, m=m, eps=eps, rejuvenate=rejuvenate)
+    cfg = DEFAULT_CONFIG.with_(num_samples=3, k=k, m=m, eps=eps, rejuvenate=rejuvenate)
     assert _max_z(_batch_grads(model, x, "ucvae", cfg, 3), exact) < z_threshold(exact.numel())
 
 
@@ -91,7 +99,7 @@ def test_inclusive_encoder_gradient_unbiased():
     params = list(model.encoder[-1].parameters())  # earlier layers get zero: last is zero
     exact = torch.autograd.grad(-(post.detach() * log_q).sum(), params)
     exact = torch.cat([e.reshape(-1) for e in exact])
-    cfg = UCVAE_DEFAULTS.with_(num_samples=3, k=0, m=0, encoder="inclusive")
+    cfg = DEFAULT_CONFIG.with_(num_samples=3, k=0, m=0, encoder="inclusive")
     g = torch.Generator().manual_seed(4)
     samples = []
     for _ in range(G):
@@ -114,7 +122,7 @@ def test_training_step_theta_gradient_is_the_surrogates(encoder, p, extra):
     feeds the encoder's IWAE loss: none of that may reach θ."""
     model, x = _model()
     xb = x.expand(7, -1)
-    cfg = UCVAE_DEFAULTS.with_(num_samples=4, encoder=encoder, correction_prob=p, **extra)
+    cfg = DEFAULT_CONFIG.with_(num_samples=4, encoder=encoder, correction_prob=p, **extra)
     step = ucvae(model, xb, cfg, torch.Generator().manual_seed(0))
     if p < 1:
         assert 0 < int(step.estimate.corrected.sum()) < 7
@@ -127,10 +135,10 @@ def test_ucvae_encoder_iwae_trains_phi_on_the_iwae_bound_only():
     """With encoder='iwae', φ's gradient is that of −IWAE bound on X_0 (θ held fixed)."""
     model, x = _model()
     xb, S = x.expand(5, -1), 4
-    step = ucvae(model, xb, UCVAE_DEFAULTS.with_(num_samples=S), torch.Generator().manual_seed(0))
-    d = step.diagnostics
-    assert d["tau_mean"] >= 2 and d["tau_max"] >= 2 and d["truncated"] == 0
-    assert d["evals"] >= 2 * S and 0 < d["ess"] <= 1
+    step = ucvae(model, xb, DEFAULT_CONFIG.with_(num_samples=S), torch.Generator().manual_seed(0))
+    c = step.chains
+    assert c.tau_mean >= 2 and c.tau_max >= 2 and c.truncated == 0
+    assert step.log_weight_evals >= 2 * S and 0 < step.ess <= 1
     # The same reparameterised draw as the step's first q.sample(S, generator):
     q = model.proposal(xb)
     z = q.sample(S, torch.Generator().manual_seed(0))
@@ -143,17 +151,17 @@ def test_ucvae_encoder_iwae_trains_phi_on_the_iwae_bound_only():
 
 def test_timeouts_are_reported_not_silent():
     model, x = _model()
-    cfg = UCVAE_DEFAULTS.with_(num_samples=2, k=0, m=0, max_steps=2)
+    cfg = DEFAULT_CONFIG.with_(num_samples=2, k=0, m=0, max_steps=2)
     with pytest.warns(RuntimeWarning, match="truncated"):
         step = ucvae(model, x.expand(200, -1), cfg, torch.Generator().manual_seed(0))
-    assert step.diagnostics["truncated"] > 0
+    assert step.chains.truncated > 0
 
 
 def test_sumo_decoder_gradient_unbiased():
     """θ climbs SUMO: its gradient averages to the exact ∇_θ log p(x) (quadrature)."""
     model, x = _model()
     exact = _exact_decoder_gradient(model, x)
-    cfg = UCVAE_DEFAULTS.with_(num_samples=3)
+    cfg = DEFAULT_CONFIG.with_(num_samples=3)
     assert _max_z(_batch_grads(model, x, "sumo", cfg, 5), exact) < z_threshold(exact.numel())
 
 
@@ -168,10 +176,10 @@ def test_sumo_encoder_minimises_the_second_moment(monkeypatch):
         return seen[-1][1]
 
     monkeypatch.setattr(objectives, "sumo_from_log_weights", spy)
-    step = objective_fn("sumo")(model, xb, UCVAE_DEFAULTS, torch.Generator().manual_seed(0))
+    step = objective_fn("sumo")(model, xb, DEFAULT_CONFIG, torch.Generator().manual_seed(0))
     theta, phi = list(model.decoder.parameters()), list(model.encoder.parameters())
     assert _grads(step.loss, phi).abs().sum() > 0 and _grads(step.loss, theta).abs().sum() > 0
-    assert step.diagnostics["evals"] >= 2 and step.diagnostics["k_mean"] >= 1
+    assert step.log_weight_evals >= 2 and step.details.k_mean >= 1
     (lw_theta, sumo_theta), (lw_phi, sumo_phi) = seen
     torch.testing.assert_close(lw_theta.detach(), lw_phi.detach())  # the same draws
     unused = lambda out, params: all(  # noqa: E731
@@ -188,7 +196,7 @@ def test_msc_first_visit_is_iwae_then_the_chains_move():
     model, x = _model()
     B, S = 8, 4
     xb = x.expand(B, -1)
-    cfg = UCVAE_DEFAULTS.with_(num_samples=S)
+    cfg = DEFAULT_CONFIG.with_(num_samples=S)
     memory = MSCMemory.empty(B, 1, "toy")
     memory.reference = memory.reference.double()
     context = StepContext(torch.arange(B), memory)
@@ -208,7 +216,7 @@ def _msc_setup(B: int, S: int, encoder: str = "iwae"):
     model, x = _model()
     memory = MSCMemory.empty(B, 1, "toy")
     memory.reference = memory.reference.double()
-    cfg = UCVAE_DEFAULTS.with_(num_samples=S, encoder=encoder)
+    cfg = DEFAULT_CONFIG.with_(num_samples=S, encoder=encoder)
     return model, x.expand(B, -1), memory, StepContext(torch.arange(B), memory), cfg
 
 
@@ -252,15 +260,18 @@ def test_ucvae_diagnostics_with_a_thinned_correction():
     are read off the step's estimate."""
     model, x = _model()
     B, S = 200, 3
-    cfg = UCVAE_DEFAULTS.with_(num_samples=S, k=0, m=0, correction_prob=0.3)
+    cfg = DEFAULT_CONFIG.with_(num_samples=S, k=0, m=0, correction_prob=0.3)
     step = ucvae(model, x.expand(B, -1), cfg, torch.Generator().manual_seed(0))
-    est, d = step.estimate, step.diagnostics
+    est, c = step.estimate, step.chains
     ran = est.corrected
     assert 0 < int(ran.sum()) < B
-    assert d["tau_mean"] == pytest.approx(est.tau[ran].double().mean().item())
-    assert d["tau_mean"] >= 2 and d["tau_max"] == int(est.tau.max())
-    assert d["corrected"] == pytest.approx(ran.double().mean().item())
-    assert d["evals"] == pytest.approx(est.num_evals.double().mean().item())
+    assert c.tau_mean == pytest.approx(est.tau[ran].double().mean().item())
+    assert c.tau_mean >= 2 and c.tau_max == int(est.tau.max())
+    assert c.corrected == pytest.approx(ran.double().mean().item())
+    assert step.log_weight_evals == pytest.approx(est.num_evals.double().mean().item())
+    d = step.diagnostics  # the flat view that scripts and tables read: the same numbers
+    assert d["evals"] == step.log_weight_evals and d["tau_mean"] == c.tau_mean
+    assert d["decoder_evals"] == step.decoder_evals and d["truncated"] == c.truncated
 
 
 @pytest.mark.parametrize("encoder", ["iwae", "inclusive"])
@@ -281,7 +292,7 @@ def test_msc_later_visit_one_pass_matches_the_two_pass_step(encoder):
     step = objective_fn("msc")(model, xb, cfg, torch.Generator().manual_seed(0), context)
     hook.remove()
     per_point = S + 1 if encoder == "iwae" else S
-    assert sum(seen) == per_point * B and step.diagnostics["decoder_evals"] == per_point
+    assert sum(seen) == per_point * B and step.decoder_evals == per_point
     q = model.proposal(xb, cfg.eps)
     fresh = q.sample(S, torch.Generator().manual_seed(0))  # the step's own draws
     X = torch.cat([old[:, None], fresh[:, 1:].detach()], 1)
@@ -303,7 +314,7 @@ def test_sumo_step_gradients_match_the_two_pass_formulation():
     model, x = _model()
     B = 12
     xb = x.expand(B, -1)
-    cfg = UCVAE_DEFAULTS.with_(num_samples=3)
+    cfg = DEFAULT_CONFIG.with_(num_samples=3)
     step = objective_fn("sumo")(model, xb, cfg, torch.Generator().manual_seed(0))
     roulette = cfg.roulette()
     m = roulette.min_terms
@@ -332,7 +343,24 @@ def test_sumo_step_gradients_match_the_two_pass_formulation():
     expected = -sumo_from_log_weights(lw_theta, k, roulette).mean()
     expected = expected + sumo_from_log_weights(lw_phi, k, roulette).pow(2).mean()
     assert step.bound == pytest.approx(sumo_from_log_weights(lw_theta, k, roulette).mean().item())
-    assert step.diagnostics["decoder_evals"] == pytest.approx((m + k).double().mean().item())
+    assert step.decoder_evals == pytest.approx((m + k).double().mean().item())
     theta, phi = list(model.decoder.parameters()), list(model.encoder.parameters())
     torch.testing.assert_close(_grads(step.loss, theta), _grads(expected, theta))
     torch.testing.assert_close(_grads(step.loss, phi), _grads(expected, phi))
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_only_objectives_that_run_coupled_chains_report_them(name):
+    """The trainer asks ``Objective.coupled_chains`` and ``Step.chains``, never the name: the
+    two must agree for every objective, and every step reports its cost."""
+    model, x = _model()
+    xb = x.expand(4, -1)
+    obj = objective_fn(name)
+    obj.init_state(model, 4, "toy")  # msc: its chains, one per example
+    if name == "msc":
+        obj.memory.reference = obj.memory.reference.double()
+    cfg = DEFAULT_CONFIG.with_(num_samples=3)
+    step = obj.train_step(model, xb, torch.arange(4), cfg, torch.Generator().manual_seed(0))
+    assert obj.name == name and (step.chains is not None) == obj.coupled_chains
+    assert step.log_weight_evals >= 2 and step.decoder_evals >= 2  # sumo: m + K ≥ 2
+    assert (obj.state_dict() is not None) == (name == "msc")

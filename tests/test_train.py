@@ -7,12 +7,13 @@ from dataclasses import replace
 import pytest
 import torch
 
+import ucvae_lite.training.config as config_mod
 import ucvae_lite.training.train as train_mod
 from ucvae_lite.cli import main
 from ucvae_lite.studies.practical import degenerate_regime
 from ucvae_lite.training.data import load_dataset
 from ucvae_lite.training.evaluate import evaluate, load_model
-from ucvae_lite.training.objectives import TruncationWarning
+from ucvae_lite.training.objectives import Objective, TruncationWarning
 from ucvae_lite.training.train import (
     DegenerateWeightsError,
     TrainConfig,
@@ -88,8 +89,8 @@ def test_nan_loss_names_the_step_and_keeps_the_checkpoint(tmp_path, data, monkey
             step.loss = step.loss * float("nan")
         return step
 
-    monkeypatch.setattr(train_mod, "objective", lambda name: flaky)
-    with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 3 of 6"):
+    monkeypatch.setattr(train_mod, "objective", lambda name: Objective(name, flaky))
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2, step 3 of 6: the loss is nan"):
         train(_cfg(tmp_path, epochs=3, objective="elbo"), progress=False, data=data)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 0  # the last finished epoch (epoch 1) is kept
@@ -155,6 +156,15 @@ def test_quiet_run_prints_nothing_and_calls_back_every_epoch(tmp_path, data, cap
     )
     assert seen == [(1, [1]), (2, [1, 2])]
     assert capsys.readouterr() == ("", "")
+
+
+def test_training_checks_no_setting_again(tmp_path, data, monkeypatch):
+    """The config was checked when it was made; the trainer hands it to the objective as is."""
+    cfg = _cfg(tmp_path, epochs=1, num_samples=3)
+    checked = []
+    monkeypatch.setattr(config_mod, "check", checked.append)
+    train(cfg, progress=False, data=data)
+    assert checked == []
 
 
 class Recorder(train_mod.Callback):
@@ -322,7 +332,7 @@ def test_only_the_truncation_warning_is_silenced(tmp_path, data, monkeypatch):
         warnings.warn("something else went wrong", RuntimeWarning, stacklevel=2)
         return elbo(*args)
 
-    monkeypatch.setattr(train_mod, "objective", lambda name: noisy)
+    monkeypatch.setattr(train_mod, "objective", lambda name: Objective(name, noisy))
     with pytest.warns(RuntimeWarning) as record:
         train(_cfg(tmp_path, epochs=1, objective="elbo"), progress=False, data=data)
     messages = [str(w.message) for w in record]
@@ -341,9 +351,14 @@ def test_a_step_that_fails_mid_run_is_a_failed_run_not_bad_input(tmp_path, data,
             raise ValueError("log-weights returned NaN for 1 of 500 particles.")
         return elbo(*args)
 
-    monkeypatch.setattr(train_mod, "objective", lambda name: breaks)
-    with pytest.raises(TrainingDivergedError, match=r"step 3 of 6: log-weights.*lower --lr"):
+    monkeypatch.setattr(train_mod, "objective", lambda name: Objective(name, breaks))
+    with pytest.raises(
+        TrainingDivergedError, match=r"3 of 6: the step failed: log.*finished; try a lower --lr"
+    ):
         train(_cfg(tmp_path, epochs=1, objective="elbo"), progress=False, data=data)
+    calls[0] = -6  # now the 9th step fails: epoch 2, with epoch 1's checkpoint to resume from
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2, .*epoch 1 is kept .*--resume"):
+        train(_cfg(tmp_path / "b", epochs=2, objective="elbo"), progress=False, data=data)
 
 
 def test_resume_keeps_a_best_epoch_from_before_the_stop(tmp_path, data, monkeypatch):

@@ -1,9 +1,16 @@
 """Command line: ``python -m ucvae_lite COMMAND``; ``--help`` on each command lists its flags.
 
-Bad input (a flag value out of range, a missing dataset or checkpoint, a file that is not a
-checkpoint) is answered with one line on stderr, ``error: <what is wrong and what to change>``,
-and exit status 2, before any data is loaded or any training starts. ``--debug`` shows the
-full traceback instead.
+The training flags of ``train`` and ``reproduce`` are generated from the fields of
+``training.config.TrainConfig`` (name, default, help, choices); the flags are checked once,
+when their ``TrainConfig`` is made, and the errors name the flags (``--m 2 (the default)``).
+
+Exit status 2 with one line on stderr, ``error: <what is wrong and what to change>``: bad
+input (``ConfigError``: a flag value out of range, a file that is not a checkpoint;
+``FileNotFoundError``: a missing dataset), found before any data is loaded or any training
+starts where it can be. Exit status 1 with one line: a run that failed
+(``TrainingFailedError``: a diverged loss or NaN weights during training, with what to do
+next; refused degenerate weights; chains that did not meet). ``--debug`` shows the full
+traceback instead.
 """
 
 from __future__ import annotations
@@ -13,17 +20,22 @@ import math
 import shlex
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
-
-class UsageError(ValueError):
-    """A command-line value the commands refuse; ``main`` prints it as one ``error:`` line."""
+from ucvae_lite.training.config import (
+    GROUPS,
+    ConfigError,
+    Setting,
+    Spelling,
+    TrainConfig,
+    settings,
+)
 
 
 def _require(ok: bool, message: str) -> None:
-    """Raise ``UsageError(message)`` unless ``ok``."""
+    """Raise ``ConfigError(message)`` unless ``ok``."""
     if not ok:
-        raise UsageError(message)
+        raise ConfigError(message)
 
 
 def _at_least(value: int | None, low: int, flag: str, what: str) -> None:
@@ -42,7 +54,7 @@ def _check_device(device: str) -> None:
         torch.empty(0, device=torch.device(device))
     except (RuntimeError, AssertionError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(
+        raise ConfigError(
             f"--device {device!r} is not usable here ({reason}); pass --device cpu"
         ) from e
 
@@ -81,87 +93,16 @@ def _check_demo(args: argparse.Namespace) -> None:
 
 
 def _check_training(args: argparse.Namespace) -> None:
-    """Flag values shared by ``train`` and ``reproduce``; nothing is loaded or trained yet."""
-    from ucvae_lite.training.objectives import UCVAE_DEFAULTS as D
-
-    _at_least(args.num_samples, 2, "--num-samples", "S samples per data point")
-    _at_least(args.k, 0, "--k", "the first chain step averaged")
-    _at_least(args.m, 0, "--m", "the last chain step averaged")
-    k = D.k if args.k is None else args.k
-    m = D.m if args.m is None else args.m
-    m_flag = f"--m {m}" + (" (the default)" if args.m is None else "")
-    k_flag = f"--k {k}" + (" (the default)" if args.k is None else "")
-    _require(
-        k <= m,
-        f"{k_flag} is larger than {m_flag}: H_k:m averages chain steps k..m; "
-        f"pass --m {k} or more, or a smaller --k",
-    )
-    _require(
-        args.eps is None or 0.0 <= args.eps < 1.0,
-        f"--eps must be in [0, 1) (the weight of N(0, I) in the proposal), got {args.eps}; "
-        "pass e.g. --eps 0.1, or 0 for the plain encoder",
-    )
-    _at_least(args.max_steps, 1, "--max-steps", "the chain step cap")
-    _require(
-        args.max_steps is None or args.max_steps >= m,
-        f"--max-steps {args.max_steps} is below {m_flag}: the chains must run m steps; "
-        f"pass --max-steps {m} or more",
-    )
-    _require(
-        args.correction_prob is None or 0.0 < args.correction_prob <= 1.0,
-        f"--correction-prob must be in (0, 1] (the probability of computing a data point's "
-        f"bias correction), got {args.correction_prob}; pass e.g. --correction-prob 0.25",
-    )
-    _at_least(args.sumo_cutoff, 1, "--sumo-cutoff", "where the roulette's tail turns geometric")
-    _at_least(args.sumo_min_terms, 1, "--sumo-min-terms", "the IWAE bound kept whole")
-    _require(
-        args.rejuvenate is None or (math.isfinite(args.rejuvenate) and args.rejuvenate > 0),
-        f"--rejuvenate must be a positive scale (a multiple of the encoder's sigma), got "
-        f"{args.rejuvenate}; pass e.g. --rejuvenate 1.0, or leave it out for no MH move",
-    )
-    _at_least(args.latent_dim, 1, "--latent-dim", "the latent size")
-    _require(
-        args.subset is None or min(args.subset) >= 1,
-        f"--subset sizes must be at least 1, got {args.subset}; pass e.g. --subset 10000 2000 2000",
-    )
-    bad_hidden = [h for h in args.hidden or [] if h < 1]
-    _require(
-        not bad_hidden,
-        f"--hidden sizes must be at least 1, got {' '.join(map(str, args.hidden or []))}; "
-        "pass e.g. --hidden 64 64",
-    )
-    _at_least(args.flow_layers, 0, "--flow-layers", "0 = no flow")
-    _require(
-        args.flow_layers == 0 or args.covariance == "diag",
-        "--flow-layers > 0 builds the flow on a diagonal Gaussian; drop --covariance full "
-        "or pass --flow-layers 0",
-    )
-    _at_least(args.epochs, 1, "--epochs", "training epochs")
-    _at_least(args.batch_size, 1, "--batch-size", "images per minibatch")
-    _require(
-        math.isfinite(args.lr) and args.lr > 0,
-        f"--lr must be a positive learning rate, got {args.lr}; pass e.g. --lr 1e-3",
-    )
-    _at_least(args.val_samples, 1, "--val-samples", "S of the validation bound")
-    _at_least(args.patience, 1, "--patience", "epochs without improvement")
-    _require(
-        args.time_limit is None or args.time_limit > 0,
-        f"--time-limit must be a positive number of seconds, got {args.time_limit}",
-    )
-    _require(
-        args.decoder_limit is None
-        or (args.decoder_limit > 0 and math.isfinite(args.decoder_limit)),
-        f"--decoder-limit must be a positive number of decoder evaluations, "
-        f"got {args.decoder_limit}",
-    )
+    """``train`` and ``reproduce``: the flags' ``TrainConfig`` (``args.config``, checked once as
+    it is made), then what only this machine can tell; nothing is loaded or trained yet."""
+    args.config = _train_config(args, getattr(args, "objective", "ucvae"))
     _at_least(args.eval_samples, 1, "--eval-samples", "S of the test bound")
-    _at_least(args.threads, 1, "--threads", "torch CPU threads")
+    out = Path(args.config.out)
     _require(
-        not Path(args.out).exists() or Path(args.out).is_dir(),
-        f"--out {args.out} is a file; pass a directory for checkpoint.pt",
+        not out.exists() or out.is_dir(),
+        f"--out {out} is a file; pass a directory for checkpoint.pt",
     )
     _check_data_dir(args.data_dir, args.dataset)
-    _fast(args)  # a bad UCVAE_FAST is reported now, not after training
     _check_device(args.device)
 
 
@@ -220,57 +161,52 @@ def _demo(args: argparse.Namespace) -> None:
     )
 
 
-def _train_config(args: argparse.Namespace, objective: str):
-    """A TrainConfig from the shared training flags; fast mode shortens the run."""
-    from ucvae_lite.training.train import TrainConfig
+def flag(setting: str) -> str:
+    """The flag of a ``TrainConfig`` setting: ``max_steps`` → ``--max-steps``."""
+    return "--" + setting.replace("_", "-")
 
+
+_DEFAULTS = {f.name: f.default for f, _ in settings(TrainConfig)}  # the one default of each
+
+
+class _Flags(Spelling):
+    """Error messages name the settings as flags: ``--k``, ``--m 2 (the default)``."""
+
+    def name(self, setting: str) -> str:
+        return flag(setting)
+
+    def value(self, setting: str, value: Any) -> str:
+        default = " (the default)" if value == _DEFAULTS.get(setting) else ""
+        return f"{flag(setting)} {_shown(value)}{default}"
+
+
+def _train_config(args: argparse.Namespace, objective: str) -> TrainConfig:
+    """The ``TrainConfig`` of the training flags, checked as it is made; fast mode and the
+    dataset pick the values of the flags left unset in ``_FAST``."""
     fast = _fast(args)
-    epochs = args.epochs if args.epochs is not None else (3 if fast else _EPOCHS[args.dataset])
-    subset = args.subset
-    if subset is None and fast and args.dataset != "digits":
-        subset = [2000, 500, 500]
-    return TrainConfig(
-        dataset=args.dataset,
-        objective=objective,
-        num_samples=args.num_samples,
-        k=args.k,
-        m=args.m,
-        eps=args.eps,
-        encoder=args.encoder,
-        max_steps=args.max_steps,
-        rejuvenate=args.rejuvenate,
-        correction_prob=args.correction_prob,
-        sumo_cutoff=args.sumo_cutoff,
-        sumo_min_terms=args.sumo_min_terms,
-        clock=args.clock,
-        latent_dim=args.latent_dim,
-        hidden=args.hidden,
-        covariance=args.covariance,
-        flow_layers=args.flow_layers,
-        epochs=epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        val_samples=20 if fast else args.val_samples,
-        patience=args.patience,
-        time_limit=args.time_limit,
-        decoder_limit=args.decoder_limit,
-        binarization=args.binarization,
-        data_dir=args.data_dir,
-        subset=subset,
-        device=args.device,
-        threads=args.threads,
-        out=args.out,
-    )
+    values = {f.name: getattr(args, f.name) for f, _ in settings(TrainConfig) if f.name in args}
+    values["objective"] = objective
+    if args.epochs is None:
+        values["epochs"] = _FAST["epochs"] if fast else _EPOCHS[args.dataset]
+    if args.val_samples is None:
+        values["val_samples"] = _FAST["val_samples"] if fast else _DEFAULTS["val_samples"]
+    if args.subset is None and fast and args.dataset != "digits":
+        values["subset"] = _FAST["subset"]
+    if args.command == "reproduce" and args.out == _DEFAULTS["out"]:
+        values["out"] = f"runs/reproduce_{args.dataset}"
+    try:
+        return TrainConfig(**values)
+    except ConfigError as e:
+        raise ConfigError(e.spelled(_Flags())) from e
 
 
-def _iwae_decoder_evals(cfg) -> float:
+def _iwae_decoder_evals(cfg: TrainConfig) -> float:
     """Decoder evaluations IWAE-S spends in ``cfg.epochs`` epochs: epochs × the training
     images actually loaded (``--subset`` may ask for more than there are) × S."""
     from ucvae_lite.training.data import load_for_config
 
     data = load_for_config(cfg.dataset, cfg.data_dir, cfg.binarization, 0, cfg.subset)
-    return float(cfg.epochs * len(data.train) * cfg.objective_config().num_samples)
+    return float(cfg.epochs * len(data.train) * cfg.num_samples)
 
 
 def _eval_samples(args: argparse.Namespace) -> int:
@@ -286,7 +222,7 @@ def _train(args: argparse.Namespace) -> None:
     from ucvae_lite.training.evaluate import evaluate
     from ucvae_lite.training.train import train
 
-    cfg = _train_config(args, args.objective)
+    cfg = args.config
     data = load_for_config(cfg.dataset, cfg.data_dir, cfg.binarization, cfg.seed, cfg.subset)
     model, hist = train(cfg, resume=args.resume, progress=not args.quiet, data=data)
     n = _eval_samples(args)
@@ -321,9 +257,7 @@ def _reproduce(args: argparse.Namespace) -> None:
 
     fast = _fast(args)
     seeds = args.seeds if args.seeds is not None else ([0] if fast else list(range(10)))
-    if args.out == DEFAULT_OUT:
-        args.out = f"runs/reproduce_{args.dataset}"
-    base = _train_config(args, "ucvae")
+    base = args.config
     command = "python -m ucvae_lite " + shlex.join(sys.argv[1:] if args.argv is None else args.argv)
     values = {"steps": base.epochs, "time": args.time_budget, "decoder": args.decoder_budget}
     if "decoder" in args.budgets and args.decoder_budget is None:
@@ -348,221 +282,69 @@ def _reproduce(args: argparse.Namespace) -> None:
     )
 
 
-DEFAULT_OUT = "runs/train"
-_EPOCHS = {"digits": 300, "mnist": 50, "fashion-mnist": 50}
+_EPOCHS = {"digits": 300, "mnist": 50, "fashion-mnist": 50}  # the command line's epochs
+# Flags left unset (None) that the command line fills in when it runs: fast mode's values
+# (subset: on mnist and fashion-mnist only); else epochs by dataset (``_EPOCHS``), and the
+# field's default for the others.
+_FAST = {"epochs": 3, "val_samples": 20, "subset": [2000, 500, 500]}
 
 
-def _add_training_flags(p: argparse.ArgumentParser) -> None:
-    from ucvae_lite.models.vae import DEFAULT_ARCH
-    from ucvae_lite.training.data import DATASETS
-    from ucvae_lite.training.objectives import ENCODER_OBJECTIVES
-    from ucvae_lite.training.objectives import UCVAE_DEFAULTS as D
+def _shown(value: Any) -> str:
+    """A value as it is typed on the command line: ``[2000, 500, 500]`` → ``2000 500 500``."""
+    return " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset",
-        choices=DATASETS,
-        default="digits",
-        help="digits (scikit-learn, 8x8, offline), mnist or fashion-mnist (default: digits)",
-    )
-    g.add_argument(
-        "--data-dir",
-        default=None,
-        help="directory with IDX files (train-images-idx3-ubyte[.gz], "
-        "t10k-images-idx3-ubyte[.gz]) for mnist / fashion-mnist",
-    )
-    g.add_argument(
-        "--subset",
-        type=int,
-        nargs=3,
-        default=None,
-        metavar=("TRAIN", "VALID", "TEST"),
-        help="use only the first TRAIN / VALID / TEST images of the splits (shorter runs; "
-        "default: all, or 2000 500 500 in fast mode on mnist / fashion-mnist)",
-    )
-    g.add_argument(
-        "--binarization",
-        choices=["dynamic", "static"],
-        default="dynamic",
-        help="dynamic: redraw binary training images every epoch (IWAE paper); "
-        "static: draw them once (default: dynamic)",
-    )
-    g = p.add_argument_group("objective")
-    g.add_argument(
-        "--num-samples",
-        "-S",
-        type=int,
-        default=None,
-        help=f"samples per data point S, for every objective (default {D.num_samples})",
-    )
-    g.add_argument(
-        "--k",
-        type=int,
-        default=None,
-        help=f"ucvae: first chain step averaged in H_k:m (default {D.k})",
-    )
-    g.add_argument(
-        "--m",
-        type=int,
-        default=None,
-        help=f"ucvae: last chain step averaged in H_k:m, >= k (default {D.m})",
-    )
-    g.add_argument(
-        "--eps",
-        type=float,
-        default=None,
-        help="ucvae: defensive weight e of the proposal (1-e) q + e N(0,I), "
-        f"0 = plain q (default {D.eps})",
-    )
-    g.add_argument(
-        "--encoder",
-        choices=ENCODER_OBJECTIVES,
-        default=None,
-        help="ucvae: encoder objective, the IWAE bound or the inclusive KL "
-        f"estimated by the chains (default {D.encoder})",
-    )
-    g.add_argument(
-        "--max-steps",
-        type=int,
-        default=None,
-        help="ucvae: chain step cap; chains that have not met are truncated and "
-        f"reported (default {D.max_steps})",
-    )
-    g.add_argument(
-        "--correction-prob",
-        type=float,
-        default=None,
-        metavar="P",
-        help="ucvae: compute each data point's bias correction with probability P and weight "
-        "it 1/P (still unbiased, cheaper, noisier; default 1: always)",
-    )
-    g.add_argument(
-        "--sumo-cutoff",
-        type=int,
-        default=None,
-        help="sumo: P(K >= j) = 1/j up to this j, then a geometric tail (default 80)",
-    )
-    g.add_argument(
-        "--sumo-min-terms",
-        type=int,
-        default=None,
-        help="sumo: the IWAE bound L_m kept whole before the roulette (default 1)",
-    )
-    g.add_argument(
-        "--rejuvenate",
-        type=float,
-        default=None,
-        metavar="C",
-        help="ucvae: after every index selection, move the chains' references by a coupled "
-        "random-walk Metropolis-Hastings step of scale C x the encoder's sigma (still "
-        "unbiased; costs about 2 more evaluations per chain step; default: off)",
-    )
-    g = p.add_argument_group("model and optimiser")
-    g.add_argument(
-        "--latent-dim",
-        type=int,
-        default=None,
-        help=f"latent size d (default {DEFAULT_ARCH['digits']['latent_dim']} on digits, "
-        "50 on mnist)",
-    )
-    g.add_argument(
-        "--hidden",
-        type=int,
-        nargs="+",
-        default=None,
-        help="hidden layer sizes (default 64 64 on digits, 200 200 on mnist)",
-    )
-    g.add_argument(
-        "--covariance",
-        choices=["diag", "full"],
-        default="diag",
-        help="encoder family: diagonal or full-covariance Gaussian (default diag)",
-    )
-    g.add_argument(
-        "--flow-layers",
-        type=int,
-        default=0,
-        help="encoder family: K > 0 adds K conditional affine coupling layers on top of the "
-        "diagonal Gaussian (a normalising flow; default 0)",
-    )
-    g.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="training epochs (default: digits 300, mnist 50; fast mode 3)",
-    )
-    g.add_argument("--batch-size", type=int, default=100, help="minibatch size (default 100)")
-    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    g.add_argument(
-        "--seed",
-        type=int,
-        default=0,
-        help="seed of initialisation, sampling and batches (default 0)",
-    )
-    g.add_argument(
-        "--val-samples",
-        type=int,
-        default=100,
-        help="S of the IWAE bound on the validation set each epoch (default 100)",
-    )
-    g.add_argument(
-        "--patience",
-        type=int,
-        default=None,
-        help="early stopping: stop after this many epochs without validation "
-        "improvement (default: off)",
-    )
-    g.add_argument(
-        "--time-limit",
-        type=float,
-        default=None,
-        help="stop after the epoch in which the time spent in optimisation steps passes "
-        "this many seconds (see --clock)",
-    )
-    g.add_argument(
-        "--decoder-limit",
-        type=float,
-        default=None,
-        help="stop after the epoch in which the decoder evaluations (particles through the "
-        "decoder, summed over all steps) pass this number",
-    )
-    g.add_argument(
-        "--clock",
-        choices=["wall", "process"],
-        default="wall",
-        help="how training time is measured: wall-clock seconds, or this process's CPU "
-        "seconds (robust to other programs on the machine; default wall)",
-    )
-    g = p.add_argument_group("run")
-    g.add_argument(
+
+def _flag_help(name: str, spec: Setting, default: Any) -> str:
+    """The field's help line, its default and fast mode's value."""
+    if name == "epochs":
+        default = ", ".join(f"{dataset} {n}" for dataset, n in _EPOCHS.items())
+    notes = [] if default is None else [f"default {_shown(default)}"]
+    if name in _FAST:
+        where = " on mnist, fashion-mnist" if name == "subset" else ""
+        notes.append(f"fast mode {_shown(_FAST[name])}{where}")
+    return f"{spec.help} ({'; '.join(notes)})" if notes else spec.help
+
+
+def _add_training_flags(
+    p: argparse.ArgumentParser, skip: tuple[str, ...] = (), shown: dict | None = None
+) -> None:
+    """A flag per ``TrainConfig`` field but those in ``skip``, in the fields' groups, then the
+    run flags. ``shown`` replaces the default that the help of a flag shows."""
+    from ucvae_lite.training.evaluate import EVAL_SAMPLES, FAST_EVAL_SAMPLES
+
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
+    for f, spec in settings(TrainConfig):
+        if f.name in skip:
+            continue
+        options = dict(spec.flag)
+        names = [flag(f.name), *options.pop("aliases", [])]
+        groups[spec.group].add_argument(
+            *names,
+            type=spec.type or type(f.default),
+            default=None if f.name in _FAST else f.default,
+            choices=spec.rule.choices if spec.rule else None,
+            help=_flag_help(f.name, spec, (shown or {}).get(f.name, f.default)),
+            **options,
+        )
+    run = groups["run"]
+    run.add_argument(
         "--eval-samples",
         type=int,
         default=None,
-        help="S of the IWAE bound for the test log-likelihood (default 5000; fast mode 200)",
+        help=f"S of the IWAE bound for the test log-likelihood (default {EVAL_SAMPLES}; "
+        f"fast mode {FAST_EVAL_SAMPLES})",
     )
-    g.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (default: 1 on digits, torch's choice otherwise)",
-    )
-    g.add_argument(
-        "--out",
-        default=DEFAULT_OUT,
-        help="directory for checkpoint.pt (default runs/train; reproduce: runs/reproduce_DATASET)",
-    )
-    g.add_argument(
+    run.add_argument(
         "--resume",
         action="store_true",
         help="continue from OUT/checkpoint.pt (loses at most one epoch)",
     )
-    g.add_argument(
+    run.add_argument(
         "--fast",
         action="store_true",
         help="quick run for CI (also set by the environment variable UCVAE_FAST=1)",
     )
-    g.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    run.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -605,18 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="train one VAE with the elbo, iwae or ucvae objective",
-        description="Train an MLP VAE (Gaussian encoder, Bernoulli decoder) with one objective, "
-        "validating every epoch and checkpointing to OUT/checkpoint.pt, then report the test "
-        "log-likelihood (IWAE bound).",
-    )
-    p.add_argument(
-        "--objective",
-        choices=["elbo", "iwae", "ucvae", "sumo", "msc"],
-        default="ucvae",
-        help="elbo: S-sample VAE bound; iwae: IWAE-S bound; ucvae: unbiased coupled-chain "
-        "decoder gradient; sumo: unbiased log p(x) by Russian roulette; msc: Markovian score "
-        "climbing, one persistent CIS chain per example (biased) (default ucvae)",
+        help="train one VAE with one objective: elbo, iwae, ucvae, sumo or msc",
+        description="Train an MLP VAE (Gaussian encoder, Bernoulli decoder) with one objective "
+        "(elbo, iwae, ucvae, sumo or msc), validating every epoch and checkpointing to "
+        "OUT/checkpoint.pt, then report the test log-likelihood (IWAE bound).",
     )
     _add_training_flags(p)
     _add_debug(p)
@@ -663,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         "with standard errors and win counts), learning_curves_DATASET.png and "
         "meeting_times_DATASET.png under FIGURES.",
     )
-    _add_training_flags(p)
+    _add_training_flags(p, skip=("objective",), shown={"out": "runs/reproduce_DATASET"})
     p.add_argument(
         "--seeds",
         type=int,
@@ -719,27 +493,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns its exit status (0, or 2 after an ``error:`` line on stderr).
-
-    Flag values are checked before anything is loaded. Bad input found later by the library
-    (``ValueError``, including ``CheckpointError``; ``FileNotFoundError``, including
-    ``DatasetNotFoundError``) is also reported as one line, unless ``--debug`` is given. A run
-    that fails (a diverged loss, refused degenerate weights, chains that did not meet) is
-    reported the same way with exit status 1.
-    """
+    """Run one command; returns its exit status: 0; 2 after an ``error:`` line for bad input
+    (``ConfigError``, ``FileNotFoundError``); 1 after one for a run that failed
+    (``TrainingFailedError``, ``MeetingTimeoutError``). ``--debug`` raises instead."""
     args = build_parser().parse_args(argv)
     args.argv = argv
-    from ucvae_lite.core.coupled import (
-        MeetingTimeoutError,  # here, so that --help needs no torch import
-    )
-    from ucvae_lite.training.train import DegenerateWeightsError, TrainingDivergedError
+    from ucvae_lite.core.coupled import MeetingTimeoutError
+    from ucvae_lite.training.train import TrainingFailedError
 
     try:
         args.check(args)
         args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ConfigError, FileNotFoundError) as e:
         return _fail(e, 2, args.debug)
-    except (TrainingDivergedError, DegenerateWeightsError, MeetingTimeoutError) as e:
+    except (TrainingFailedError, MeetingTimeoutError) as e:
         return _fail(e, 1, args.debug)  # a run that failed, not bad input
     return 0
 

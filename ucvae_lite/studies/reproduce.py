@@ -50,8 +50,8 @@ THIN_P = 0.25  # the thinned variant's correction probability unless the base co
 VARIANTS = {  # label -> TrainConfig overrides
     "elbo": {"objective": "elbo"},
     "iwae": {"objective": "iwae"},
-    "ucvae": {"objective": "ucvae", "correction_prob": None},
-    "ucvae-thin": {"objective": "ucvae"},  # correction_prob: the base config's or THIN_P
+    "ucvae": {"objective": "ucvae", "correction_prob": 1.0},  # every correction computed
+    "ucvae-thin": {"objective": "ucvae"},  # correction_prob: the base config's (< 1) or THIN_P
     "sumo": {"objective": "sumo"},
     "msc": {"objective": "msc"},
 }
@@ -104,7 +104,7 @@ def run_config(base: TrainConfig, variant: str, seed: int, budget: Budget) -> Tr
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     overrides = dict(VARIANTS[variant])
     if variant == "ucvae-thin":
-        p = base.correction_prob if base.correction_prob not in (None, 1.0) else THIN_P
+        p = base.correction_prob if base.correction_prob < 1.0 else THIN_P
         overrides["correction_prob"] = p
     out = f"{base.out}/{variant}_{budget.kind}_s{seed}"
     return budget.apply(replace(base, seed=seed, out=out, threads=1, **overrides))

@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-DATASETS = ("digits", "mnist", "fashion-mnist")
+from ucvae_lite.training.config import BINARIZATIONS, DATASETS, ConfigError
+
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 SPLIT_SEED = 1234  # the fixed permutation / binarisation seed of the evaluation splits
 
@@ -109,8 +110,8 @@ def _splits(
     seed: int,
 ) -> BinaryImages:
     """Build a BinaryImages from grey-level splits in [0, 1]."""
-    if binarization not in ("dynamic", "static"):
-        raise ValueError(f"binarization must be 'dynamic' or 'static', got {binarization!r}")
+    if binarization not in BINARIZATIONS:
+        raise ConfigError(f"binarization must be one of {BINARIZATIONS}, got {binarization!r}")
     t = [torch.tensor(np.asarray(a, dtype=np.float32), device="cpu") for a in (train, valid, test)]
     g = torch.Generator().manual_seed(SPLIT_SEED)
     valid_b, test_b = binarize(t[1], g), binarize(t[2], g)
@@ -148,13 +149,13 @@ def read_idx_images(path: Path) -> np.ndarray:
     with opener(path, "rb") as f:
         data = f.read()
     if len(data) < 16:
-        raise ValueError(f"{path} is too short to be an IDX image file")
+        raise ConfigError(f"{path} is too short to be an IDX image file")
     magic, n, rows, cols = struct.unpack(">IIII", data[:16])
     if magic != 0x00000803:
-        raise ValueError(f"{path} is not an IDX image file (magic {magic:#010x}, want 0x00000803)")
+        raise ConfigError(f"{path} is not an IDX image file (magic {magic:#010x}, want 0x00000803)")
     pixels = np.frombuffer(data, dtype=np.uint8, offset=16)
     if pixels.size != n * rows * cols:
-        raise ValueError(f"{path}: header says {n}x{rows}x{cols} pixels, file has {pixels.size}")
+        raise ConfigError(f"{path}: header says {n}x{rows}x{cols} pixels, file has {pixels.size}")
     return pixels.reshape(n, rows * cols).astype(np.float32) / 255.0
 
 
@@ -225,7 +226,7 @@ def load_dataset(
     if name == "fashion-mnist":
         arrays = load_idx_dir(root or FASHION_DIR, FASHION_HOWTO)
         return _splits(name, *arrays, (28, 28), binarization, seed)
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 
 def load_for_config(
@@ -243,6 +244,6 @@ def load_for_config(
     and reproducing the results table load exactly the same images.
     """
     if subset is not None and len(subset) != 3:
-        raise ValueError(f"subset must be (train, valid, test) sizes, got {list(subset)!r}")
+        raise ConfigError(f"subset must be (train, valid, test) sizes, got {list(subset)!r}")
     data = load_dataset(dataset, data_dir, binarization, seed)
     return data.subset(*subset) if subset else data

@@ -22,6 +22,7 @@ from torch import Tensor
 from ucvae_lite.core.diagnostics import psis_khat
 from ucvae_lite.core.iwae import effective_sample_size
 from ucvae_lite.models.vae import VAE, widened_target
+from ucvae_lite.training.config import ConfigError
 
 EVAL_SAMPLES = 5000
 FAST_EVAL_SAMPLES = 200
@@ -72,8 +73,9 @@ def evaluate(
     }
 
 
-class CheckpointError(ValueError):
-    """A path that is not a training checkpoint (missing, not a torch file, wrong contents)."""
+class CheckpointError(ConfigError):
+    """A path that is not a training checkpoint (missing, not a torch file, wrong contents):
+    bad input, as a ``ConfigError`` (a ``ValueError``)."""
 
 
 MODEL_KEYS = ("model_config", "model")  # what rebuilding the model needs

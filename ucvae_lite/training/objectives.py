@@ -1,8 +1,9 @@
 """Training objectives for a VAE: ELBO, IWAE, the unbiased coupled-chain gradient (ucvae) and
 its peers, SUMO (unbiased) and Markovian score climbing (biased).
 
-Each returns a ``Step``: a scalar ``loss`` to *minimise* (its gradient is the update), the
-value of the bound being tracked, and diagnostics. Per data point, averaged over the batch:
+Each step function returns a ``Step``: a scalar ``loss`` to *minimise* (its gradient is the
+update), the value of the bound being tracked, what the step cost and typed records of its
+own (ucvae's ``ChainDiagnostics``). Per data point, averaged over the batch:
 
 * ``elbo``:  −(1/S) Σ_s log w_s,  z_s = μ + σ ε_s   (S-sample VAE, reparameterised)
 * ``iwae``:  −log (1/S) Σ_s w_s                        (Burda et al. 2016)
@@ -31,20 +32,27 @@ surrogate reuses them instead of evaluating the decoder again (``machinery``). A
 costs one decoder pass over X_0 (shared by θ and φ, see ``ucvae``), one over each of the
 chains' new particles, and one batched call on the few tail particles evaluated again.
 
-Every objective reports ``evals`` (log-weight evaluations per data point) and
+Every step reports ``log_weight_evals`` (log-weight evaluations per data point) and
 ``decoder_evals`` (particles through the decoder per data point: what a step pays for; it
-exceeds ``evals`` where a particle is decoded twice, or where a pass serves only the encoder).
+exceeds ``log_weight_evals`` where a particle is decoded twice, or where a pass serves only
+the encoder).
+
+``objective(name)`` wraps a step function in an ``Objective``: the trainer's only view of an
+objective, which owns the state kept between steps (msc's chains: ``MSCObjective``). The
+settings are ``config.ObjectiveConfig`` (defaults: ``DEFAULT_CONFIG``).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
 
-from ucvae_lite.core.coupled import check_correction_prob, coupled_estimate
+from ucvae_lite.core.coupled import coupled_estimate
 from ucvae_lite.core.estimate import Estimate
 from ucvae_lite.core.iwae import effective_sample_size, iwae_bound, normalized_weights
 from ucvae_lite.core.kernels import CISState
@@ -54,11 +62,10 @@ from ucvae_lite.core.surrogate import log_likelihood_surrogate, particle_log_joi
 from ucvae_lite.core.targets import ImportanceTarget
 from ucvae_lite.models.vae import VAE
 from ucvae_lite.peers.msc import MSCMemory, advance, particle_sets
-from ucvae_lite.peers.sumo import Roulette, log_weights_per_row, sumo_from_log_weights
+from ucvae_lite.peers.sumo import log_weights_per_row, sumo_from_log_weights
+from ucvae_lite.training.config import DEFAULT_CONFIG, OBJECTIVES, ConfigError, ObjectiveConfig
 
-OBJECTIVES = ("elbo", "iwae", "ucvae", "sumo", "msc")
-ENCODER_OBJECTIVES = ("iwae", "inclusive")
-ON_TIMEOUT = ("truncate", "raise")  # what ucvae does with chains unmet after max_steps
+UCVAE_DEFAULTS = DEFAULT_CONFIG  # the same object, by the name notebook 05 and the docs use
 
 
 class TruncationWarning(RuntimeWarning):
@@ -66,115 +73,71 @@ class TruncationWarning(RuntimeWarning):
     biased for them (the training loop counts these per epoch instead of printing them)."""
 
 
-@dataclass(frozen=True)
-class ObjectiveConfig:
-    """Settings of the objectives; ``num_samples`` is S for all three (matched comparisons).
-
-    k, m, eps, max_steps, on_timeout, rejuvenate and correction_prob only affect ``ucvae``,
-    ``sumo_*`` only ``sumo``; ``encoder`` is how ucvae and msc train φ. The ucvae estimate
-    averages the
-    coupled chains' steps k..m (H_{k:m}), so 0 ≤ k ≤ m, and a chain pair still unmet after
-    ``max_steps`` ≥ m steps is truncated (``on_timeout="truncate"``, counted in the step's
-    diagnostics) or raises (``"raise"``). The field defaults are the studied ucvae defaults
-    (``UCVAE_DEFAULTS`` below). The latent size is a model setting (``vae.DEFAULT_ARCH``).
-    """
-
-    num_samples: int = 10
-    k: int = 1
-    m: int = 2
-    eps: float = 0.0  # defensive weight ε of (1 − ε) q_φ + ε p(z); 0 = plain q_φ
-    encoder: str = "iwae"  # "iwae" or "inclusive"
-    max_steps: int = 1000  # coupled-chain step cap; unmet chains are truncated AND reported
-    on_timeout: str = "truncate"  # "truncate" (flagged, counted) or "raise"
-    rejuvenate: float | None = None  # MH move on the references, scale c × σ_φ(x) (off: None)
-    correction_prob: float = 1.0  # ucvae: thinned bias correction, kept with probability p
-    sumo_min_terms: int = 1  # sumo: m, the IWAE bound L_m kept whole
-    sumo_cutoff: int = 80  # sumo: P(K ≥ j) = 1/j up to this j, then geometric
-    sumo_ratio: float = 0.9  # sumo: the geometric tail's ratio
-
-    def __post_init__(self):
-        _require(
-            _is_int(self.num_samples) and self.num_samples >= 2,
-            f"num_samples (S) must be an integer >= 2, got {self.num_samples!r}",
-        )
-        _require(_is_int(self.k) and self.k >= 0, f"k must be an integer >= 0, got {self.k!r}")
-        _require(
-            _is_int(self.m) and self.m >= self.k,
-            f"m must be an integer >= k = {self.k} (H_k:m averages steps k..m), got {self.m!r}",
-        )
-        _require(
-            _is_int(self.max_steps) and self.max_steps >= max(1, self.m),
-            f"max_steps must be an integer >= max(1, m) = {max(1, self.m)}, got {self.max_steps!r}",
-        )
-        _require(
-            self.on_timeout in ON_TIMEOUT,
-            f"on_timeout must be one of {ON_TIMEOUT}, got {self.on_timeout!r}",
-        )
-        _require(
-            self.encoder in ENCODER_OBJECTIVES,
-            f"encoder must be one of {ENCODER_OBJECTIVES}, got {self.encoder!r}",
-        )
-        _require(0.0 <= self.eps < 1.0, f"eps must be in [0, 1), got {self.eps}")
-        _require(
-            self.rejuvenate is None or self.rejuvenate > 0,
-            f"rejuvenate must be a scale > 0 (or None for no MH move), got {self.rejuvenate}",
-        )
-        check_correction_prob(self.correction_prob)
-        self.roulette()  # SUMO's settings: a ValueError saying what to change
-
-    def roulette(self) -> Roulette:
-        """SUMO's distribution of the number of terms (``sumo.Roulette``)."""
-        return Roulette(self.sumo_min_terms, self.sumo_cutoff, self.sumo_ratio)
-
-    def with_(self, **changes) -> ObjectiveConfig:
-        """A copy with some fields changed (None values are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _require(ok: bool, message: str) -> None:
-    """Raise ``ValueError(message)`` unless ``ok``."""
-    if not ok:
-        raise ValueError(message)
-
-
-# The objectives' default settings: S = 10 is shared by elbo, iwae and ucvae.
-DEFAULT_CONFIG = ObjectiveConfig()
-
-# The ucvae defaults (the field defaults of ObjectiveConfig), kept after the variance study
-# (benchmarks/variance_study.py; README "When is the estimator practical?"). On digits,
-# d = 5: (k, m) = (1, 2) has about 2x lower variance x cost than (0, 0), is level with (2, 4)
-# (within the study's noise) and better than (4, 8); S = 50 lowers ucvae's variance x cost
-# relative to IWAE (5x at S = 5, 2.4x at S = 10, 1.6x at S = 50 in quick mode) but S is
-# shared with the elbo/iwae comparisons; the full-covariance and flow encoders, the
-# inclusive-KL encoder objective and the rejuvenation move (off by default) did not lower it.
-# No setting reached parity with IWAE per unit of compute (1.6-5x in quick mode, 5-11x at
-# S = 10 for longer-trained models), and MNIST d = 10/50 sit in the degenerate regime (~40x /
-# ~350x on the median image), which train.py warns about.
-UCVAE_DEFAULTS = ObjectiveConfig()
-
-
 @dataclass
 class StepContext:
     """What an objective may need besides the batch: the training examples' indices [B] and
-    the objective's persistent state (``msc``'s chains). The training loop provides it."""
+    the objective's persistent state (``msc``'s chains). ``Objective.train_step`` provides it."""
 
     index: Tensor
     memory: MSCMemory | None = None
 
 
+@dataclass(frozen=True)
+class ChainDiagnostics:
+    """What ucvae's coupled chains did in one step, over the batch."""
+
+    tau_mean: float  # mean meeting time of the pairs that ran and met (NaN: none did)
+    tau_max: int  # the largest τ (max_steps + 1 where a pair was truncated)
+    truncated: int  # pairs stopped unmet at max_steps: the gradient is biased for them
+    corrected: float  # fraction of data points whose bias correction ran (correction_prob)
+    particles: int  # particles with a nonzero coefficient in H_{k:m}
+    evals_vs_iwae: float  # the chains' log-weight evaluations over IWAE-S's
+
+
+@dataclass(frozen=True)
+class SumoDiagnostics:
+    """SUMO's roulette in one step: the number of terms K and the estimates' spread."""
+
+    k_mean: float
+    k_max: int
+    sumo_sd: float  # standard deviation of the batch's SUMO estimates (NaN for B = 1)
+
+
+@dataclass(frozen=True)
+class MSCDiagnostics:
+    """MSC's persistent chains in one step."""
+
+    age_mean: float  # mean visits of the batch's chains, this one included
+
+
 @dataclass
 class Step:
-    """One objective evaluation: ``loss`` to minimise, the tracked ``bound`` (a float, per
-    data point), ``diagnostics`` (floats) and, for ucvae, the ``estimate``."""
+    """One objective evaluation, per data point and averaged over the batch: ``loss`` to
+    minimise, the tracked ``bound`` (a float), what it cost (``log_weight_evals``,
+    ``decoder_evals``), the mean within-set ESS / S where the objective measures one, and
+    records of its own: ``chains`` (ucvae's coupled chains; None for every other objective),
+    ``details`` (sumo's, msc's) and ``estimate`` (ucvae's coupled estimate)."""
 
     loss: Tensor
     bound: float
-    diagnostics: dict = field(default_factory=dict)
+    log_weight_evals: float
+    decoder_evals: float
+    ess: float = math.nan
+    chains: ChainDiagnostics | None = None
+    details: SumoDiagnostics | MSCDiagnostics | None = None
     estimate: Estimate | None = None  # ucvae: the coupled estimate behind the θ-gradient
+
+    @property
+    def diagnostics(self) -> dict[str, float]:
+        """Every number of the step by name, for tables and scripts: ``evals`` (the
+        log-weight evaluations), ``decoder_evals``, ``ess`` and the fields of ``chains`` and
+        ``details``."""
+        out = {"evals": self.log_weight_evals, "decoder_evals": self.decoder_evals}
+        out["ess"] = self.ess
+        for record in (self.chains, self.details):
+            if record is not None:
+                out |= asdict(record)
+        return out
 
 
 def _log_weights(model: VAE, x: Tensor, q, z: Tensor, detach_decoder: bool = False) -> Tensor:
@@ -188,7 +151,7 @@ def elbo(
     q = model.proposal(x)
     log_w = _log_weights(model, x, q, q.sample(cfg.num_samples, generator))
     value = log_w.mean(-1).mean()
-    return Step(-value, value.item(), _plain_diagnostics(log_w))
+    return _plain_step(-value, value.item(), log_w)
 
 
 def iwae(
@@ -198,13 +161,13 @@ def iwae(
     q = model.proposal(x)
     log_w = _log_weights(model, x, q, q.sample(cfg.num_samples, generator))
     value = iwae_bound(log_w).mean()
-    return Step(-value, value.item(), _plain_diagnostics(log_w))
+    return _plain_step(-value, value.item(), log_w)
 
 
-def _plain_diagnostics(log_w: Tensor) -> dict:
-    """ELBO's and IWAE's: S log-weight evaluations, S decoder evaluations per data point."""
+def _plain_step(loss: Tensor, bound: float, log_w: Tensor) -> Step:
+    """ELBO's and IWAE's step: S log-weight evaluations, S decoder evaluations per data point."""
     S = float(log_w.shape[-1])
-    return {"ess": _ess(log_w), "evals": S, "decoder_evals": S}
+    return Step(loss, bound, log_weight_evals=S, decoder_evals=S, ess=_ess(log_w))
 
 
 def _ess(log_w: Tensor) -> float:
@@ -282,23 +245,34 @@ def ucvae(
             TruncationWarning,
             stacklevel=2,
         )
+    return _coupled_step(theta_loss + enc_loss, est, rest)
+
+
+def _coupled_step(loss: Tensor, est: Estimate, rest: Estimate) -> Step:
+    """ucvae's step record: the bound of X_0, the cost (the chains' log-weight evaluations, X_0
+    included; decoder passes: X_0's, the chains' new particles' and the surrogate's second look
+    at the particles of ``rest`` it has no graph for) and the chains' diagnostics."""
+    B, S = est.batch_size, est.num_samples
     met = est.tau[est.corrected & ~est.truncated].double()  # pairs that ran and met
-    chain_evals = int(est.num_evals.sum())  # X_0 included
+    chain_evals = int(est.num_evals.sum())
     again = (rest.flat_coef != 0) & ~rest.flat_has_graph  # the surrogate evaluates these again
-    diagnostics = {
-        "tau_mean": met.mean().item() if met.numel() else float("nan"),
-        "tau_max": est.tau.max().item(),
-        "evals": chain_evals / B,
-        "evals_vs_iwae": chain_evals / (B * S),
-        "ess": (est.initial_ess / S).mean().item(),
-        "particles": int((est.flat_coef != 0).sum()),
-        # decoder evaluations per data point: X_0's pass, the chains' new particles, and the
-        # surrogate's second look at the particles it has no graph for
-        "decoder_evals": (chain_evals + int(again.sum())) / B,
-        "truncated": truncated,
-        "corrected": est.corrected.double().mean().item(),
-    }
-    return Step(theta_loss + enc_loss, est.bound.mean().item(), diagnostics, est)
+    chains = ChainDiagnostics(
+        tau_mean=met.mean().item() if met.numel() else math.nan,
+        tau_max=int(est.tau.max()),
+        truncated=int(est.truncated.sum()),
+        corrected=est.corrected.double().mean().item(),
+        particles=int((est.flat_coef != 0).sum()),
+        evals_vs_iwae=chain_evals / (B * S),
+    )
+    return Step(
+        loss,
+        est.bound.mean().item(),
+        log_weight_evals=chain_evals / B,
+        decoder_evals=(chain_evals + int(again.sum())) / B,
+        ess=(est.initial_ess / S).mean().item(),
+        chains=chains,
+        estimate=est,
+    )
 
 
 def sumo(
@@ -335,14 +309,13 @@ def sumo(
     est_phi = sumo_from_log_weights(lw_phi, k, roulette)
     loss = -est_theta.mean() + est_phi.pow(2).mean()
     evals = (roulette.min_terms + k).double().mean().item()
-    diagnostics = {
-        "evals": evals,
-        "decoder_evals": evals,  # one pass serves θ and φ
-        "k_mean": k.double().mean().item(),
-        "k_max": int(k.max()),
-        "sumo_sd": est_theta.detach().std().item() if B > 1 else float("nan"),
-    }
-    return Step(loss, est_theta.detach().mean().item(), diagnostics)
+    details = SumoDiagnostics(
+        k_mean=k.double().mean().item(),
+        k_max=int(k.max()),
+        sumo_sd=est_theta.detach().std().item() if B > 1 else math.nan,
+    )
+    bound = est_theta.detach().mean().item()
+    return Step(loss, bound, log_weight_evals=evals, decoder_evals=evals, details=details)
 
 
 def msc(
@@ -386,37 +359,94 @@ def msc(
     if cfg.encoder == "inclusive":
         enc_loss = -(w * q.log_prob(z)).sum(-1).mean()
     advance(context.memory, context.index, CISState(z, log_w.detach()), generator)
-    diagnostics = {
-        "ess": _ess(log_w),
-        "evals": float(S),
-        "decoder_evals": float(decoder_evals),
-        "age_mean": context.memory.visits[context.index].double().mean().item(),
-    }
-    return Step(theta_loss + enc_loss, iwae_bound(log_w.detach()).mean().item(), diagnostics)
+    return Step(
+        theta_loss + enc_loss,
+        iwae_bound(log_w.detach()).mean().item(),
+        log_weight_evals=float(S),
+        decoder_evals=float(decoder_evals),
+        ess=_ess(log_w),
+        details=MSCDiagnostics(context.memory.visits[context.index].double().mean().item()),
+    )
 
 
-def objective(name: str):
-    """The objective function called ``name`` (one of OBJECTIVES)."""
-    fns = {"elbo": elbo, "iwae": iwae, "ucvae": ucvae, "sumo": sumo, "msc": msc}
-    if name not in fns:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {name!r}")
-    return fns[name]
+StepFunction = Callable[..., Step]  # (model, x, cfg, generator, context) -> Step
 
 
-def decoder_gradient(
-    model: VAE,
-    x: Tensor,
-    name: str,
-    cfg: ObjectiveConfig = DEFAULT_CONFIG,
-    generator=None,
-    context: StepContext | None = None,
-) -> Tensor:
-    """The flattened θ (decoder) gradient of ``name``'s loss on x: one gradient sample.
+class Objective:
+    """A training objective: its step function, and the state it keeps between steps.
 
-    Its expectation is −∇_θ (1/B) Σ_b log p_θ(x_b) for ucvae and sumo; the bound's gradient
-    for elbo and iwae; for msc, a biased estimate of it (the bias shrinks as the chains age).
+    Calling it calls the step function: ``objective("iwae")(model, x, cfg, generator)``. The
+    trainer knows an objective only through ``init_state``, ``train_step``, ``state_dict``,
+    ``load_state_dict`` and ``coupled_chains`` (whether its steps run coupled chains, whose
+    meeting times degenerate importance weights make heavy-tailed). Here they describe an
+    objective without state; ``MSCObjective`` keeps one.
     """
-    step = objective(name)(model, x, cfg, generator, context)
-    params = list(model.decoder.parameters())
-    grads = torch.autograd.grad(step.loss, params)
-    return torch.cat([g.reshape(-1) for g in grads])
+
+    def __init__(self, name: str, fn: StepFunction, coupled_chains: bool = False):
+        self.name, self.fn, self.coupled_chains = name, fn, coupled_chains
+
+    def __call__(
+        self, model: VAE, x: Tensor, cfg: ObjectiveConfig = DEFAULT_CONFIG, generator=None,
+        context: StepContext | None = None,
+    ) -> Step:  # fmt: skip
+        return self.fn(model, x, cfg, generator, context)
+
+    def init_state(self, model: VAE, num_examples: int, dataset: str) -> None:
+        """Before the first step: make the state for ``num_examples`` training examples."""
+
+    def train_step(
+        self, model: VAE, x: Tensor, index: Tensor, cfg: ObjectiveConfig, generator
+    ) -> Step:
+        """The step on the training examples ``index`` [B] (images ``x``)."""
+        return self(model, x, cfg, generator, StepContext(index))
+
+    def state_dict(self) -> dict | None:
+        """The state to checkpoint (tensors and plain values), or None."""
+        return None
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """Continue from ``state_dict()``."""
+
+
+class MSCObjective(Objective):
+    """``msc`` with its state: one persistent chain per training example (``msc.MSCMemory``),
+    made by ``init_state``, advanced by every step and kept in checkpoints."""
+
+    def __init__(self):
+        super().__init__("msc", msc)
+        self.memory: MSCMemory | None = None
+
+    def init_state(self, model: VAE, num_examples: int, dataset: str) -> None:
+        device = next(model.parameters()).device
+        self.memory = MSCMemory.empty(num_examples, model.latent_dim, dataset, device)
+
+    def train_step(
+        self, model: VAE, x: Tensor, index: Tensor, cfg: ObjectiveConfig, generator
+    ) -> Step:
+        return self(model, x, cfg, generator, StepContext(index, self.memory))
+
+    def state_dict(self) -> dict | None:
+        return self.memory.state_dict()
+
+    def load_state_dict(self, state: dict | None) -> None:
+        """The chains of a checkpoint of the same data (``ConfigError`` otherwise)."""
+        if state is None:
+            raise ConfigError("cannot resume msc: the checkpoint holds no MSC chains")
+        try:
+            self.memory.load_state_dict(state)
+        except ValueError as e:  # chains of other data: the resume's input is wrong
+            raise ConfigError(str(e)) from e
+
+
+def objective(name: str) -> Objective:
+    """A new objective called ``name`` (one of ``OBJECTIVES``), with a state of its own."""
+    makers: dict[str, Callable[[], Objective]] = {
+        "elbo": lambda: Objective("elbo", elbo),
+        "iwae": lambda: Objective("iwae", iwae),
+        "ucvae": lambda: Objective("ucvae", ucvae, coupled_chains=True),
+        "sumo": lambda: Objective("sumo", sumo),
+        "msc": MSCObjective,
+    }
+    if name not in makers:
+        raise ConfigError(f"objective must be one of {OBJECTIVES}, got {name!r}")
+    return makers[name]()

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ucvae_lite.training.config import ConfigError
+
 FAST_ENV = "UCVAE_FAST"
 FIGURES_ENV = "UCVAE_FIGURES"
 RUNS_ENV = "UCVAE_RUNS"
@@ -24,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]  # ucvae_lite/training/runtime.p
 
 
 def fast_mode() -> bool:
-    """True when ``UCVAE_FAST`` asks for quick runs; ``ValueError`` on a value it cannot read."""
+    """True when ``UCVAE_FAST`` asks for quick runs; ``ConfigError`` on a value it cannot read."""
     value = os.environ.get(FAST_ENV)
     if value is None:
         return False
@@ -33,7 +35,7 @@ def fast_mode() -> bool:
         return True
     if word in FAST_OFF:
         return False
-    raise ValueError(
+    raise ConfigError(
         f"environment variable {FAST_ENV}={value!r} is not understood: set it to 1, true, yes "
         "or on for fast mode, to 0, false, no or off for full size, or leave it empty or unset"
     )

@@ -6,13 +6,20 @@
         for each step:    loss = objective(model, x_batch);  (θ, φ) ← Adam step along −∇ loss
         validate:         mean IWAE-``val_samples`` bound on the validation images
 
+The loop knows nothing about any one objective: it calls ``Objective.train_step``, saves and
+restores ``Objective.state_dict`` (msc's chains), and its callbacks read the ``Step``'s
+fields (τ where a step ran coupled chains: ``Step.chains``). ``config`` was checked when it
+was made; a run that fails afterwards raises a ``TrainingFailedError`` (the command line's
+exit status 1, against 2 for bad input, ``config.ConfigError``).
+
 and fires ``on_train_start``, ``on_epoch_start``, ``on_step_end``, ``on_epoch_end`` and
 ``on_train_end`` to its callbacks, in this order:
 
 * ``DivergenceGuard``: a NaN or infinite loss stops training with ``TrainingDivergedError``
   naming the epoch and step; the checkpoint of the last finished epoch is kept.
 * ``History``: the per-step and per-epoch numbers that ``train`` returns.
-* ``DegenerateCheck`` (ucvae): are the importance weights degenerate? (below)
+* ``DegenerateCheck`` (objectives that run coupled chains: ucvae): are the importance
+  weights degenerate? (below)
 * ``TruncationReport``: a line for each epoch in which coupled chains hit ``max_steps``.
 * ``Progress``: a tqdm bar per epoch and one line after it (``progress=False``: silent).
 * ``Checkpoint``: ``OUT/checkpoint.pt`` after every epoch, written atomically (a crash never
@@ -23,7 +30,7 @@ and fires ``on_train_start``, ``on_epoch_start``, ``on_step_end``, ``on_epoch_en
 * ``EpochFunction``: the caller's ``callback(epoch, model, history)``.
 * ``EarlyStopping``: ``patience`` epochs without a better validation bound, or ``time_limit``.
 
-Degenerate weights (ucvae only). Before the first epoch and after every epoch, on
+Degenerate weights (coupled chains only). Before the first epoch and after every epoch, on
 ``DEGENERATE_CHECK_IMAGES`` validation images, ``diagnostics.degenerate_regime`` asks whether the
 median within-set ESS (Σ_s w_s)² / Σ_s w_s² of S particles is below ``degenerate_ess`` or the
 median PSIS k̂ is above ``diagnostics.DEGENERATE_KHAT``. There one particle takes nearly all the
@@ -40,184 +47,45 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ucvae_lite.core.diagnostics import DEGENERATE_ESS, degenerate_regime
-from ucvae_lite.models.vae import DEFAULT_ARCH, VAE, build_vae
-from ucvae_lite.peers.msc import MSCMemory
-from ucvae_lite.training.data import DATASETS, BinaryImages, load_for_config
+from ucvae_lite.core.diagnostics import degenerate_regime
+from ucvae_lite.models.vae import VAE, build_vae
+from ucvae_lite.training.config import CLOCKS, ConfigError, ObjectiveConfig, TrainConfig
+from ucvae_lite.training.data import BinaryImages, load_for_config
 from ucvae_lite.training.evaluate import log_likelihood, weight_diagnostics
-from ucvae_lite.training.objectives import (
-    OBJECTIVES,
-    ObjectiveConfig,
-    Step,
-    StepContext,
-    TruncationWarning,
-    objective,
-)
+from ucvae_lite.training.objectives import Step, TruncationWarning, objective
 from ucvae_lite.training.runtime import fast_mode  # noqa: F401 (notebooks import it from here)
 
-DEGENERATE_POLICIES = ("warn", "raise", "ignore")
-# How optimisation steps are timed (``TrainConfig.clock``, ``time_limit``): wall-clock seconds,
-# or this process's CPU seconds (with one thread, about the same on an idle machine, and
-# robust to other processes sharing the machine).
-CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 DEGENERATE_CHECK_IMAGES = 100  # validation images in the degenerate-regime check
+CHECKPOINT = "checkpoint.pt"  # the file in ``TrainConfig.out``
 EPOCH_KEYS = ("epoch", "train_bound", "val_ll", "val_se", "time", "steps", "truncated")
 EPOCH_KEYS += ("tau_mean", "tau_max", "evals", "ess", "train_time", "decoder_evals")
 STEP_KEYS = ("step_bound", "step_tau_mean", "step_tau_max")
 CHECK_KEYS = ("check_median_ess", "degenerate")  # one entry per degenerate-regime check
 
 
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite, or a step failed on non-finite weights; the last good
-    checkpoint is kept."""
+class TrainingFailedError(RuntimeError):
+    """A run whose settings were accepted failed; the checkpoint of the last finished epoch is
+    kept (the command line answers with exit status 1)."""
 
 
-class DegenerateWeightsError(RuntimeError):
+class TrainingDivergedError(TrainingFailedError):
+    """The loss became NaN or infinite, or a step failed on non-finite weights."""
+
+
+class DegenerateWeightsError(TrainingFailedError):
     """ucvae refused to train: the importance weights are degenerate (``degenerate="raise"``)."""
 
 
-def _require(ok: bool, message: str) -> None:
-    """Raise ``ValueError(message)`` unless ``ok``."""
-    if not ok:
-        raise ValueError(message)
-
-
-def _int_at_least(value, minimum: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run (saved in its checkpoint).
-
-    ``None`` for num_samples, k, m, eps, encoder, max_steps, rejuvenate, correction_prob and
-    the sumo settings means "the ``ObjectiveConfig`` default"; for latent_dim, "the dataset's
-    default" (``resolved_latent_dim``).
-    """
-
-    dataset: str = "digits"
-    objective: str = "ucvae"
-    num_samples: int | None = None
-    k: int | None = None
-    m: int | None = None
-    eps: float | None = None
-    encoder: str | None = None
-    max_steps: int | None = None
-    rejuvenate: float | None = None  # ucvae: MH move on the references, scale c × σ_φ(x)
-    correction_prob: float | None = None  # ucvae: thinned bias correction probability
-    sumo_cutoff: int | None = None  # sumo: where the roulette's tail turns geometric
-    sumo_min_terms: int | None = None  # sumo: the IWAE bound kept whole
-    latent_dim: int | None = None
-    hidden: list[int] | None = None
-    activation: str = "tanh"
-    covariance: str = "diag"  # encoder family: "diag" or "full" Gaussian (vae.COVARIANCES)
-    flow_layers: int = 0  # > 0: that many affine coupling layers on the diag Gaussian (flows.py)
-    degenerate: str = "warn"  # ucvae in the degenerate regime: "warn", "raise" or "ignore"
-    degenerate_ess: float = DEGENERATE_ESS  # median within-set ESS (particles) below = degenerate
-    epochs: int = 100
-    batch_size: int = 100
-    lr: float = 1e-3
-    seed: int = 0
-    val_samples: int = 100
-    patience: int | None = None  # early stopping: epochs without validation improvement
-    time_limit: float | None = None  # seconds of optimisation steps; stop after that epoch
-    decoder_limit: float | None = None  # decoder evaluations (all steps); stop after that epoch
-    clock: str = "wall"  # how steps are timed: "wall" (perf_counter) or "process" (CPU time)
-    binarization: str = "dynamic"
-    data_dir: str | None = None
-    subset: list[int] | None = None  # [train, valid, test] sizes for quick runs
-    device: str = "cpu"
-    threads: int | None = None  # torch CPU threads (None: 1 on digits, torch's default else)
-    out: str = "runs/train"
-
-    def __post_init__(self) -> None:
-        """Reject bad settings now, with a message that says what to change."""
-        _require(
-            self.dataset in DATASETS, f"dataset must be one of {DATASETS}, got {self.dataset!r}"
-        )
-        _require(
-            self.objective in OBJECTIVES,
-            f"objective must be one of {OBJECTIVES}, got {self.objective!r}",
-        )
-        _require(
-            self.degenerate in DEGENERATE_POLICIES,
-            f"degenerate must be one of {DEGENERATE_POLICIES}, got {self.degenerate!r}",
-        )
-        _require(
-            self.degenerate_ess > 0,
-            f"degenerate_ess must be > 0 particles, got {self.degenerate_ess!r}",
-        )
-        for name, minimum in (("epochs", 1), ("batch_size", 1), ("val_samples", 2)):
-            value = getattr(self, name)
-            _require(
-                _int_at_least(value, minimum),
-                f"{name} must be an integer >= {minimum}, got {value!r}",
-            )
-        _require(self.lr > 0, f"lr must be > 0, got {self.lr!r}")
-        _require(
-            self.patience is None or _int_at_least(self.patience, 1),
-            f"patience must be None (no early stopping) or an integer >= 1, got {self.patience!r}",
-        )
-        _require(
-            self.time_limit is None or self.time_limit > 0,
-            f"time_limit must be None (no limit) or > 0 seconds, got {self.time_limit!r}",
-        )
-        _require(
-            self.decoder_limit is None or self.decoder_limit > 0,
-            f"decoder_limit must be None (no limit) or > 0 decoder evaluations, "
-            f"got {self.decoder_limit!r}",
-        )
-        _require(
-            self.clock in CLOCKS,
-            f"clock must be one of {tuple(CLOCKS)} (how training time is measured), "
-            f"got {self.clock!r}",
-        )
-        _require(
-            self.latent_dim is None or _int_at_least(self.latent_dim, 1),
-            f"latent_dim must be None (the dataset's default) or an integer >= 1, "
-            f"got {self.latent_dim!r}",
-        )
-        _require(
-            self.subset is None
-            or (len(self.subset) == 3 and all(_int_at_least(n, 1) for n in self.subset)),
-            f"subset must be None (all images) or three sizes [train, valid, test], each an "
-            f"integer >= 1, got {self.subset!r}",
-        )
-        self.objective_config()  # raises for a bad num_samples, k, m, eps, encoder or max_steps
-
-    def objective_config(self) -> ObjectiveConfig:
-        """The objective's settings: ``ObjectiveConfig()`` with this run's non-None overrides."""
-        return ObjectiveConfig().with_(
-            num_samples=self.num_samples,
-            k=self.k,
-            m=self.m,
-            eps=self.eps,
-            encoder=self.encoder,
-            max_steps=self.max_steps,
-            rejuvenate=self.rejuvenate,
-            correction_prob=self.correction_prob,
-            sumo_cutoff=self.sumo_cutoff,
-            sumo_min_terms=self.sumo_min_terms,
-        )
-
-    def resolved_latent_dim(self) -> int:
-        """``latent_dim``, or the dataset's default in ``vae.DEFAULT_ARCH`` (5 on digits, 50 on
-        (fashion-)mnist as in the IWAE paper)."""
-        if self.latent_dim is not None:
-            return self.latent_dim
-        return DEFAULT_ARCH[self.dataset]["latent_dim"]
-
-
 def new_history() -> dict[str, list]:
-    """Empty lists: one entry per epoch (EPOCH_KEYS), per step (STEP_KEYS; τ for ucvae only)
-    and per degenerate-regime check (CHECK_KEYS)."""
+    """Empty lists: one entry per epoch (EPOCH_KEYS), per step (STEP_KEYS; τ only for steps
+    that run coupled chains) and per degenerate-regime check (CHECK_KEYS)."""
     return {key: [] for key in EPOCH_KEYS + STEP_KEYS + CHECK_KEYS}
 
 
@@ -263,31 +131,31 @@ class Trainer:
     """Adam on one objective, epoch after epoch; the callbacks do everything else.
 
     Its state, all of which a checkpoint holds (``state_dict``): ``model``, ``opt``, ``gen``
-    (the objective's random numbers), ``data_gen`` (binarisation and shuffling), ``epoch``
-    (finished epochs), ``elapsed`` (seconds spent in steps and validation), ``history`` and
-    ``best`` (epoch, validation bound and CPU weights of the best epoch so far). During an
-    epoch: ``step`` (1, 2, ... of ``num_batches``) and ``last`` (the last ``Step``); after
-    it, ``val_ll`` and ``val_se``. A callback ends training by setting ``stop_reason`` (after
-    this epoch) or ``error`` (raised once every callback has seen this epoch's end, so the
+    (the objective's random numbers), ``data_gen`` (binarisation and shuffling), the
+    ``objective``'s own state (``Objective.state_dict``: msc's chains), ``epoch`` (finished
+    epochs), ``elapsed`` (seconds spent in steps and validation), ``history`` and ``best``
+    (epoch, validation bound and CPU weights of the best epoch so far). During an epoch:
+    ``step`` (1, 2, ... of ``num_batches``) and ``last`` (the last ``Step``); after it,
+    ``val_ll`` and ``val_se``. A callback ends training by setting ``stop_reason`` (after this
+    epoch) or ``error`` (raised once every callback has seen this epoch's end, so the
     checkpoint of this epoch is saved first).
+
+    ``cfg`` was checked when it was made; the trainer hands it to the objective as it is (a
+    ``TrainConfig`` is an ``ObjectiveConfig``) and checks nothing again.
     """
 
     def __init__(self, cfg: TrainConfig, model: VAE, data: BinaryImages, callbacks: list[Callback]):
-        self.cfg, self.ocfg = cfg, cfg.objective_config()
-        self.model, self.data, self.callbacks = model, data, callbacks
+        self.cfg, self.model, self.data, self.callbacks = cfg, model, data, callbacks
         self.device = next(model.parameters()).device
         self.valid = data.valid.to(self.device)
         self.objective = objective(cfg.objective)
+        self.objective.init_state(model, len(data.train), cfg.dataset)
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 1)
         self.data_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.epoch, self.step, self.elapsed, self.train_time = 0, 0, 0.0, 0.0
         self.decoder_evals = 0.0  # particles through the decoder, summed over every step
         self.clock = CLOCKS[cfg.clock]
-        self.memory = None  # msc: one persistent chain per training example
-        if cfg.objective == "msc":
-            latent = model.latent_dim
-            self.memory = MSCMemory.empty(len(data.train), latent, cfg.dataset, self.device)
         self.num_batches = math.ceil(len(data.train) / cfg.batch_size)
         self.history = new_history()
         self.best = {"epoch": -1, "val_ll": -math.inf, "model": None}
@@ -321,17 +189,9 @@ class Trainer:
         for step, (index, x) in enumerate(self.batches(), start=1):
             tick = self.clock()
             self.step = step
-            try:
-                self.last = self.train_step(index, x)
-            except ValueError as e:  # settings were checked before step 1: the run failed
-                raise TrainingDivergedError(
-                    f"{self.cfg.objective} step failed at epoch {self.epoch + 1}, step {step} "
-                    f"of {self.num_batches}: {e} The checkpoint of the last finished epoch is "
-                    f"kept in {self.cfg.out}; try a lower --lr, then --resume."
-                ) from e
+            self.last = self.train_step(index, x)
             self.train_time += self.clock() - tick
-            per_point = self.last.diagnostics.get("decoder_evals", self.ocfg.num_samples)
-            self.decoder_evals += per_point * x.shape[0]
+            self.decoder_evals += self.last.decoder_evals * x.shape[0]
             self.fire("on_step_end")
         cfg = self.cfg
         self.val_ll, self.val_se = validate(self.model, self.valid, cfg.val_samples, cfg.seed)
@@ -353,12 +213,18 @@ class Trainer:
             yield idx.to(self.device), xs[idx].to(self.device)
 
     def train_step(self, index: Tensor, x: Tensor) -> Step:
-        """loss = objective(model, x); one Adam step along its negative gradient."""
-        context = StepContext(index, self.memory)
-        with warnings.catch_warnings():
-            # truncated chains are counted per epoch; every other warning passes through
-            warnings.simplefilter("ignore", TruncationWarning)
-            step = self.objective(self.model, x, self.ocfg, self.gen, context)
+        """loss = objective(model, x); one Adam step along its negative gradient.
+
+        The settings were checked before step 1, so a ``ValueError`` from the step means that
+        the numbers went bad (NaN or infinite log-weights): ``TrainingDivergedError``."""
+        try:
+            with warnings.catch_warnings():
+                # truncated chains are counted per epoch (``Step.chains``); every other
+                # warning passes through
+                warnings.simplefilter("ignore", TruncationWarning)
+                step = self.objective.train_step(self.model, x, index, self.cfg, self.gen)
+        except ValueError as e:
+            raise self.diverged(f"the step failed: {str(e).rstrip('. ')}") from e
         self.opt.zero_grad(set_to_none=True)
         step.loss.backward()
         self.opt.step()
@@ -378,30 +244,30 @@ class Trainer:
             "elapsed": self.elapsed,
             "train_time": self.train_time,
             "decoder_evals": self.decoder_evals,
-            "memory": self.memory.state_dict() if self.memory is not None else None,
+            "memory": self.objective.state_dict(),  # the objective's state: msc's chains
             "best_epoch": self.best["epoch"],
             "best_val": self.best["val_ll"],
             "best_model": self.best["model"],
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Continue from ``state_dict()``: the next epoch is the one after ``state["epoch"]``.
+        """Continue from ``state_dict()``: the next epoch is the one after ``state["epoch"]``,
+        with Adam's moments restored and this run's learning rate ``cfg.lr``.
 
-        The checkpoint must come from the same objective and data (ValueError otherwise)."""
+        The checkpoint must come from the same objective and data (``ConfigError`` otherwise)."""
         saved = state["config"]
         for key in ("objective", "dataset", "subset"):
             if saved.get(key) != getattr(self.cfg, key):
-                raise ValueError(
+                raise ConfigError(
                     f"cannot resume: the checkpoint was trained with {key}="
                     f"{saved.get(key)!r}, this run has {key}={getattr(self.cfg, key)!r}; pass "
                     f"the same {key}, or start a fresh run (another --out, without --resume)"
                 )
-        if self.memory is not None:
-            if state.get("memory") is None:
-                raise ValueError("cannot resume msc: the checkpoint holds no MSC chains")
-            self.memory.load_state_dict(state["memory"])
+        self.objective.load_state_dict(state.get("memory"))
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
+        for group in self.opt.param_groups:  # this run's lr: "a lower --lr, then --resume"
+            group["lr"] = self.cfg.lr
         self.gen.set_state(state["rng_model"].cpu())  # generator states are CPU byte tensors
         self.data_gen.set_state(state["rng_data"].cpu())
         self.history = new_history() | state["history"]
@@ -414,21 +280,25 @@ class Trainer:
             "model": state["best_model"],
         }
 
+    def diverged(self, what: str) -> TrainingDivergedError:
+        """The error for a run whose numbers went bad at this step: where, and what to do."""
+        where = f"{self.cfg.objective} at epoch {self.epoch + 1}, step {self.step} of "
+        where += f"{self.num_batches}: {what}."
+        if self.epoch == 0:
+            return TrainingDivergedError(f"{where} No epoch finished; try a lower --lr.")
+        return TrainingDivergedError(
+            f"{where} The checkpoint of epoch {self.epoch} is kept in "
+            f"{Path(self.cfg.out) / CHECKPOINT}; try a lower --lr, then --resume."
+        )
+
 
 class DivergenceGuard(Callback):
     """A NaN or infinite loss or bound ends training, naming the epoch and step."""
 
-    def __init__(self, checkpoint: Path):
-        self.checkpoint = checkpoint
-
     def on_step_end(self, t: Trainer) -> None:
         loss, bound = t.last.loss.item(), t.last.bound
         if not (math.isfinite(loss) and math.isfinite(bound)):
-            raise TrainingDivergedError(
-                f"{t.cfg.objective} loss is {loss} (bound {bound}) at epoch {t.epoch + 1}, "
-                f"step {t.step} of {t.num_batches}. The checkpoint of the last finished epoch "
-                f"is kept in {self.checkpoint}; try a lower --lr, then --resume."
-            )
+            raise t.diverged(f"the loss is {loss} (bound {bound})")
 
 
 def _finite_mean(values) -> float:
@@ -438,40 +308,38 @@ def _finite_mean(values) -> float:
 
 
 class History(Callback):
-    """Records ``trainer.history``: bound (and τ, for ucvae) per step; per epoch, the means
-    over its steps of bound, τ, evaluations and ESS/S, the max τ, the truncated chains, the
-    validation bound ± SE, the elapsed time and the total steps."""
+    """Records ``trainer.history``: the bound per step, and τ for steps that ran coupled chains
+    (``Step.chains``); per epoch, the means over its steps of bound, τ, log-weight evaluations
+    and ESS/S, the max τ, the truncated chains, the validation bound ± SE, the elapsed time
+    and the total steps. τ is NaN for epochs without chains."""
 
     def on_epoch_start(self, t: Trainer) -> None:
-        self.bounds: list[float] = []
-        self.diagnostics: list[dict] = []
+        self.steps: list[Step] = []
 
     def on_step_end(self, t: Trainer) -> None:
-        d = t.last.diagnostics
-        self.bounds.append(t.last.bound)
-        self.diagnostics.append(d)
+        self.steps.append(t.last)
         t.history["step_bound"].append(t.last.bound)
-        if "tau_mean" in d:
-            t.history["step_tau_mean"].append(d["tau_mean"])
-            t.history["step_tau_max"].append(d["tau_max"])
+        if t.last.chains is not None:
+            t.history["step_tau_mean"].append(t.last.chains.tau_mean)
+            t.history["step_tau_max"].append(t.last.chains.tau_max)
 
     def on_epoch_end(self, t: Trainer) -> None:
-        n, ds = len(self.bounds), self.diagnostics
-        ucvae = t.cfg.objective == "ucvae"
+        n = len(self.steps)
+        chains = [s.chains for s in self.steps if s.chains is not None]
         row = {
             "epoch": t.epoch,
-            "train_bound": sum(self.bounds) / n,
+            "train_bound": sum(s.bound for s in self.steps) / n,
             "val_ll": t.val_ll,
             "val_se": t.val_se,
             "time": t.elapsed,
             "steps": t.epoch * n,
-            "truncated": sum(d.get("truncated", 0) for d in ds),
-            "tau_mean": _finite_mean(d["tau_mean"] for d in ds) if ucvae else math.nan,
-            "tau_max": float(max(d["tau_max"] for d in ds)) if ucvae else math.nan,
-            "evals": sum(d.get("evals", t.ocfg.num_samples) for d in ds) / n,
+            "truncated": sum(c.truncated for c in chains),
+            "tau_mean": _finite_mean(c.tau_mean for c in chains),
+            "tau_max": float(max(c.tau_max for c in chains)) if chains else math.nan,
+            "evals": sum(s.log_weight_evals for s in self.steps) / n,
             "train_time": t.train_time,
             "decoder_evals": t.decoder_evals,
-            "ess": sum(d.get("ess", math.nan) for d in ds) / n,
+            "ess": sum(s.ess for s in self.steps) / n,
         }
         for key, value in row.items():
             t.history[key].append(value)
@@ -493,7 +361,8 @@ def median_weight_diagnostics(
 
 
 class DegenerateCheck(Callback):
-    """ucvae: checks the importance weights before the first epoch and after every epoch.
+    """For objectives that run coupled chains (``Objective.coupled_chains``: ucvae), checks
+    the importance weights before the first epoch and after every epoch; others are skipped.
 
     Each check appends the median ESS to ``history["check_median_ess"]`` and its verdict
     (``diagnostics.degenerate_regime`` with ``min_ess``) to ``history["degenerate"]``.
@@ -505,12 +374,14 @@ class DegenerateCheck(Callback):
         self.policy, self.min_ess, self.images = policy, min_ess, images
 
     def on_epoch_start(self, t: Trainer) -> None:
-        if t.epoch == 0:  # before training (a resumed run was checked before it stopped)
+        if t.epoch == 0 and t.objective.coupled_chains:  # a resumed run was checked before
             message = self.check(t, "before training")
             if message is not None and self.policy == "raise":
                 raise self.refusal(message)
 
     def on_epoch_end(self, t: Trainer) -> None:
+        if not t.objective.coupled_chains:
+            return
         message = self.check(t, f"after epoch {t.epoch}")
         if message is not None and self.policy == "raise":
             t.error = self.refusal(message)  # raised after the checkpoint is saved
@@ -518,13 +389,13 @@ class DegenerateCheck(Callback):
     def check(self, t: Trainer, where: str) -> str | None:
         """Measure, record in the history, warn if this is the first degenerate check."""
         x = t.valid[: self.images]
-        ess, khat = median_weight_diagnostics(t.model, x, t.ocfg, seed=t.cfg.seed + 3)
-        message = degenerate_regime(ess, t.ocfg.num_samples, khat, min_ess=self.min_ess)
+        ess, khat = median_weight_diagnostics(t.model, x, t.cfg, seed=t.cfg.seed + 3)
+        message = degenerate_regime(ess, t.cfg.num_samples, khat, min_ess=self.min_ess)
         t.history["check_median_ess"].append(ess)
         t.history["degenerate"].append(message is not None)
         if message is None:
             return None
-        message = f"ucvae {where}: {message}"
+        message = f"{t.cfg.objective} {where}: {message}"
         if self.policy == "warn" and t.history["degenerate"].count(True) == 1:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
         return message
@@ -544,7 +415,7 @@ class TruncationReport(Callback):
         if truncated:
             tqdm.write(
                 f"WARNING epoch {t.epoch}: {truncated} coupled chains hit max_steps="
-                f"{t.ocfg.max_steps} and were truncated (biased gradient for those points)"
+                f"{t.cfg.max_steps} and were truncated (biased gradient for those points)"
             )
 
 
@@ -561,8 +432,8 @@ class Progress(Callback):
 
     def on_step_end(self, t: Trainer) -> None:
         postfix = {"bound": f"{t.last.bound:.2f}"}
-        if "tau_mean" in t.last.diagnostics:
-            postfix["tau"] = f"{t.last.diagnostics['tau_mean']:.2f}"
+        if t.last.chains is not None:
+            postfix["tau"] = f"{t.last.chains.tau_mean:.2f}"
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update()
 
@@ -572,7 +443,7 @@ class Progress(Callback):
             return
         h = {key: t.history[key][-1] for key in EPOCH_KEYS}  # this epoch's row
         extra = ""
-        if t.cfg.objective == "ucvae":
+        if t.last.chains is not None:  # this epoch's steps ran coupled chains
             extra = f", tau mean {h['tau_mean']:.2f} max {h['tau_max']:.0f}"
         tqdm.write(
             f"{t.cfg.objective} epoch {t.epoch}: train bound {h['train_bound']:.3f}, "
@@ -641,8 +512,8 @@ def default_callbacks(
     """``train``'s callbacks, in the order they run at every event: the guard sees each step
     first, the history is written before anything reads it, the checkpoint is saved after
     everything that writes the history."""
-    callbacks: list[Callback] = [DivergenceGuard(checkpoint), History()]
-    if cfg.objective == "ucvae" and cfg.degenerate != "ignore":
+    callbacks: list[Callback] = [DivergenceGuard(), History()]
+    if cfg.degenerate != "ignore":
         callbacks.append(DegenerateCheck(cfg.degenerate, cfg.degenerate_ess))
     callbacks += [TruncationReport(), Progress(progress), Checkpoint(checkpoint, resume, progress)]
     if callback is not None:
@@ -677,6 +548,7 @@ def train(
 ) -> tuple[VAE, dict]:
     """Train one VAE; returns (model at its best validation epoch, history).
 
+    ``config`` was checked when it was made (``config.check``), and is not checked again.
     ``resume`` continues from ``config.out``/checkpoint.pt if it exists; ``progress=False``
     prints no bar or per-epoch line; ``data`` skips loading the dataset again;
     ``callback(epoch, model, history)``, if given, runs after every epoch (e.g. to measure
@@ -690,5 +562,5 @@ def train(
         data = load_for_config(cfg.dataset, cfg.data_dir, cfg.binarization, cfg.seed, cfg.subset)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    callbacks = default_callbacks(cfg, out / "checkpoint.pt", resume, progress, callback)
+    callbacks = default_callbacks(cfg, out / CHECKPOINT, resume, progress, callback)
     return Trainer(cfg, build_model(cfg, data.dim), data, callbacks).fit()
