@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +24,10 @@ from tqdm.auto import tqdm
 
 from ucvae_lite.core.iwae import iwae_bound
 from ucvae_lite.models.vae import VAE
-from ucvae_lite.peers.msc import MSCMemory
 from ucvae_lite.studies import exact
 from ucvae_lite.training.data import BinaryImages
 from ucvae_lite.training.objectives import (
     ObjectiveConfig,
-    StepContext,
     TruncationWarning,
     objective,
 )
@@ -186,60 +185,41 @@ def train_arm(
     SGD). ``state_path``: where to save the final (averaged) weights, for the gradient
     statistics at that θ."""
     spec = ARMS[arm]
-    cfg = spec.cfg
     torch.manual_seed(seed)
     model = new_model()
     model.load_state_dict(start_state)
-    if spec.optimizer == "sgd_pr":
-        opt = torch.optim.SGD(model.parameters(), lr=spec.sgd_lr)
-        sched = None
-    else:
-        opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, spec.beta2))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, 1 - t / steps))
-    averaged = AveragedModel(model) if spec.optimizer == "sgd_pr" else None
-    gen, data_gen = torch.Generator().manual_seed(100 + seed), torch.Generator().manual_seed(seed)
-    memory = MSCMemory.empty(len(data.train), 2, data.name) if spec.objective == "msc" else None
-    curve_x = data.train[:curve_images]
-    marks = {0, steps // 2, (3 * steps) // 4, steps}
-    curve, decoder_evals, cpu, step = [], 0.0, 0.0, 0
-    order = iter(())
+    opt, sched, averaged = _optimiser(spec, model, lr, steps)
+    obj = None if spec.objective == "oracle" else objective(spec.objective)
+    if obj is not None:
+        obj.init_state(model, len(data.train), data.name)  # msc's chains; nothing for others
+    gen = torch.Generator().manual_seed(100 + seed)
+    batches = _minibatches(len(data.train), batch_size, spec.batch_fraction, seed)
+    curve_x, marks = data.train[:curve_images], {0, steps // 2, (3 * steps) // 4, steps}
+    curve, decoder_evals, cpu = [], 0.0, 0.0
 
-    def scored() -> VAE:  # the averaged iterate once averaging has begun
+    def scored(step: int) -> VAE:  # the averaged iterate once averaging has begun
         return averaged.module if averaged is not None and step > steps // 2 else model
 
     with tqdm(total=steps, desc=f"{arm} seed {seed}", leave=False, disable=not progress) as bar:
-        while step <= steps:
+        for step in range(steps + 1):
             if step in marks:
-                curve.append((step, decoder_evals, cpu, exact_ll(scored(), curve_x)))
+                curve.append((step, decoder_evals, cpu, exact_ll(scored(step), curve_x)))
             if step == steps:
                 break
-            idx = next(order, None)
-            if idx is None:
-                order = iter(torch.randperm(len(data.train), generator=data_gen).split(batch_size))
-                idx = next(order)
-            idx = idx[: max(1, round(spec.batch_fraction * idx.shape[0]))]
-            x, tick = data.train[idx], time.process_time()
-            if spec.replicas > 1:  # R independent estimates per image, averaged by the mean loss
-                x, idx = x.repeat_interleave(spec.replicas, 0), idx.repeat_interleave(spec.replicas)
-            if spec.objective == "oracle":
-                loss, evals = oracle_step(model, x, cfg, gen, oracle_points)
-            else:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", TruncationWarning)
-                    s = objective(spec.objective)(model, x, cfg, gen, StepContext(idx, memory))
-                loss, evals = s.loss, s.diagnostics.get("decoder_evals", cfg.num_samples)
+            idx = next(batches)
+            tick = time.process_time()
+            loss, evals = _arm_loss(spec, obj, model, data.train[idx], idx, gen, oracle_points)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
-            step += 1
-            if averaged is not None and step > steps // 2:
+            if averaged is not None and step + 1 > steps // 2:
                 averaged.update_parameters(model)
             cpu += time.process_time() - tick
-            decoder_evals += evals * x.shape[0]  # x holds the R replicas
+            decoder_evals += evals
             bar.update()
-    final = scored()
+    final = scored(steps)
     if state_path is not None:
         torch.save(final.state_dict(), state_path)
     return {
@@ -253,3 +233,38 @@ def train_arm(
         "cpu_seconds": cpu,
         "sqrt_v": decoder_sqrt_v(model, opt) if spec.optimizer == "adam" else math.nan,
     }
+
+
+def _optimiser(spec: Arm, model: VAE, lr: float, steps: int):
+    """(optimiser, scheduler or None, averaged model or None): Adam whose learning rate decays
+    linearly from ``lr`` to 0 over ``steps``, or SGD with the constant step ``spec.sgd_lr`` and
+    Polyak–Ruppert averaging (``AveragedModel``)."""
+    if spec.optimizer == "sgd_pr":
+        return torch.optim.SGD(model.parameters(), lr=spec.sgd_lr), None, AveragedModel(model)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, spec.beta2))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda t: max(0.0, 1 - t / steps)), None
+
+
+def _minibatches(n: int, batch_size: int, fraction: float, seed: int) -> Iterator[Tensor]:
+    """Endless minibatch indices that depend only on ``seed``: epochs of random permutations
+    of n examples cut into batches, each batch then cut to ``fraction`` of its examples."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        for idx in torch.randperm(n, generator=generator).split(batch_size):
+            yield idx[: max(1, round(fraction * idx.shape[0]))]
+
+
+def _arm_loss(spec: Arm, obj, model: VAE, x: Tensor, idx: Tensor, gen, oracle_points: int):
+    """The arm's loss on the images x (indices idx) and the decoder evaluations it spent. With
+    ``spec.replicas`` = R > 1 each image is repeated R times: R independent estimates,
+    averaged by the mean loss."""
+    if spec.replicas > 1:
+        x, idx = x.repeat_interleave(spec.replicas, 0), idx.repeat_interleave(spec.replicas)
+    if obj is None:  # the oracle: the exact gradient from a grid
+        loss, evals = oracle_step(model, x, spec.cfg, gen, oracle_points)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TruncationWarning)
+            step = obj.train_step(model, x, idx, spec.cfg, gen)
+        loss, evals = step.loss, step.decoder_evals
+    return loss, evals * x.shape[0]  # per image, times the images (replicas included)
