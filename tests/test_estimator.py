@@ -197,3 +197,22 @@ def test_a_bad_log_weight_after_the_start_is_caught(model, x):
 
     with pytest.raises(ValueError, match="NaN"):
         u.coupled_estimate(LateNaN(model.target(x), None), 3)
+
+
+def test_thinned_is_h_x0_plus_z_over_p_times_the_correction(model, x):
+    """``Estimate.thinned``: H^p = h(X_0) + (Z/p)·C, C = H − h(X_0); exactly h(X_0) where Z = 0
+    (then ``correction`` is exactly zero)."""
+    B, S, p = 3 * 20, 3, 0.4
+    est = u.coupled_estimate(
+        model.target(replicate(x, 20), shift=0.5, scale=1.5), S, 1, 2,
+        generator=torch.Generator().manual_seed(2),
+    )  # fmt: skip
+    z = torch.rand(B, generator=torch.Generator().manual_seed(3), dtype=torch.float64) < p
+    x0 = est.flat_particles[: B * S].view(B, S, -1)  # X_0 is stored first, S per row
+    h0 = (torch.softmax(est.initial_log_weights, -1)[..., None] * x0).sum(1)
+    thin = est.thinned(z, p)
+    expected = h0 + (z.double() / p)[:, None] * (est.mean() - h0)
+    torch.testing.assert_close(thin.mean(), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(est.correction().mean(), est.mean() - h0, rtol=0, atol=1e-12)
+    assert bool((thin.correction().flat_coef[~z[thin.rows]] == 0).all())
+    assert thin.correction_prob == p and torch.equal(thin.corrected, z)

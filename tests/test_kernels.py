@@ -43,9 +43,10 @@ def test_maximal_coupling_identical_always_equal():
 
 def _start(target, S, g, store):
     """X_0 ~ q^S and the lag-1 start (X_1, Y_0), as the estimator makes them."""
-    rows = torch.arange(target.x.shape[0])
-    x0 = K.draw(target, S, g, store.rows(rows))
-    return x0, K.init(target, x0, store.rows(rows), g)
+    rows = store.rows(torch.arange(target.x.shape[0]))
+    x0 = K.draw(target, S, g, rows)
+    x1, _ = K.cis_step(target, x0, g, rows)
+    return x0, K.lag_start(target, x1, rows, g)
 
 
 def _references(model, x, steps, coupled, n=20000, S=3, shift=0.8):

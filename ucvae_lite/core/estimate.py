@@ -75,21 +75,35 @@ class Estimate:
         S = self.initial_log_weights.shape[-1]
         return torch.logsumexp(self.initial_log_weights, -1) - math.log(S)
 
-    def correction(self) -> Estimate:
-        """The bias correction alone, H − h(X_0): this estimate minus IWAE's self-normalised
-        estimate h(X_0) = Σ_s w̄_s f(z_s) on its own sample set X_0.
-
-        X_0 must be stored first, S particles per data point in row order, as
-        ``coupled_estimate`` stores it. Where the thinned correction skipped a data point the
-        result is zero (no particle of it needs evaluating).
-        """
+    def _initial_coef(self) -> Tensor:
+        """[M] the coefficients of h(X_0) = Σ_s w̄_s f(z_s), IWAE's self-normalised estimate on
+        the sample set X_0: w̄ on X_0's particles, 0 on the others. X_0 must be stored first, S
+        particles per data point in row order, as ``coupled_estimate`` stores it."""
         B, S = self.initial_log_weights.shape
-        base = torch.softmax(self.initial_log_weights.detach(), -1).reshape(B * S)
-        coef = self.flat_coef.clone()
-        coef[: B * S] -= base.to(coef.dtype)
+        coef = self.flat_coef.new_zeros(self.flat_coef.shape)
+        coef[: B * S] = torch.softmax(self.initial_log_weights.detach(), -1).reshape(B * S)
+        return coef
+
+    def correction(self) -> Estimate:
+        """The bias correction alone, C = H − h(X_0): this estimate minus IWAE's estimate
+        h(X_0) on its own sample set X_0 (see ``_initial_coef``). Where the thinned correction
+        skipped a data point the result is zero (no particle of it needs evaluating)."""
+        coef = self.flat_coef - self._initial_coef()
         if self.corrected is not None:  # exactly 0 where Z = 0, not a rounding residual
             coef = torch.where(self.corrected[self.rows], coef, coef.new_zeros(()))
         return replace(self, flat_coef=coef, _padded=None)
+
+    def thinned(self, corrected: Tensor, p: float) -> Estimate:
+        """The thinned estimate H^p = h(X_0) + (Z/p)·C of this H = h(X_0) + C.
+
+        ``corrected`` [B] is Z ~ Bernoulli(p), drawn independently of everything else for each
+        data point: E[H^p] = E[H] (still unbiased) and Var(H^p) = Var(H) + (1/p − 1)·E[C²].
+        Where Z = 0 the estimate is h(X_0) and C need not be computed at all (τ = 0 there).
+        """
+        initial = self._initial_coef()
+        z_over_p = corrected.to(self.flat_coef.dtype) / p
+        coef = initial + z_over_p[self.rows] * (self.flat_coef - initial)
+        return replace(self, flat_coef=coef, corrected=corrected, correction_prob=p, _padded=None)
 
     # --- padded view ----------------------------------------------------------------------
     def _pad(self) -> tuple[Tensor, Tensor]:

@@ -24,6 +24,15 @@ import torch
 from torch import Tensor
 
 
+def check_lags(k: int, m: int) -> None:
+    """ValueError unless k and m are integers with 0 ≤ k ≤ m (H_{k:m} averages h(X_t) over
+    t = k..m)."""
+    if not isinstance(k, int) or not isinstance(m, int) or k < 0:
+        raise ValueError(f"k must be an integer >= 0 and m an integer, got k={k!r}, m={m!r}")
+    if k > m:
+        raise ValueError(f"need 0 <= k <= m (average h(X_t) over t = k..m), got k={k}, m={m}")
+
+
 def correction_weight(t: int, k: int, m: int) -> float:
     """min(1, (t−k)/(m−k+1)) for t ≥ k+1, else 0: the weight of h(X_t) − h(Y_{t−1})."""
     return min(1.0, (t - k) / (m - k + 1)) if t >= k + 1 else 0.0
@@ -39,8 +48,7 @@ def hkm_weights(
     with c_t = min(1, (t−k)/(m−k+1))·[t ≥ k+1]·[τ > t]. ``dtype``: of the result (default:
     torch's default float type).
     """
-    if not 0 <= k <= m:
-        raise ValueError(f"need 0 <= k <= m, got k={k}, m={m}")
+    check_lags(k, m)
     average = 1.0 / (m - k + 1) if k <= t <= m else 0.0
     c = unmet.to(dtype or torch.get_default_dtype()) * correction_weight(t, k, m)
     return average + c, -c

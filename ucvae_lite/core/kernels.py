@@ -30,7 +30,7 @@ over: a step costs S - 1 new log-weight evaluations.
 
 The coupled step
 ----------------
-Two chains X and Y move jointly (``select`` then ``refresh``):
+Two chains X and Y move jointly (``coupled_cis_step``):
 
     1. (ℓ_X, ℓ_Y) from the *maximal coupling* of Categorical(w̄(ξ^X)) and Categorical(w̄(ξ^Y));
     2. both chains take the *same* fresh draws z'_2..z'_S (common random numbers).
@@ -39,8 +39,16 @@ Each chain alone makes an exact CIS step. After one coupled step the two sets di
 slot 1, and the chains *meet* as soon as both select the same particle; from then on they are
 identical. Particles carry ids, so "the same particle" is an id comparison.
 
-Style: small NamedTuple states; pure functions of (target, state, generator); everything
-batched over data points (the leading dimension), with no Python loop over chains.
+The two kernels
+---------------
+``cis_step`` (a ``SingleKernel``) and ``coupled_cis_step`` (a ``CoupledKernel``) are the
+defaults of the driver ``coupled.CoupledChains``, which runs exactly these functions: X_1 =
+``cis_step``(X_0), then ``lag_start`` gives (X_1, Y_0), then ``coupled_cis_step`` at every step.
+An optional ``Move`` of the reference runs inside both, between steps 1 and 2.
+
+Style: small NamedTuple states; pure functions of (target, state, store, generator), blackjax
+style; everything batched over data points (the leading dimension), with no Python loop over
+chains.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ import torch
 from torch import Tensor
 
 from ucvae_lite.core.iwae import check_log_weights, check_samples, normalized_weights
+from ucvae_lite.core.machinery import Running, take
 from ucvae_lite.core.targets import Target
 
 
@@ -91,7 +100,8 @@ class CISInfo(NamedTuple):
 class CoupledInfo(NamedTuple):
     index_x: Tensor  # [B] the slot X selected
     index_y: Tensor  # [B] the slot Y selected
-    met: Tensor  # [B] both chains now hold the same particle set
+    met: Tensor  # [B] both chains now hold the same reference (the same particle set)
+    kept: Tensor  # [A] the pairs (positions in the input) the new state holds: all, or the unmet
 
 
 class Store(Protocol):
@@ -125,6 +135,38 @@ class Move(Protocol):
     ) -> tuple[Particle, Particle]: ...
 
     def select(self, index: Tensor) -> Move: ...
+
+
+class SingleKernel(Protocol):
+    """X_{t+1} ~ K(X_t, ·) for a batch of chains, with ``move`` (optional) made on the new
+    reference: returns (new state, info). ``cis_step`` is one."""
+
+    def __call__(
+        self,
+        target: Target,
+        state: CISState,
+        generator: torch.Generator | None = None,
+        store: Store | None = None,
+        move: Move | None = None,
+    ) -> tuple[CISState, object]: ...
+
+
+class CoupledKernel(Protocol):
+    """(X_{t+1}, Y_t) ~ K̄((X_t, Y_{t−1}), ·) for a batch of chain pairs, each chain alone a
+    step of the single kernel: returns (new state, ``CoupledInfo``). With ``stop_met`` the
+    pairs that have met are left out of the new state (``CoupledInfo.kept`` says which pairs
+    it holds). ``coupled_cis_step`` is one."""
+
+    def __call__(
+        self,
+        target: Target,
+        state: CoupledState,
+        store: Store,
+        generator: torch.Generator | None = None,
+        move: Move | None = None,
+        *,
+        stop_met: bool = False,
+    ) -> tuple[CoupledState, CoupledInfo]: ...
 
 
 # --- drawing ------------------------------------------------------------------------------
@@ -240,35 +282,44 @@ def cis_step(
     state: CISState,
     generator: torch.Generator | None = None,
     store: Store | None = None,
+    move: Move | None = None,
 ) -> tuple[CISState, CISInfo]:
-    """One CIS step for a batch of chains: select a reference, then S − 1 fresh draws."""
+    """One CIS step ξ' ~ K(ξ, ·) for a batch of chains (the ``SingleKernel``):
+
+    1. ℓ ~ Categorical(w̄(ξ)), the new reference r' = z_ℓ (then ``move.single``, if given);
+    2. z'_2..z'_S ~ q i.i.d.;  ξ' = (r', z'_{2:S}).
+    """
     index = sample_categorical(normalized_weights(state.log_weights), generator)
+    ref = reference(state, index)
+    if move is not None:
+        ref = move.single(target, ref, store, generator)
     fresh = draw(target, state.particles.shape[1] - 1, generator, store)
-    return with_fresh(reference(state, index), fresh), CISInfo(index)
+    return with_fresh(ref, fresh), CISInfo(index)
 
 
 # --- the coupled step -----------------------------------------------------------------------
 
 
-def init(
+def lag_start(
     target: Target,
-    x0: CISState,
+    x1: CISState,
     store: Store,
     generator: torch.Generator | None = None,
-    move: Move | None = None,
 ) -> CoupledState:
-    """The lag-1 start from X_0 ~ q^S: X_1 ~ K(X_0) and Y_0 ~ q^S, returned as (X_1, Y_0).
+    """(X_1, Y_0) for lag-1 coupled chains, from X_1 ~ K(X_0, ·) of a CIS step (its slots
+    1..S−1 are fresh proposal draws): Y_0 = (y, X_1's fresh slots) with a new y ~ q.
 
-    Y_0 is an independent proposal draw in slot 1 plus X_1's fresh slots: still a q^S draw
-    (only the marginal laws of X_0 and Y_0 matter), and the chains can meet at the first
-    coupled step. ``move`` (optional) also moves X's new reference, as in every later step.
+    Y_0 ~ q^S like X_0 (only the marginal laws of X_0 and Y_0 matter for H_{k:m}), and since
+    the two sets share S − 1 particles the chains can meet at the first coupled step (τ ≥ 2).
     """
-    ref_x = select_reference(x0, generator)
-    if move is not None:
-        ref_x = move.single(target, ref_x, store, generator)
-    y = draw(target, 1, generator, store)
-    ref_y = Particle(y.particles[:, 0], y.log_weights[:, 0], y.ids[:, 0])
-    return refresh(target, ref_x, ref_y, x0.particles.shape[1] - 1, store, generator)
+    ref_y = _slot0(draw(target, 1, generator, store))
+    fresh = CISState(*(None if v is None else v[:, 1:] for v in x1))
+    return CoupledState(x1, with_fresh(ref_y, fresh), met(_slot0(x1), ref_y))
+
+
+def _slot0(state: CISState) -> Particle:
+    """The particle in slot 0 of each set."""
+    return Particle(*(None if v is None else v[:, 0] for v in state))
 
 
 def select_indices(
@@ -282,14 +333,6 @@ def select_indices(
     wx, wy = normalized_weights(state.x.log_weights), normalized_weights(state.y.log_weights)
     ix, iy = coupled_indices(wx, wy, generator)
     return ix, torch.where(state.met, ix, iy)
-
-
-def select(
-    state: CoupledState, generator: torch.Generator | None = None
-) -> tuple[Particle, Particle]:
-    """Step 1 of the coupled step: the two new references, from coupled index draws."""
-    ix, iy = select_indices(state, generator)
-    return reference(state.x, ix), reference(state.y, iy)
 
 
 def refresh(
@@ -317,10 +360,46 @@ def coupled_cis_step(
     state: CoupledState,
     store: Store,
     generator: torch.Generator | None = None,
+    move: Move | None = None,
+    *,
+    stop_met: bool = False,
 ) -> tuple[CoupledState, CoupledInfo]:
-    """One whole coupled CIS step, ``select`` then ``refresh`` (the estimator runs the two
-    halves separately so that chains that have finished are not refreshed)."""
+    """(X_{t+1}, Y_t) ~ K̄((X_t, Y_{t−1}), ·): one coupled CIS step for a batch of chain pairs.
+
+        1. (ℓ_X, ℓ_Y) from the maximal coupling of Categorical(w̄(X_t)) and
+           Categorical(w̄(Y_{t−1})): the new references r^X = X_t[ℓ_X], r^Y = Y_{t−1}[ℓ_Y]
+           (then ``move.coupled`` of both, if given);
+        2. common fresh draws z'_2..z'_S ~ q:  X_{t+1} = (r^X, z'),  Y_t = (r^Y, z').
+
+    Each chain alone makes a ``cis_step``. The pair has met (``info.met``) when r^X = r^Y, that
+    is X_{t+1} = Y_t, and stays met. ``stop_met`` (machinery: only stepping the pairs still
+    needed) leaves the pairs that have met after the selection, or after the move, out of
+    step 2 and of the result, which then holds the pairs ``info.kept`` only (``target`` needs
+    ``select``): the estimator sets it once X_{t+1} of a met pair no longer enters H_{k:m}.
+    """
     ix, iy = select_indices(state, generator)
     ref_x, ref_y = reference(state.x, ix), reference(state.y, iy)
-    new = refresh(target, ref_x, ref_y, state.x.particles.shape[1] - 1, store, generator)
-    return new, CoupledInfo(ix, iy, new.met)
+    now_met = met(ref_x, ref_y)
+    run = Running(torch.arange(ix.shape[0], device=ix.device), target, store, move)
+    if stop_met:
+        run, ref_x, ref_y = _unmet_only(run, now_met, ref_x, ref_y)
+    if move is not None and run.rows.numel():
+        ref_x, ref_y = run.move.coupled(run.target, ref_x, ref_y, run.store, generator)
+        now_met[run.rows] = met(ref_x, ref_y)
+        if stop_met:
+            run, ref_x, ref_y = _unmet_only(run, now_met[run.rows], ref_x, ref_y)
+    info = CoupledInfo(ix, iy, now_met, run.rows)
+    if not run.rows.numel():  # every pair stopped: nothing to draw
+        return take(state, run.rows), info
+    num_fresh = state.x.particles.shape[1] - 1
+    return refresh(run.target, ref_x, ref_y, num_fresh, run.store, generator), info
+
+
+def _unmet_only(
+    run: Running, met_now: Tensor, ref_x: Particle, ref_y: Particle
+) -> tuple[Running, Particle, Particle]:
+    """The pairs of ``run`` whose references differ (``met_now`` [A] False), with theirs."""
+    if not bool(met_now.any()):
+        return run, ref_x, ref_y
+    index = (~met_now).nonzero().flatten()
+    return run.select(index), take(ref_x, index), take(ref_y, index)

@@ -1,28 +1,29 @@
 """Performance machinery of the coupled estimator. Not part of the method.
 
 Nothing here changes what is estimated; it only makes an unbiased step cost the log-weight
-evaluations its chains need and little else. Four pieces:
+evaluations its chains need and little else. The pieces, each labelled below:
 
-* ``ParticleStore``: every evaluated particle is stored once and named by an id (its position
-  in the store). The estimator credits coefficients to ids; a particle that enters several
-  terms of H_{k:m} (a fresh slot shared by X_t and Y_{t−1}, a reference kept for many steps)
-  gets one merged coefficient. Number of stored particles = number of log-weight evaluations.
-* ``still_needed``: which chains must keep running. A chain pair that has met and is past step
-  m adds nothing more to H_{k:m}, so it leaves the batch: the batch costs the sum of its
-  meeting times, not batch size × the slowest chain.
-* ``GraphWhereWorthIt``: which evaluations keep θ's autograd graph, so that the gradient
-  surrogate can reuse them instead of evaluating the decoder a second time.
-* ``log_joint_for_theta_and_z``: one decoder pass whose output θ and the encoder (through a
-  reparameterised z) read with different weights, so that a particle both need is decoded once.
-
-And ``padded_groups``, which lays out particles of very different counts per data point as a
-few padded blocks, for per-data-point gradients (``surrogate.per_row_gradients``).
+* only stepping the pairs still needed (``Running``, ``take``): a chain pair that has met and
+  is past step m adds nothing more to H_{k:m}, so it leaves the batch (the driver asks the
+  coupled kernel for that with ``stop_met``): the batch costs the sum of its meeting times, not
+  batch size × the slowest chain;
+* storing (``ParticleStore``): every evaluated particle is stored once and named by an id (its
+  position in the store). The estimator credits coefficients to ids; a particle that enters
+  several terms of H_{k:m} (a fresh slot shared by X_t and Y_{t−1}, a reference kept for many
+  steps) gets one merged coefficient. Number of stored particles = number of log-weight
+  evaluations;
+* graphs (``GraphWhereWorthIt``): which evaluations keep θ's autograd graph, so that the
+  gradient surrogate can reuse them instead of evaluating the decoder a second time;
+* one decoder pass (``log_joint_for_theta_and_z``), whose output θ and the encoder (through a
+  reparameterised z) read with different weights, so that a particle both need is decoded once;
+* padding (``padded_groups``): particles of very different counts per data point laid out as a
+  few padded blocks, for per-data-point gradients (``surrogate.per_row_gradients``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -30,11 +31,43 @@ from torch.func import functional_call
 
 from ucvae_lite.core.targets import Target
 
+# --- only stepping the pairs still needed ----------------------------------------------------
 
-def still_needed(met: Tensor, t: int, m: int) -> Tensor:
-    """[A] rows whose chains must go on after selecting X_t: not met yet, or t ≤ m (h(X_t)
-    still enters the average of H_{k:m})."""
-    return ~met | (t <= m)
+
+class Running(NamedTuple):
+    """The chain pairs still being stepped, and everything indexed by them.
+
+    ``rows`` [A]: which pairs these are (data points for the driver, positions in the batch for
+    a kernel); ``target``, ``store`` (a ``kernels.Store``) and the optional ``move`` (a
+    ``kernels.Move``), each restricted to those rows.
+    """
+
+    rows: Tensor
+    target: Target
+    store: Any
+    move: Any | None = None
+
+    def select(self, index: Tensor) -> Running:
+        """The pairs ``index`` [A'] (distinct positions in ``rows``, in order, e.g. from
+        ``nonzero``): ``self`` when that is all of them; nothing is restricted when it is none
+        of them (nothing is left to evaluate)."""
+        if index.numel() == self.rows.numel():
+            return self
+        if not index.numel():
+            return self._replace(rows=self.rows[:0])
+        move = self.move.select(index) if self.move is not None else None
+        return Running(self.rows[index], self.target.select(index), self.store.select(index), move)
+
+
+def take(state: Any, index: Tensor) -> Any:
+    """Rows ``index`` of a tensor or of a NamedTuple of them (``kernels.Particle``,
+    ``CISState``, ``CoupledState``), nested; None stays None."""
+    if state is None or isinstance(state, Tensor):
+        return None if state is None else state[index]
+    return type(state)(*(take(v, index) for v in state))
+
+
+# --- storing ----------------------------------------------------------------------------------
 
 
 class StoredParticles(NamedTuple):
@@ -120,6 +153,8 @@ class StoreRows:
         return StoreRows(self.store, self.global_rows[index])
 
 
+# --- graphs ---------------------------------------------------------------------------------
+
 # Which chain evaluations keep θ's autograd graph. Keeping it lets the surrogate reuse the
 # evaluation (each particle decoded once) but gives the backward pass one more call of its
 # own, and autograd's bookkeeping on every small tensor operation of it; dropping it costs a
@@ -165,6 +200,9 @@ class GraphWhereWorthIt:
 def decoder_work(model) -> int:
     """Multiply-adds per particle through ``model.decoder``: about its parameter count."""
     return sum(p.numel() for p in model.decoder.parameters())
+
+
+# --- padding --------------------------------------------------------------------------------
 
 
 def padded_groups(
