@@ -38,7 +38,8 @@ def test_checkers_are_exported_and_fast():
 
 
 def test_every_checker_is_fast():
-    """Each lab checker, run on the library's answer, takes well under a CPU second (one thread; CPU time, so a loaded machine does not fail it)."""
+    """Each lab checker, run on the library's answer, takes well under a CPU second (one
+    thread; CPU time, so that a loaded machine does not fail it)."""
     answers = {
         "check_grad_b": grad_b,
         "check_iwae_bound": u.iwae_bound,

@@ -1,5 +1,5 @@
 """The driver ``coupled.CoupledChains`` runs the kernels it is given, stops the pairs that are
-done through the coupled kernel's ``stop_met``, and ``hkm.check_lags`` is the one k ≤ m check."""
+done through the coupled kernel's ``stop_met``, and ``hkm.validate_lags`` is the one k ≤ m check."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from conftest import replicate
 
 import ucvae_lite as u
 from ucvae_lite.core import kernels as K
-from ucvae_lite.core.hkm import check_lags, hkm_weights
+from ucvae_lite.core.hkm import hkm_weights, validate_lags
 from ucvae_lite.core.iwae import normalized_weights
 from ucvae_lite.core.machinery import ParticleStore, take
 from ucvae_lite.studies.stats import z_score, z_threshold
@@ -138,9 +138,9 @@ def test_stop_met_with_every_pair_met_draws_nothing(model, x):
 @pytest.mark.parametrize("k,m,match", [(-1, 0, "k must be"), (2, 1, "k <= m"), (0, 1.5, "k must")])
 def test_check_lags_is_the_one_check(model, x, k, m, match):
     with pytest.raises(ValueError, match=match):
-        check_lags(k, m)
+        validate_lags(k, m)
     with pytest.raises(ValueError, match=match):
         hkm_weights(3, k, m, torch.tensor([True]))
     with pytest.raises(ValueError, match=match):
         u.coupled_estimate(model.target(x), 3, k, m)
-    check_lags(0, 0), check_lags(2, 5)
+    validate_lags(0, 0), validate_lags(2, 5)

@@ -46,7 +46,7 @@ def _at_least(value: int | None, low: int, flag: str, what: str) -> None:
     )
 
 
-def _check_device(device: str) -> None:
+def _validate_device(device: str) -> None:
     """The torch device must exist here (a cheap allocation, before any data is loaded)."""
     import torch
 
@@ -59,7 +59,7 @@ def _check_device(device: str) -> None:
         ) from e
 
 
-def _check_data_dir(data_dir: str | None, dataset: str | None = None) -> None:
+def _validate_data_dir(data_dir: str | None, dataset: str | None = None) -> None:
     """``--data-dir`` must be a directory, and only mnist / fashion-mnist read one."""
     if data_dir is None:
         return
@@ -75,7 +75,7 @@ def _check_data_dir(data_dir: str | None, dataset: str | None = None) -> None:
     )
 
 
-def _check_demo(args: argparse.Namespace) -> None:
+def _validate_demo(args: argparse.Namespace) -> None:
     """Flag values of ``demo``."""
     _at_least(args.num_samples, 2, "--num-samples", "S particles per set")
     _at_least(args.replicates, 2, "--replicates", "standard errors need two estimates")
@@ -92,7 +92,7 @@ def _check_demo(args: argparse.Namespace) -> None:
     )
 
 
-def _check_training(args: argparse.Namespace) -> None:
+def _validate_training(args: argparse.Namespace) -> None:
     """``train`` and ``reproduce``: the flags' ``TrainConfig`` (``args.config``, checked once as
     it is made), then what only this machine can tell; nothing is loaded or trained yet."""
     args.config = _train_config(args, getattr(args, "objective", "ucvae"))
@@ -102,13 +102,13 @@ def _check_training(args: argparse.Namespace) -> None:
         not out.exists() or out.is_dir(),
         f"--out {out} is a file; pass a directory for checkpoint.pt",
     )
-    _check_data_dir(args.data_dir, args.dataset)
-    _check_device(args.device)
+    _validate_data_dir(args.data_dir, args.dataset)
+    _validate_device(args.device)
 
 
-def _check_reproduce(args: argparse.Namespace) -> None:
+def _validate_reproduce(args: argparse.Namespace) -> None:
     """Flag values of ``reproduce``."""
-    _check_training(args)
+    _validate_training(args)
     seeds = args.seeds or []
     _require(
         len(set(seeds)) == len(seeds),
@@ -138,12 +138,12 @@ def _check_reproduce(args: argparse.Namespace) -> None:
     _at_least(args.jobs, 1, "--jobs", "runs at once")
 
 
-def _check_evaluate(args: argparse.Namespace) -> None:
+def _validate_evaluate(args: argparse.Namespace) -> None:
     """Flag values of ``evaluate`` (the checkpoint itself is checked by ``load_model``)."""
     _at_least(args.eval_samples, 1, "--eval-samples", "S of the test bound")
-    _check_data_dir(args.data_dir)
+    _validate_data_dir(args.data_dir)
     _fast(args)  # a bad UCVAE_FAST is reported now
-    _check_device(args.device)
+    _validate_device(args.device)
 
 
 def _fast(args: argparse.Namespace) -> bool:
@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=float, default=1.5, help="proposal width / posterior width")
     p.add_argument("--seed", type=int, default=0, help="random seed")
     _add_debug(p)
-    p.set_defaults(func=_demo, check=_check_demo)
+    p.set_defaults(func=_demo, check=_validate_demo)
 
     p = sub.add_parser(
         "train",
@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_training_flags(p)
     _add_debug(p)
-    p.set_defaults(func=_train, check=_check_training)
+    p.set_defaults(func=_train, check=_validate_training)
 
     p = sub.add_parser(
         "evaluate",
@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation samples")
     p.add_argument("--fast", action="store_true", help="fewer samples (also UCVAE_FAST=1)")
     _add_debug(p)
-    p.set_defaults(func=_evaluate, check=_check_evaluate)
+    p.set_defaults(func=_evaluate, check=_validate_evaluate)
 
     p = sub.add_parser(
         "reproduce",
@@ -488,7 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="directory for the tables and figures (default figures)",
     )
     _add_debug(p)
-    p.set_defaults(func=_reproduce, check=_check_reproduce)
+    p.set_defaults(func=_reproduce, check=_validate_reproduce)
     return parser
 
 

@@ -45,12 +45,12 @@ from torch import Tensor
 
 from ucvae_lite.core import kernels
 from ucvae_lite.core.estimate import Estimate
-from ucvae_lite.core.hkm import check_lags, hkm_weights
+from ucvae_lite.core.hkm import hkm_weights, validate_lags
 from ucvae_lite.core.iwae import (
-    check_log_weights,
-    check_num_samples,
-    check_samples,
     normalized_weights,
+    validate_log_weights,
+    validate_num_samples,
+    validate_samples,
 )
 from ucvae_lite.core.kernels import CISState, CoupledKernel, Move, SingleKernel
 from ucvae_lite.core.machinery import ParticleStore, Running, StoredParticles, take
@@ -105,8 +105,8 @@ class CoupledChains:
         single_kernel: SingleKernel = kernels.cis_step,
         coupled_kernel: CoupledKernel = kernels.coupled_cis_step,
     ):
-        check_num_samples(num_samples)
-        check_correction_prob(correction_prob)
+        validate_num_samples(num_samples)
+        validate_correction_prob(correction_prob)
         self.target, self.num_samples, self.m, self.max_steps = target, num_samples, m, max_steps
         self.generator, self.initial, self.move = generator, initial, move
         self.correction_prob = correction_prob
@@ -158,13 +158,13 @@ class CoupledChains:
         S = self.num_samples
         if self.initial is None:
             z0 = self.target.sample(S, self.generator)
-            check_samples(z0, S)
+            validate_samples(z0, S)
             lw0 = self.target.log_weight(z0)
-            check_log_weights(lw0, z0)
+            validate_log_weights(lw0, z0)
         else:
             z0, lw0 = self.initial[0].detach(), self.initial[1]
-            check_samples(z0, S, where="initial particles")
-            check_log_weights(lw0.detach(), z0, where="initial log-weights")
+            validate_samples(z0, S, where="initial particles")
+            validate_log_weights(lw0.detach(), z0, where="initial log-weights")
         B, _, D = z0.shape
         rows = torch.arange(B, device=z0.device)
         store = self.store.rows(rows)
@@ -175,7 +175,7 @@ class CoupledChains:
         return x0, Running(rows, selectable(self.target, B, z0.device), store, move)
 
 
-def check_correction_prob(p: float) -> None:
+def validate_correction_prob(p: float) -> None:
     """ValueError unless 0 < p ≤ 1."""
     if not isinstance(p, int | float) or isinstance(p, bool) or not 0.0 < p <= 1.0:
         raise ValueError(
@@ -184,9 +184,9 @@ def check_correction_prob(p: float) -> None:
         )
 
 
-def _check_args(num_samples: int, k: int, m: int, max_steps: int, on_timeout: str) -> None:
-    check_num_samples(num_samples)
-    check_lags(k, m)
+def _validate_args(num_samples: int, k: int, m: int, max_steps: int, on_timeout: str) -> None:
+    validate_num_samples(num_samples)
+    validate_lags(k, m)
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be an integer >= 1, got {max_steps!r}")
     if max_steps < m:
@@ -246,7 +246,7 @@ def coupled_estimate(
     them, max_steps + 1 where truncated), ``num_evals`` (S for X_0, S for (X_1, Y_0), S − 1
     per further step that needs new particles, plus the move's) and ``expectation(f)``.
     """
-    _check_args(num_samples, k, m, max_steps, on_timeout)
+    _validate_args(num_samples, k, m, max_steps, on_timeout)
     store = ParticleStore(keep_log_weights)
     chains = CoupledChains(
         target,

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 
-def check_lags(k: int, m: int) -> None:
+def validate_lags(k: int, m: int) -> None:
     """ValueError unless k and m are integers with 0 ≤ k ≤ m (H_{k:m} averages h(X_t) over
     t = k..m)."""
     if not isinstance(k, int) or not isinstance(m, int) or k < 0:
@@ -48,7 +48,7 @@ def hkm_weights(
     with c_t = min(1, (t−k)/(m−k+1))·[t ≥ k+1]·[τ > t]. ``dtype``: of the result (default:
     torch's default float type).
     """
-    check_lags(k, m)
+    validate_lags(k, m)
     average = 1.0 / (m - k + 1) if k <= t <= m else 0.0
     c = unmet.to(dtype or torch.get_default_dtype()) * correction_weight(t, k, m)
     return average + c, -c

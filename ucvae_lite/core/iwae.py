@@ -27,21 +27,21 @@ from ucvae_lite.core.estimate import Estimate
 from ucvae_lite.core.targets import Target
 
 
-def check_num_samples(num_samples: int) -> None:
+def validate_num_samples(num_samples: int) -> None:
     if not isinstance(num_samples, int) or num_samples < 2:
         raise ValueError(
             f"num_samples must be an integer >= 2 (S particles per set), got {num_samples!r}"
         )
 
 
-def check_samples(z: Tensor, n: int, where: str = "target.sample") -> None:
+def validate_samples(z: Tensor, n: int, where: str = "target.sample") -> None:
     if z.dim() != 3 or z.shape[1] != n:
         raise ValueError(
             f"{where}({n}) must return a [B, {n}, D] tensor, got shape {tuple(z.shape)}"
         )
 
 
-def check_log_weights(log_w: Tensor, z: Tensor, where: str = "target.log_weight") -> None:
+def validate_log_weights(log_w: Tensor, z: Tensor, where: str = "target.log_weight") -> None:
     """Raise ValueError unless log_w is [B, n] for z [B, n, D], without NaN or all -inf rows."""
     if tuple(log_w.shape) != tuple(z.shape[:2]):
         raise ValueError(
@@ -86,11 +86,11 @@ def iwae_estimate(
 
     It is what the IWAE gradient averages: biased for every finite S.
     """
-    check_num_samples(num_samples)
+    validate_num_samples(num_samples)
     z = target.sample(num_samples, generator)
-    check_samples(z, num_samples)
+    validate_samples(z, num_samples)
     log_w = target.log_weight(z)
-    check_log_weights(log_w, z)
+    validate_log_weights(log_w, z)
     B, S, D = z.shape
     rows = torch.arange(B, device=z.device).repeat_interleave(S)
     return Estimate(
@@ -117,7 +117,7 @@ def sample_extended_target(
     ``posterior_sample(generator)`` must return one exact posterior draw per data point, [B, D]
     (available for the linear-Gaussian model). Returns (s [B], z [B, S, D]).
     """
-    check_num_samples(num_samples)
+    validate_num_samples(num_samples)
     z = target.sample(num_samples, generator).clone()
     B = z.shape[0]
     s = torch.randint(num_samples, (B,), generator=generator, device=z.device)

@@ -59,7 +59,7 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
-from ucvae_lite.core.iwae import check_log_weights, check_samples, normalized_weights
+from ucvae_lite.core.iwae import normalized_weights, validate_log_weights, validate_samples
 from ucvae_lite.core.machinery import Running, take
 from ucvae_lite.core.targets import Target
 
@@ -222,10 +222,10 @@ def evaluate(
     """
     log_w = target.log_weight(z)
     if z.dim() != 3 or log_w.shape != z.shape[:2]:
-        check_samples(z, z.shape[1] if z.dim() == 3 else -1)
-        check_log_weights(log_w, z)
+        validate_samples(z, z.shape[1] if z.dim() == 3 else -1)
+        validate_log_weights(log_w, z)
     if not bool(log_w.detach().sum() < math.inf):  # NaN or +inf somewhere
-        check_log_weights(log_w, z)
+        validate_log_weights(log_w, z)
     ids = store.add(z, log_w, rows) if store is not None else None
     return CISState(z, log_w.detach(), ids)
 
@@ -236,7 +236,7 @@ def draw(
     """n i.i.d. draws from the proposal, evaluated: particles [B, n, D] with log-weights [B, n]."""
     z = target.sample(n, generator)
     if z.dim() != 3 or z.shape[1] != n:
-        check_samples(z, n)
+        validate_samples(z, n)
     return evaluate(target, z, store)
 
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ucvae_lite.core.coupled import CoupledChains, coupled_estimate
 from ucvae_lite.core.estimate import Estimate
-from ucvae_lite.core.hkm import check_lags
+from ucvae_lite.core.hkm import validate_lags
 from ucvae_lite.core.iwae import (
     iwae_bound,
     iwae_estimate,
@@ -244,7 +244,7 @@ class HTerms:
 
 def h_km_terms(run: CoupledRun, k: int, m: int, f: F = identity) -> HTerms:
     """Assemble H_{k:m} term by term, straight from its definition, from a recorded run."""
-    check_lags(k, m)
+    validate_lags(k, m)
     if run.steps < m:
         raise ValueError(f"the run has {run.steps} steps; H_{{k:m}} needs at least m={m}")
     hx, hy = run.h_x(f), run.h_y(f)

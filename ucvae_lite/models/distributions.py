@@ -20,7 +20,7 @@ from torch import Tensor
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _check_z(z: Tensor, batch_size: int, dim: int) -> None:
+def _validate_z(z: Tensor, batch_size: int, dim: int) -> None:
     if z.dim() != 3 or z.shape[0] != batch_size or z.shape[2] != dim:
         raise ValueError(
             f"expected latents of shape [B={batch_size}, n, D={dim}], got {tuple(z.shape)}; "
@@ -45,7 +45,7 @@ class StandardNormal:
         return torch.randn(shape, generator=generator, dtype=self.dtype, device=self.device)
 
     def log_prob(self, z: Tensor) -> Tensor:
-        _check_z(z, self.batch_size, self.dim)
+        _validate_z(z, self.batch_size, self.dim)
         return -0.5 * (self.dim * LOG_2PI + z.pow(2).sum(-1))
 
     def select(self, index: Tensor) -> StandardNormal:
@@ -94,7 +94,7 @@ class Gaussian:
         return self.loc[:, None, :] + eps
 
     def log_prob(self, z: Tensor) -> Tensor:
-        _check_z(z, self.batch_size, self.dim)
+        _validate_z(z, self.batch_size, self.dim)
         diff = z - self.loc[:, None, :]
         if self.full:
             # Solve L u = diff for every sample: work on [B, D, n].

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ucvae_lite.core.iwae import check_log_weights
+from ucvae_lite.core.iwae import validate_log_weights
 from ucvae_lite.core.targets import Target
 
 
@@ -144,7 +144,7 @@ def sumo_log_marginal(
     def weigh(tgt: Target, n: int) -> Tensor:
         z = tgt.sample(n, generator)
         log_w = tgt.log_weight(z)
-        check_log_weights(log_w.detach(), z)
+        validate_log_weights(log_w.detach(), z)
         return log_w
 
     first = weigh(target, roulette.min_terms + 1)  # every row needs m + K ≥ m + 1 draws

@@ -102,7 +102,7 @@ def _history(hist: dict, objective: str) -> dict[str, torch.Tensor]:
     return {k: torch.tensor([float(v) for v in hist[k]], dtype=torch.float32) for k in keys}
 
 
-def check_score(model: VAE, data: BinaryImages) -> float:
+def recorded_score(model: VAE, data: BinaryImages) -> float:
     """IWAE-100 on the first 100 test images with seed 0: cheap, deterministic, recorded."""
     g = torch.Generator().manual_seed(0)
     return log_likelihood(model, data.test[:CHECK_IMAGES], CHECK_SAMPLES, generator=g).mean().item()
@@ -145,7 +145,7 @@ def retrain_one(
         "history": history,
         "best_epoch": int(torch.tensor(hist["val_ll"]).argmax()) + 1,
         "test": {"ll": test["ll"], "se": test["se"], "num_samples": eval_samples, "seed": 0},
-        "check": {"ll": check_score(model, data), "num_samples": CHECK_SAMPLES, "seed": 0},
+        "check": {"ll": recorded_score(model, data), "num_samples": CHECK_SAMPLES, "seed": 0},
         "weights_sha256": weights_hash(state, history),
         "torch_version": str(torch.__version__),
         "train_seconds": seconds,
