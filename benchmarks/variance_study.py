@@ -41,7 +41,7 @@ import torch
 from ucvae_lite.lab.plots import viz
 from ucvae_lite.studies import practical as P
 from ucvae_lite.training.data import load_dataset
-from ucvae_lite.training.evaluate import log_likelihood
+from ucvae_lite.training.evaluate import iwae_log_likelihood
 from ucvae_lite.training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,7 +358,7 @@ def main(argv=None) -> None:
             model, secs = train_model(s.model, epochs, data[ds], a.seed, not a.verbose)
             x_ll = data[ds].test[:100]
             g = torch.Generator().manual_seed(a.seed)
-            ll = log_likelihood(model, x_ll, 1000, generator=g).mean().item()
+            ll = iwae_log_likelihood(model, x_ll, 1000, generator=g).mean().item()
             models[s.model] = (model, secs, ll)
             print(f"trained {s.model.name} ({epochs} epochs, {secs:.0f} s): test LL {ll:.3f}")
         model, secs, ll = models[s.model]

@@ -71,7 +71,7 @@ from ucvae_lite.models.vae import zoomed_posterior_grid
 from ucvae_lite.studies import practical
 from ucvae_lite.studies.stats import mean_and_se
 from ucvae_lite.training.data import load_dataset
-from ucvae_lite.training.evaluate import log_likelihood
+from ucvae_lite.training.evaluate import iwae_log_likelihood
 from ucvae_lite.training.objectives import UCVAE_DEFAULTS, ucvae
 from ucvae_lite.training.runtime import fast_mode, runs_dir
 from ucvae_lite.training.train import build_model
@@ -141,9 +141,9 @@ for name, c in ckpts.items():
 ll = {}
 for name in ("elbo", "iwae", "ucvae"):
     gen = torch.Generator().manual_seed(1)
-    ll[name] = log_likelihood(models[name], data.test, S_EVAL, generator=gen)
+    ll[name] = iwae_log_likelihood(models[name], data.test, S_EVAL, generator=gen)
 untrained = build_model(pretrained.config("iwae"), data.dim)  # the shared initialisation
-ll["untrained"] = log_likelihood(untrained, data.test, S_EVAL, generator=gen)
+ll["untrained"] = iwae_log_likelihood(untrained, data.test, S_EVAL, generator=gen)
 for name, v in ll.items():
     m, se = mean_and_se(v)
     print(f"{name:>9}: test LL {m:8.3f} ± {se:.3f}  (IWAE-{S_EVAL}, {MODE} mode)")
@@ -229,7 +229,7 @@ m2 = models["iwae_2d"]
 x_grid = data.test[:N_GRID]
 grids = [zoomed_posterior_grid(m2, xi) for xi in x_grid.split(1)]  # one per image, reused in §4
 grid_ll = torch.stack([grid.log_marginal[0] for grid in grids])
-gap = grid_ll.detach() - log_likelihood(
+gap = grid_ll.detach() - iwae_log_likelihood(
     m2, x_grid, 5000, generator=torch.Generator().manual_seed(2)
 )
 m, se = mean_and_se(gap)

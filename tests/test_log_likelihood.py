@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ucvae_lite.models.vae import VAE
-from ucvae_lite.training.evaluate import evaluate, log_likelihood
+from ucvae_lite.training.evaluate import evaluate, iwae_log_likelihood
 
 
 class _Pool:
@@ -51,7 +51,7 @@ def _model_with_pool(S: int, n: int, monkeypatch):
 def test_chunked_evaluation_equals_one_logsumexp(batch_size, max_rows, monkeypatch):
     S, n = 50, 7
     model, x, encode, z = _model_with_pool(S, n, monkeypatch)
-    got = log_likelihood(model, x, S, batch_size=batch_size, max_rows=max_rows)
+    got = iwae_log_likelihood(model, x, S, batch_size=batch_size, max_rows=max_rows)
     log_w = model.log_joint(x, z) - encode(x).log_prob(z)  # all particles in one piece
     exact = torch.logsumexp(log_w, -1) - math.log(S)
     torch.testing.assert_close(got, exact.detach(), rtol=0, atol=1e-10)
@@ -64,7 +64,7 @@ def test_evaluate_reports_mean_and_standard_error():
     res = evaluate(model, x, 20, seed=3)
     again = evaluate(model, x, 20, seed=3)
     assert res == again  # seeded
-    ll = log_likelihood(model, x, 20, generator=torch.Generator().manual_seed(3))
+    ll = iwae_log_likelihood(model, x, 20, generator=torch.Generator().manual_seed(3))
     assert res["ll"] == pytest.approx(ll.mean().item())
     assert res["se"] == pytest.approx(ll.std().item() / math.sqrt(40))
     assert res["n"] == 40 and res["num_samples"] == 20

@@ -212,7 +212,7 @@ def coupled_indices(
     return torch.where(common, i_common, i_p), torch.where(common, i_common, i_q)
 
 
-def evaluate(
+def weigh(
     target: Target, z: Tensor, store: Store | None = None, rows: Tensor | None = None
 ) -> CISState:
     """Log-weights of particles z [A, n, D] (the rows ``rows`` of the batch), recorded in ``store``.
@@ -237,7 +237,7 @@ def draw(
     z = target.sample(n, generator)
     if z.dim() != 3 or z.shape[1] != n:
         validate_samples(z, n)
-    return evaluate(target, z, store)
+    return weigh(target, z, store)
 
 
 # --- the CIS step ---------------------------------------------------------------------------

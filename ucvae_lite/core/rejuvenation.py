@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ucvae_lite.core.kernels import Particle, Store, evaluate
+from ucvae_lite.core.kernels import Particle, Store, weigh
 from ucvae_lite.core.targets import Target
 
 
@@ -112,7 +112,7 @@ class RandomWalkMH:
         noise = torch.randn(
             ref.z.shape, generator=generator, dtype=ref.z.dtype, device=ref.z.device
         )
-        prop = evaluate(target, (ref.z + self.scale * noise)[:, None], store)
+        prop = weigh(target, (ref.z + self.scale * noise)[:, None], store)
         log_ratio = (
             log_target(target, prop.particles, prop.log_weights)[:, 0]
             - log_target(target, ref.z[:, None], ref.log_weight[:, None])[:, 0]
@@ -138,11 +138,11 @@ class RandomWalkMH:
         evaluated only in the rows where it differs, through ``target.select``.
         """
         px, py = reflection_coupling(ref_x.z, ref_y.z, self.scale, generator)
-        prop_x = evaluate(target, px[:, None], store)
+        prop_x = weigh(target, px[:, None], store)
         lw_y, id_y = prop_x.log_weights[:, 0].clone(), _first(prop_x.ids)
         diff = (px != py).any(-1).nonzero().flatten()
         if diff.numel():
-            sub = evaluate(target.select(diff), py[diff][:, None], store, rows=diff)
+            sub = weigh(target.select(diff), py[diff][:, None], store, rows=diff)
             lw_y[diff] = sub.log_weights[:, 0]
             if id_y is not None:
                 id_y = id_y.clone()

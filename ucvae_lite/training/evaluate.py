@@ -29,7 +29,7 @@ FAST_EVAL_SAMPLES = 200
 
 
 @torch.no_grad()
-def log_likelihood(
+def iwae_log_likelihood(
     model: VAE,
     x: Tensor,
     num_samples: int = EVAL_SAMPLES,
@@ -64,7 +64,7 @@ def evaluate(
     """{"ll": mean log p̂(x), "se": its standard error, "n": images, "num_samples": S}."""
     device = x.device
     g = torch.Generator(device=device).manual_seed(seed)
-    ll = log_likelihood(model, x, num_samples, generator=g, **kwargs)
+    ll = iwae_log_likelihood(model, x, num_samples, generator=g, **kwargs)
     return {
         "ll": ll.mean().item(),
         "se": (ll.std() / math.sqrt(len(ll))).item(),
@@ -206,3 +206,16 @@ def weight_diagnostics(
         out["khat"] = psis_khat(big).float()
         out["median_khat"] = out["khat"].median().item()
     return out
+
+
+def __getattr__(name: str):
+    """``log_likelihood``, 0.1's name of ``iwae_log_likelihood``, for one release."""
+    if name == "log_likelihood":
+        warnings.warn(
+            "ucvae_lite.training.evaluate.log_likelihood is now iwae_log_likelihood (0.2); the "
+            "old name will be removed in 0.3",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return iwae_log_likelihood
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

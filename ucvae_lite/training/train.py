@@ -58,7 +58,7 @@ from ucvae_lite.core.diagnostics import degenerate_regime
 from ucvae_lite.models.vae import VAE, build_vae
 from ucvae_lite.training.config import CLOCKS, ConfigError, ObjectiveConfig, TrainConfig
 from ucvae_lite.training.data import BinaryImages, load_for_config
-from ucvae_lite.training.evaluate import log_likelihood, weight_diagnostics
+from ucvae_lite.training.evaluate import iwae_log_likelihood, weight_diagnostics
 from ucvae_lite.training.objectives import Step, TruncationWarning, objective
 from ucvae_lite.training.runtime import fast_mode  # noqa: F401 (notebooks import it from here)
 
@@ -93,7 +93,7 @@ def new_history() -> dict[str, list]:
 def validate(model: VAE, x: Tensor, num_samples: int, seed: int) -> tuple[float, float]:
     """Mean IWAE-``num_samples`` bound on x and its standard error."""
     g = torch.Generator(device=x.device).manual_seed(seed)
-    ll = log_likelihood(model, x, num_samples, generator=g)
+    ll = iwae_log_likelihood(model, x, num_samples, generator=g)
     return ll.mean().item(), (ll.std() / math.sqrt(len(ll))).item()
 
 

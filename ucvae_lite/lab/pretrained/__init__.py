@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from ucvae_lite.models.vae import VAE
 from ucvae_lite.training.data import BinaryImages, load_dataset
-from ucvae_lite.training.evaluate import evaluate, load_model, log_likelihood
+from ucvae_lite.training.evaluate import evaluate, iwae_log_likelihood, load_model
 from ucvae_lite.training.train import TrainConfig, train
 
 FOLDER = Path(__file__).resolve().parent
@@ -105,7 +105,11 @@ def _history(hist: dict, objective: str) -> dict[str, torch.Tensor]:
 def recorded_score(model: VAE, data: BinaryImages) -> float:
     """IWAE-100 on the first 100 test images with seed 0: cheap, deterministic, recorded."""
     g = torch.Generator().manual_seed(0)
-    return log_likelihood(model, data.test[:CHECK_IMAGES], CHECK_SAMPLES, generator=g).mean().item()
+    return (
+        iwae_log_likelihood(model, data.test[:CHECK_IMAGES], CHECK_SAMPLES, generator=g)
+        .mean()
+        .item()
+    )
 
 
 def retrain_one(
