@@ -62,6 +62,29 @@ def scored_points(source: str) -> float | None:
     return ast.literal_eval(points[0]) if points else None
 
 
+def why_not_full_marks(cell: dict, outputs: list[dict]) -> str | None:
+    """None when nbgrader's autograder gives the test cell ``cell`` all its points had it
+    produced ``outputs``, else why not; None too for a cell that is not an autograded test.
+
+    nbgrader's rule (``nbgrader.utils.determine_grade``): an error, or anything on stderr,
+    scores 0; a number as the cell's value (``checks.score(..., points=N)``) is its partial
+    credit; anything else, full points. The nbval run of the stored notebooks applies it to
+    every test cell (the root conftest.py): what ``nbgrader validate`` checks, without running
+    the notebooks again. ``ImportError`` without nbgrader (``make instructor``)."""
+    if not is_graded(cell) or is_solution(cell):
+        return None
+    import nbformat
+    from nbgrader.utils import determine_grade
+
+    score, points = determine_grade(nbformat.from_dict({**cell, "outputs": outputs}))
+    if score == points:
+        return None
+    shown = [
+        o.get("ename") or o.get("text") or o.get("data", {}).get("text/plain") for o in outputs
+    ]
+    return f"nbgrader gives this test cell {score} of {points} points; its outputs: {shown}"
+
+
 def unmarked_solutions(nb: dict) -> list[int]:
     """Indices of cells tagged ``solution`` that nbgrader does not know as solutions."""
     return [

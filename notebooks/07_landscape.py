@@ -57,7 +57,6 @@
 # %%
 # %matplotlib inline
 import math
-from pathlib import Path
 
 import torch
 from IPython.display import Markdown, display
@@ -70,7 +69,7 @@ from ucvae_lite.lab.widgets.landscape import budget_widget
 from ucvae_lite.peers.sumo import sumo_log_marginal
 from ucvae_lite.studies import landscape as L
 from ucvae_lite.studies.stats import z_score
-from ucvae_lite.training.runtime import fast_mode
+from ucvae_lite.training.runtime import REPO_ROOT, fast_mode
 
 FAST = fast_mode()
 POINTS, R = (6, 400) if FAST else (16, 2000)
@@ -366,7 +365,7 @@ assert thin.cost < by_name["ucvae"].cost and abs(thin.bias2) < 4 * thin.bias2_se
 # from a grid, as section 6 explains), if its results are in `figures/`:
 
 # %%
-results = Path(viz.__file__).resolve().parents[1] / "figures"
+results = REPO_ROOT / "figures"
 for name in ("gradient_error.md", "gradient_error_quick.md"):
     if (results / name).exists():
         display(Markdown((results / name).read_text()))

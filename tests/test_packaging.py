@@ -5,6 +5,10 @@ imports inside functions) must be a declared distribution. Modules imported only
 widget modules (``lab/widgets/``) belong to the ``notebooks`` extra; all others are core
 ``dependencies``, and the core list holds nothing else (scipy, used only by the tests, is in
 the ``test`` extra).
+
+The wheel's contents: every package of the library, and the course notebooks and the tables
+they read as package data (what ``python -m ucvae_lite notebooks DEST`` copies out; the wheel
+itself is built and installed in tests/test_wheel.py, a slow test).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import re
 import sys
 import tomllib
 from pathlib import Path
+
+from ucvae_lite.lab import notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ucvae_lite"
@@ -99,3 +105,37 @@ def test_declared_lower_bounds_admit_the_pinned_versions():
         if match and _normalize(match.group(1)) in pins:
             low = tuple(int(p) for p in match.group(2).split("."))
             assert pins[_normalize(match.group(1))] >= low, req
+
+
+def _setuptools() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def test_the_wheel_lists_every_package_and_maps_the_course_folders():
+    """``packages`` is an explicit list (a mapped package cannot be found by ``find``): every
+    folder of ucvae_lite with an ``__init__.py``, plus the two data-only packages mapped onto
+    the repository's notebooks/ and figures/."""
+    config = _setuptools()
+    code = {
+        ".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")
+    }  # fmt: skip
+    data = {"ucvae_lite.lab._notebooks": "notebooks", "ucvae_lite.lab._tables": "figures"}
+    assert sorted(config["packages"]) == sorted(code | set(data))
+    assert config["package-dir"] == data
+
+
+def test_the_notebooks_and_the_tables_they_read_are_package_data():
+    """What ``python -m ucvae_lite notebooks`` copies out is what the wheel ships: the
+    notebooks, and every committed table in figures/ that a notebook's source names."""
+    data = _setuptools()["package-data"]
+    assert data["ucvae_lite.lab._notebooks"] == [notebooks.PATTERN]
+    assert data["ucvae_lite.lab._tables"] == list(notebooks.TABLES)
+    figures = ROOT / "figures"
+    assert all((figures / name).is_file() for name in notebooks.TABLES)
+    named = {
+        name
+        for path in (ROOT / "notebooks").glob("[0-9][0-9]_*.py")
+        for name in re.findall(r"[\"']([\w.-]+\.(?:csv|md))[\"']", path.read_text())
+        if (figures / name).is_file()
+    }
+    assert named and named <= set(notebooks.TABLES), sorted(named - set(notebooks.TABLES))

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
+from ucvae_lite.lab import notebooks
 from ucvae_lite.training.config import (
     GROUPS,
     ConfigError,
@@ -489,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_debug(p)
     p.set_defaults(func=_reproduce, check=_validate_reproduce)
+    _add_debug(notebooks.add_command(sub))
     return parser
 
 

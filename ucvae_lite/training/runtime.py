@@ -22,7 +22,10 @@ FIGURES_ENV = "UCVAE_FIGURES"
 RUNS_ENV = "UCVAE_RUNS"
 FAST_ON = ("1", "true", "yes", "on")
 FAST_OFF = ("", "0", "false", "no", "off")
-REPO_ROOT = Path(__file__).resolve().parents[2]  # ucvae_lite/training/runtime.py
+_SOURCE = Path(__file__).resolve().parents[2]  # ucvae_lite/training/runtime.py
+# the repository (a source checkout); installed from a wheel there is none, and figures, runs
+# and the tables the notebooks read live where the notebooks were copied (the kernel's cwd)
+REPO_ROOT = _SOURCE if (_SOURCE / "pyproject.toml").is_file() else Path.cwd()
 
 
 def fast_mode() -> bool:
