@@ -222,17 +222,10 @@ def train_arm(
     final = scored(steps)
     if state_path is not None:
         torch.save(final.state_dict(), state_path)
-    return {
-        "arm": arm,
-        "seed": seed,
-        "steps": steps,
-        "train_ll": exact_ll(final, data.train),
-        "test_ll": exact_ll(final, data.test),
-        "curve": curve,
-        "decoder_evals": decoder_evals,
-        "cpu_seconds": cpu,
-        "sqrt_v": decoder_sqrt_v(model, opt) if spec.optimizer == "adam" else math.nan,
-    }
+    sqrt_v = decoder_sqrt_v(model, opt) if spec.optimizer == "adam" else math.nan
+    return dict(arm=arm, seed=seed, steps=steps, train_ll=exact_ll(final, data.train),
+                test_ll=exact_ll(final, data.test), curve=curve, decoder_evals=decoder_evals,
+                cpu_seconds=cpu, sqrt_v=sqrt_v)  # fmt: skip
 
 
 def _optimiser(spec: Arm, model: VAE, lr: float, steps: int):
