@@ -113,13 +113,15 @@ class MSCDiagnostics:
 @dataclass
 class Step:
     """One objective evaluation, per data point and averaged over the batch: ``loss`` to
-    minimise, the tracked ``bound`` (a float), what it cost (``log_weight_evals``,
+    minimise, ``log_p``, the batch's tracked estimate of log p(x) (a float: a lower bound for
+    elbo and iwae, the IWAE bound of the step's own draws for ucvae and msc, and for sumo an
+    unbiased estimate, not a bound), what it cost (``log_weight_evals``,
     ``decoder_evals``), the mean within-set ESS / S where the objective measures one, and
     records of its own: ``chains`` (ucvae's coupled chains; None for every other objective),
     ``details`` (sumo's, msc's) and ``estimate`` (ucvae's coupled estimate)."""
 
     loss: Tensor
-    bound: float
+    log_p: float
     log_weight_evals: float
     decoder_evals: float
     ess: float = math.nan

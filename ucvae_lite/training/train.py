@@ -64,6 +64,8 @@ from ucvae_lite.training.runtime import fast_mode  # noqa: F401 (notebooks impor
 
 DEGENERATE_CHECK_IMAGES = 100  # validation images in the degenerate-regime check
 CHECKPOINT = "checkpoint.pt"  # the file in ``TrainConfig.out``
+# "train_bound" and "step_bound" are the mean Step.log_p (for sumo an unbiased estimate, not a
+# bound): the keys keep their 0.1 names, which checkpoints and results tables carry
 EPOCH_KEYS = ("epoch", "train_bound", "val_ll", "val_se", "time", "steps", "truncated")
 EPOCH_KEYS += ("tau_mean", "tau_max", "evals", "ess", "train_time", "decoder_evals")
 STEP_KEYS = ("step_bound", "step_tau_mean", "step_tau_max")
@@ -296,7 +298,7 @@ class DivergenceGuard(Callback):
     """A NaN or infinite loss or bound ends training, naming the epoch and step."""
 
     def on_step_end(self, t: Trainer) -> None:
-        loss, bound = t.last.loss.item(), t.last.bound
+        loss, bound = t.last.loss.item(), t.last.log_p
         if not (math.isfinite(loss) and math.isfinite(bound)):
             raise t.diverged(f"the loss is {loss} (bound {bound})")
 
@@ -318,7 +320,7 @@ class History(Callback):
 
     def on_step_end(self, t: Trainer) -> None:
         self.steps.append(t.last)
-        t.history["step_bound"].append(t.last.bound)
+        t.history["step_bound"].append(t.last.log_p)
         if t.last.chains is not None:
             t.history["step_tau_mean"].append(t.last.chains.tau_mean)
             t.history["step_tau_max"].append(t.last.chains.tau_max)
@@ -328,7 +330,7 @@ class History(Callback):
         chains = [s.chains for s in self.steps if s.chains is not None]
         row = {
             "epoch": t.epoch,
-            "train_bound": sum(s.bound for s in self.steps) / n,
+            "train_bound": sum(s.log_p for s in self.steps) / n,
             "val_ll": t.val_ll,
             "val_se": t.val_se,
             "time": t.elapsed,
@@ -431,7 +433,7 @@ class Progress(Callback):
         self.bar = tqdm(total=t.num_batches, desc=desc, disable=not self.enabled, leave=False)
 
     def on_step_end(self, t: Trainer) -> None:
-        postfix = {"bound": f"{t.last.bound:.2f}"}
+        postfix = {"bound": f"{t.last.log_p:.2f}"}
         if t.last.chains is not None:
             postfix["tau"] = f"{t.last.chains.tau_mean:.2f}"
         self.bar.set_postfix(postfix, refresh=False)
