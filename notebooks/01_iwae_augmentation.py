@@ -226,7 +226,7 @@ q_one = one.proposal
 fig = viz.new_figure(ncols=3, size=(3.5, 3.4))
 diagrams.extended_target(
     fig.axes,
-    u.kernels.draw(one, S, g),
+    u.core.kernels.draw(one, S, g),
     u.CISState(z_one, one.log_weight(z_one)),
     int(s_one[0]),
     (post_mean[0], post_cov[0]),

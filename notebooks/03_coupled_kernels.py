@@ -189,7 +189,7 @@ assert torch.equal(run.xs[tau].particles, run.ys[tau - 1].particles), "met: iden
 # **Exercise 2 (3 points).** Write `coupled_step(target, x, y, generator)`: from states
 # $X_t$, $Y_{t-1}$ (each a `u.CISState`, references in slot 0) return the pair
 # $(X_{t+1}, Y_t)$. Select with a maximal coupling of the two chains' $\bar w$ (yours from
-# Exercise 1 or the library's `u.kernels.coupled_indices(p, q, generator)`), draw the $S - 1$
+# Exercise 1 or the library's `u.core.kernels.coupled_indices(p, q, generator)`), draw the $S - 1$
 # fresh particles **once**, and put them into both sets.
 #
 # **Expected output.** Two checks to run first: `new_x.particles[:, 1:]` equals
@@ -212,7 +212,7 @@ def coupled_step(target, x, y, generator=None):
     # fresh = ...        # S − 1 proposal draws, ONCE: [B, S − 1, D]; fresh_lw: [B, S − 1]
     # return ..., ...    # each set: its selected particle and log-weight in slot 0, then fresh
     ### BEGIN SOLUTION
-    ix, iy = u.kernels.coupled_indices(
+    ix, iy = u.core.kernels.coupled_indices(
         torch.softmax(x.log_weights, -1), torch.softmax(y.log_weights, -1), generator
     )
     fresh = target.sample(S - 1, generator)
@@ -510,15 +510,15 @@ assert exact_law.abs().max() < T.z_threshold(4), "exact proposal: the bound is t
 
 # %% [markdown]
 # The bound holds at every $t$, and for the exact proposal it is the law itself: $\epsilon = 0.8$
-# is $P(\tau = 2)$, and $\mathbb E\tau = 2.24$ against $1 + 1/\epsilon = 2.25$. For the wide
+# is $P(\tau = 2)$, and $\mathbb E\tau = 2.26$ against $1 + 1/\epsilon = 2.25$. For the wide
 # proposals it is true but loose, and the printout says where the slack is. Per step, $\epsilon$ is
 # within a factor 1.3–1.6 of the meeting probability of the *worst* pair of references (0.0197
 # against 0.0275 at 10×): that much is lost to Jensen's inequality and to $u_j \le \bar W$.
 # Most of the slack comes from assuming the worst pair at every step: typical references weigh
-# far less than $\bar W$, and the first coupled step meets with probability 0.40–0.49, 3 to 20
-# times $\epsilon$. So the tail bound overstates $P(\tau > 20)$ about 13-fold at 10× (0.052
-# observed against 0.685) and about 30-fold for 1.5× shifted (0.009 against 0.298), and
-# $\mathbb E\tau$ by a factor of 2–8. At 1000× wide $\bar W = 10^6$ and
+# far less than $\bar W$, and the first coupled step meets with probability about 0.4–0.5, 3 to 20
+# times $\epsilon$. So the tail bound overstates $P(\tau > 20)$ about 11-fold at 10× (0.062
+# observed against 0.685) and about 40-fold for 1.5× shifted (0.007 against 0.298), and
+# $\mathbb E\tau$ by a factor of 2–7. At 1000× wide $\bar W = 10^6$ and
 # $\epsilon \approx 2\cdot10^{-6}$: a geometric tail that sets in only after about
 # $1/\epsilon = 500{,}000$ steps, so within any budget one sees the $1/t$ law instead. Bounded
 # weights guarantee *a* geometric tail; its rate can be too slow to matter.
