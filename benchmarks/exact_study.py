@@ -51,15 +51,20 @@ from ucvae_lite.training.data import load_dataset
 from ucvae_lite.training.runtime import figures_dir, runs_dir
 
 
-def phase1(data, args, out: Path, name: str) -> dict:
-    """``oracle_study.train_until_plateau`` for ``name``, saved in ``out`` (and reused)."""
-    path = out / f"phase1_{name}.pt"
+def phase1(data, args, out: Path, name: str, init_seed: int | None = None) -> dict:
+    """``oracle_study.train_until_plateau`` for ``name``, saved in ``out`` (and reused).
+    ``init_seed`` (default ``--seed``) draws the initial weights and the minibatch order; the
+    binarised data stay those of ``--seed``."""
+    init_seed = args.seed if init_seed is None else init_seed
+    suffix = "" if init_seed == args.seed else f"_init{init_seed}"
+    path = out / f"phase1_{name}{suffix}.pt"
     if path.exists():
         result = torch.load(path, weights_only=True)
     else:
         result = S.train_until_plateau(
-            data, name, args.max_epochs, args.eval_every, args.patience, args.seed
+            data, name, args.max_epochs, args.eval_every, args.patience, init_seed
         )
+        result["init_seed"] = init_seed
     if "train_ll" not in result:  # the kept checkpoint's exact train and test log p
         model = S.new_model()
         model.load_state_dict(result["model"])
@@ -133,8 +138,10 @@ def summarise(out: Path, tag: str, phase1_results: list[dict], args) -> None:
         "",
     ]
     for p in phase1_results:
+        init = p.get("init_seed", args.seed)
+        name = p["objective"] + (f" (initialisation seed {init})" if init != args.seed else "")
         lines.append(
-            f"- {p['objective']}: best exact validation log p {p['valid_ll']:.3f} at epoch "
+            f"- {name}: best exact validation log p {p['valid_ll']:.3f} at epoch "
             f"{p['best_epoch']} (stopped at {p['epochs']}; {p['cpu_seconds'] / 60:.1f} CPU min)"
         )
     lines += [
@@ -234,6 +241,10 @@ def main(argv=None) -> None:
     p.add_argument("--patience", type=int, default=8, help="phase 1 evaluations")
     p.add_argument("--seed", type=int, default=0, help="phase 1's seed")
     p.add_argument(
+        "--init-seeds", nargs="+", type=int, default=[], metavar="SEED",
+        help="also train the --phase1 objectives from these initialisations (same data)",
+    )  # fmt: skip
+    p.add_argument(
         "--phase1", nargs="+", default=["iwae", "elbo", "ucvae"],
         choices=["iwae", "elbo", "ucvae"],
         help="phase-1 objectives, from initialisation (iwae first: phase 2 starts from it)",
@@ -272,6 +283,11 @@ def main(argv=None) -> None:
         data = data.subset(*subset)
         args.curve_images = min(args.curve_images, subset[0])
     results = [phase1(data, args, out, name) for name in args.phase1]
+    results += [
+        phase1(data, args, out, name, s)
+        for s in args.init_seeds if s != args.seed
+        for name in args.phase1
+    ]  # fmt: skip
     if not args.summarise_only:
         start = results[0]["model"]
         for seed in args.seeds:

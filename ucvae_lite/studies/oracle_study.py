@@ -124,11 +124,13 @@ def train_until_plateau(
     exact validation log-likelihood, computed every ``eval_every`` epochs, has not risen by
     more than ``gain`` nats above the kept checkpoint in ``patience`` evaluations (or
     ``max_epochs``). The kept checkpoint (``model``) is the last that beat the one before it
-    by more than ``gain``."""
+    by more than ``gain``. ``seed`` draws the initial weights, the objective's samples and the
+    minibatch order."""
     torch.manual_seed(seed)
     model = new_model()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen, data_gen = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
+    gen = torch.Generator().manual_seed(1 + 2 * seed)  # seed 0: the generators 1 and 2
+    data_gen = torch.Generator().manual_seed(2 + 2 * seed)
     cfg = ObjectiveConfig(num_samples=10)
     best, history, since, start = (-math.inf, 0, None), [], 0, time.process_time()
     bar = tqdm(range(1, max_epochs + 1), desc=f"phase 1 {name}")
