@@ -121,13 +121,25 @@ def nbgrader(course: Path, *args: str, check: bool = True) -> subprocess.Complet
 
     Its folder goes first on PATH: nbgrader runs the ``alembic`` command installed beside it
     when it creates the gradebook."""
+    return _run(course, ["-m", "nbgrader", *args], check)
+
+
+def autograde(course: Path, assignments: list[str], jobs: int = 2) -> None:
+    """``nbgrader autograde A --force`` for each of ``assignments``, ``jobs`` at once, in the
+    order given (``classroom.autograde``: nbgrader is imported once, not once per
+    assignment). The students must be in the gradebook already."""
+    _run(course, ["-m", "classroom.autograde", "--jobs", str(jobs), *assignments], True)
+
+
+def _run(course: Path, args: list[str], check: bool) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    cmd = [sys.executable, "-m", "nbgrader", *args]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, *args]
     result = subprocess.run(cmd, cwd=course, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
         raise RuntimeError(
-            f"`nbgrader {' '.join(args)}` in {course} exited with {result.returncode}:\n"
+            f"`{' '.join(args[1:])}` in {course} exited with {result.returncode}:\n"
             f"{result.stdout[-3000:]}{result.stderr[-3000:]}"
         )
     return result

@@ -6,15 +6,17 @@ released with nbgrader). Then
 
 * the release hides every answer: no line of a solution region or of a hidden test survives,
   each solution cell is nbgrader's stub, outputs and widget state are gone;
-* a class hands in: ``bob`` every release unchanged, ``alice`` notebooks 00 and 03 with the
-  solutions filled in. Their submissions to 00 and 03 come as one zip per assignment, a
-  folder per student, through ``nbgrader zip_collect``; bob's others are put straight into
-  ``submitted/bob/``. ``nbgrader autograde`` grades all, ``nbgrader generate_feedback``
-  writes the feedback. Bob scores 0 on every graded cell (each raised, or its
-  ``checks.score`` returned 0), and the
-  rest of each unchanged notebook ran without error (a learner can run it up to the first
-  stub and past it); alice scores full marks on every autograded cell, and her written
-  answers wait for a grader; the feedback HTML shows both scores.
+* a class hands in: ``bob`` every release unchanged, ``alice`` notebook 00 with the
+  solutions filled in. Their submissions to 00 come as one zip, a folder per student,
+  through ``nbgrader zip_collect``; bob's others are put straight into ``submitted/bob/``.
+  ``nbgrader autograde`` grades all, ``nbgrader generate_feedback`` writes the feedback on
+  00. Bob scores 0 on every graded cell (each raised, or its ``checks.score`` returned 0),
+  and the rest of each unchanged notebook ran without error (a learner can run it up to
+  the first stub and past it); alice scores full marks on every autograded cell, her hidden
+  test among them, and her written answer waits for a grader; the feedback HTML shows both
+  scores. Notebook 00 has one of each kind of cell (a code exercise, a written answer, a
+  test with hidden lines), so one solved assignment takes the whole path; a second one
+  (03, until 0.2) ran another notebook and exercised nothing new.
 
 That the solutions of every source notebook pass their tests, hidden ones included (what
 ``nbgrader validate`` checks), is checked where the source notebooks already run: nbval runs
@@ -22,10 +24,11 @@ them, and the root conftest.py grades each test cell it runs as nbgrader does
 (``classroom.assignments.why_not_full_marks``, tested here). Running them a second time here
 for ``nbgrader validate`` cost 186 s of CPU.
 
-Executing the submissions is the cost (fast mode, ``UCVAE_FAST=1``): each of the 10 once,
-in ``JOBS`` autograde processes at once, one thread per kernel. Notebook 07 alone takes most
-of it. Outside CI the module skips when nbgrader is not installed (``make instructor``); with
-``CI=true`` it fails instead.
+Executing the submissions is the cost (fast mode, ``UCVAE_FAST=1``): each of the 9 once,
+``JOBS`` assignments at once, one thread per kernel, with nbgrader imported once
+(``classroom.autograde``) rather than once per assignment (3 CPU s each). Notebook 07
+alone takes a quarter of it. Outside CI the module skips when nbgrader is not installed
+(``make instructor``); with ``CI=true`` it fails instead.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ ASSIGNMENTS = [
     p.stem for p in sorted(assignments.NOTEBOOKS.glob(assignments.PATTERN))
     if assignments.why_not_an_assignment(p) is None
 ]  # fmt: skip
-SOLVED = [a for a in ("00_overview", "03_coupled_kernels") if a in ASSIGNMENTS]
+SOLVED = [a for a in ("00_overview",) if a in ASSIGNMENTS]
 COURSE_ID = "ucvae_lite"
 JOBS = 2  # autograde processes at once (CI has 2 cores)
 
@@ -91,31 +94,36 @@ def graded(course: Path) -> Path:
             with zipfile.ZipFile(archive / "submissions.zip", "w") as z:
                 z.write(release, f"bob/{assignment}.ipynb")
                 z.writestr(f"alice/{assignment}.ipynb", _solved(course, assignment))
-            assignments.nbgrader(course, "zip_collect", assignment)
         else:
             bob = course / "submitted" / "bob" / assignment
             bob.mkdir(parents=True)
             shutil.copyfile(release, bob / release.name)
+    _each(course, "zip_collect", SOLVED)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("UCVAE_FAST", "1")  # the kernels nbgrader starts inherit both
         mp.setenv("OMP_NUM_THREADS", "1")  # one thread each: JOBS kernels share JOBS cores
         _autograde_every_assignment(course)
-        assignments.nbgrader(course, "generate_feedback", "*", "--force")
+    _each(course, "generate_feedback", SOLVED, "--force")  # the only feedback the tests read
     return course
 
 
+def _each(course: Path, command: str, names: list[str], *args: str) -> None:
+    """``nbgrader COMMAND NAME ARGS`` for each name, JOBS at once."""
+    with ThreadPoolExecutor(JOBS) as pool:
+        list(pool.map(lambda a: assignments.nbgrader(course, command, a, *args), names))
+
+
 def _autograde_every_assignment(course: Path) -> None:
-    """``nbgrader autograde`` of every assignment, JOBS processes at once, the later (longer)
-    notebooks first. The students are in the gradebook beforehand: each process would add
-    them, and two processes adding the same student collide."""
+    """``nbgrader autograde`` of every assignment, JOBS at once, the later (longer)
+    notebooks first (``assignments.autograde``). The students are in the gradebook
+    beforehand: each process would add them, and two processes adding the same student
+    collide."""
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", COURSE_ID) as gb:
         for student in ("alice", "bob"):
             gb.update_or_create_student(student)
-    with ThreadPoolExecutor(JOBS) as pool:
-        autograde = lambda a: assignments.nbgrader(course, "autograde", a, "--force")  # noqa: E731
-        list(pool.map(autograde, sorted(ASSIGNMENTS, reverse=True)))
+    assignments.autograde(course, sorted(ASSIGNMENTS, reverse=True), JOBS)
 
 
 def _solved(course: Path, assignment: str) -> str:
@@ -215,6 +223,14 @@ def test_a_solution_tagged_without_nbgrader_metadata_is_refused(tmp_path: Path):
     path.write_text(json.dumps(nb), encoding="utf-8")
     with pytest.raises(ValueError, match="no nbgrader metadata"):
         assignments.layout(tmp_path / "course", [path])
+
+
+def test_autograde_names_the_assignments_it_could_not_grade(tmp_path: Path):
+    """``assignments.autograde`` fails, naming the assignment, when nbgrader could not grade
+    it (here: nothing was handed in), and grades the rest."""
+    shutil.copyfile(assignments.CONFIG, tmp_path / "nbgrader_config.py")
+    with pytest.raises(RuntimeError, match="autograding failed for no_such_assignment$"):
+        assignments.autograde(tmp_path, ["no_such_assignment"], jobs=1)
 
 
 def test_a_test_cell_short_of_full_marks_fails_the_nbval_run():
