@@ -176,6 +176,7 @@ def write(rows: list[dict], grid: dict, args, elapsed: float, tag: str) -> None:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    threads = torch.get_num_threads()
     lines = [
         "# Gradient bias and tails at one θ, against the exact gradient"
         + (f" ({tag[1:]})" * bool(tag)),
@@ -183,15 +184,15 @@ def write(rows: list[dict], grid: dict, args, elapsed: float, tag: str) -> None:
         f"`python benchmarks/exact_gradient.py{args.command}`: {args.theta}, "
         f"N = {args.images} training images (static binarisation), "
         f"M = {args.batches} minibatches of B = {args.batch_size}, the same for every method; "
-        f"{elapsed / 60:.1f} min on {torch.get_num_threads()} threads.",
+        f"{elapsed / 60:.1f} min on {threads} thread{'s' * (threads != 1)}.",
         "",
         f"Grid error on the N images: refinement {grid['refine']:.1e} nats, widening "
         f"{grid['widen']:.1e} nats, edge mass {grid['edge']:.1e} (largest over the images; "
         f"{grid['mean_points']:.0f} grid points per image on average).",
         "",
-        "| method | unbiased | |bias|² ± SE | |bias| / |∇| | noise (per image) | decoder evals "
-        "| noise × cost | top-1% share | max dev / median | √v̂ / IWAE-10 (β₂ .999) | (β₂ .99) "
-        "| s / step |",
+        "| method | unbiased | squared bias ± SE | bias / gradient norm | noise (per image) "
+        "| decoder evals | noise × cost | top-1% share | max dev / median "
+        "| √v̂ / IWAE-10 (β₂ .999) | (β₂ .99) | s / step |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

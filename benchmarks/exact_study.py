@@ -9,7 +9,8 @@ on grids.
   ``--eval-every`` epochs the exact validation log-likelihood is computed; training stops
   when its best value has not improved by more than 0.01 nats over the last ``--patience``
   evaluations (or at ``--max-epochs``), and the best checkpoint is kept and scored on all
-  training and test images.
+  training and test images. ``--init-seeds`` repeats phase 1 from other initialisations (on
+  the same data), and the table pairs ucvae with IWAE by initialisation.
 * **Phase 2.** From IWAE-10's checkpoint, each arm trains for ``--steps`` steps on the same
   minibatches for a given seed, with Adam whose learning rate decays linearly from ``--lr``
   to 0 (so every arm comes to rest). Arms (``oracle_study.ARMS``): IWAE-S and ucvae
@@ -31,7 +32,9 @@ Each finished run is saved under ``--out`` (JSON), and a stopped study resumes w
     python benchmarks/exact_study.py --quick      # a few minutes: tiny phases, 2 seeds
     python benchmarks/exact_study.py --arms oracle --seeds 0 1 2   # one part of the study
 
-Writes figures/exact_study{_quick}.md, .csv and .png from every run found under ``--out``.
+Writes figures/exact_study{_quick}.md, .csv (one row per arm) and .png, and
+figures/results_exact2d{_quick}.csv (one row per arm, seed and checkpoint), from every run
+found under ``--out``.
 """
 
 from __future__ import annotations
@@ -90,7 +93,75 @@ def phase2_run(data, start_state: dict, arm: str, seed: int, args, out: Path) ->
     return record
 
 
-def summarise(out: Path, tag: str, phase1_results: list[dict], args) -> None:
+def phase1_lines(results: list[dict], data_seed: int) -> list[str]:
+    """Phase 1 as a table, then ucvae − IWAE from the same initialisation (paired by
+    initialisation seed, mean ± SE over seeds when there are several): does the ranking of
+    the warm-started study hold from scratch, and how much do initialisations differ?"""
+    lines = [
+        "| objective | initialisation seed | best epoch (stopped) | valid log p | train log p | "
+        "test log p | CPU min |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    by: dict[str, dict[int, dict]] = {}
+    for p in results:
+        init = p.get("init_seed", data_seed)
+        by.setdefault(p["objective"], {})[init] = p
+        lines.append(
+            f"| {p['objective']} | {init} | {p['best_epoch']} ({p['epochs']}) | "
+            f"{p['valid_ll']:.3f} | {p['train_ll']:.3f} | {p['test_ll']:.3f} | "
+            f"{p['cpu_seconds'] / 60:.1f} |"
+        )
+    shared = sorted(set(by.get("iwae", {})) & set(by.get("ucvae", {})))
+    if not shared:
+        return lines
+    lines += ["", "ucvae − IWAE from the same initialisation (same minibatches):", ""]
+    for key in ("valid_ll", "train_ll", "test_ll"):
+        d = np.array([by["ucvae"][s][key] - by["iwae"][s][key] for s in shared])
+        each = ", ".join(f"{v:+.3f}" for v in d)
+        mean = ""
+        if len(d) > 1:
+            se = d.std(ddof=1) / math.sqrt(len(d))
+            mean = f"; mean {d.mean():+.3f} ± {se:.3f}, ucvae ahead in {int((d > 0).sum())}"
+            mean += f" of {len(d)}"
+        lines.append(f"- {key.split('_')[0]}: {each} (seeds {', '.join(map(str, shared))}){mean}")
+    return lines
+
+
+def phase1_found(out: Path, data_seed: int) -> list[dict]:
+    """Every phase-1 result under ``out`` (without its weights), ordered by initialisation
+    seed and then objective, as the table lists them."""
+    order = {"iwae": 0, "elbo": 1, "ucvae": 2}
+    found = []
+    for path in out.glob("phase1_*.pt"):
+        r = torch.load(path, weights_only=True)
+        r.pop("model", None)
+        r.setdefault("init_seed", data_seed)
+        found.append(r)
+    return sorted(found, key=lambda r: (r["init_seed"], order.get(r["objective"], 3)))
+
+
+def write_checkpoint_rows(runs: list[dict], path: Path) -> None:
+    """One row per (arm, S, seed, checkpoint): the step, the decoder evaluations and CPU
+    seconds spent so far, the exact log p of the curve's training images; at the last
+    checkpoint also the exact log p of all training and test images and Adam's √v̂."""
+    fields = ["arm", "S", "seed", "step", "decoder_evals", "cpu_seconds", "curve_ll",
+              "train_ll", "test_ll", "sqrt_v"]  # fmt: skip
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        for r in sorted(runs, key=lambda r: (list(ARMS).index(r["arm"]), r["seed"])):
+            size = r["arm"].split()[0].rpartition("-")[2]
+            for step, evals, cpu, curve_ll in r["curve"]:
+                last = step == r["curve"][-1][0]
+                w.writerow({
+                    "arm": r["arm"], "S": size if size.isdigit() else "", "seed": r["seed"],
+                    "step": step, "decoder_evals": evals, "cpu_seconds": cpu,
+                    "curve_ll": curve_ll, "train_ll": r["train_ll"] if last else "",
+                    "test_ll": r["test_ll"] if last else "", "sqrt_v": r["sqrt_v"] if last else "",
+                })  # fmt: skip
+
+
+def summarise(out: Path, tag: str, args) -> None:
     runs = [json.loads(p.read_text()) for p in sorted(out.glob("phase2_*.json"))]
     if not runs:
         return
@@ -120,6 +191,7 @@ def summarise(out: Path, tag: str, phase1_results: list[dict], args) -> None:
         row["sqrt_v"] = float(np.mean([by[arm][s]["sqrt_v"] for s in seeds]))
         rows.append(row)
     fig_dir = figures_dir()
+    write_checkpoint_rows(runs, fig_dir / f"results_exact2d{tag}.csv")
     with open(fig_dir / f"exact_study{tag}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -134,16 +206,10 @@ def summarise(out: Path, tag: str, phase1_results: list[dict], args) -> None:
         "",
         "Phase 1 (exact validation log p every "
         f"{args.eval_every} epochs; stop after {args.patience} evaluations without a gain "
-        "> 0.01 nats):",
+        "> 0.01 nats; the best checkpoint scored on all training and test images):",
         "",
+        *phase1_lines(phase1_found(out, args.seed), args.seed),
     ]
-    for p in phase1_results:
-        init = p.get("init_seed", args.seed)
-        name = p["objective"] + (f" (initialisation seed {init})" if init != args.seed else "")
-        lines.append(
-            f"- {name}: best exact validation log p {p['valid_ll']:.3f} at epoch "
-            f"{p['best_epoch']} (stopped at {p['epochs']}; {p['cpu_seconds'] / 60:.1f} CPU min)"
-        )
     lines += [
         "",
         "| arm | seeds | train log p | test log p | train − IWAE-10 (wins) | train − oracle "
@@ -255,7 +321,11 @@ def main(argv=None) -> None:
         "--subset", type=int, nargs=3, default=None, metavar=("TRAIN", "VALID", "TEST"),
         help="use the first images of each split (quick: 300 50 50)",
     )  # fmt: skip
-    p.add_argument("--summarise-only", action="store_true")
+    p.add_argument(
+        "--summarise-only", action="store_true",
+        help="skip phase 2 and rewrite the tables from every run under --out (the --phase1 "
+        "runs asked for still train where they have no file)",
+    )  # fmt: skip
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     q = args.quick
@@ -293,7 +363,7 @@ def main(argv=None) -> None:
         for seed in args.seeds:
             for arm in args.arms:
                 phase2_run(data, start, arm, seed, args, out)
-    summarise(out, tag, [{k: v for k, v in r.items() if k != "model"} for r in results], args)
+    summarise(out, tag, args)
 
 
 if __name__ == "__main__":

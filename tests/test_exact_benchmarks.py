@@ -38,6 +38,12 @@ def test_exact_study_smoke(tmp_path, monkeypatch):
     load("exact_study").main(args)
     rows = {r["arm"]: r for r in csv.DictReader(open(tmp_path / "exact_study_quick.csv"))}
     assert set(rows) == {"iwae-10", "ucvae-10", "oracle"}
+    marks = list(csv.DictReader(open(tmp_path / "results_exact2d_quick.csv")))
+    assert {(m["arm"], m["S"], m["step"]) for m in marks} >= {
+        ("ucvae-10", "10", "4"),
+        ("oracle", "", "0"),
+    }
+    assert all((m["test_ll"] != "") == (m["step"] == "4") for m in marks)  # scored at the end
     saved = tmp_path / "runs" / "phase2_oracle_0.pt"  # the first seed's weights, for the next
     load("exact_gradient").main(
         ["--images", "12", "--batches", "4", "--batch-size", "6", "--checkpoint", str(saved)]
@@ -50,3 +56,21 @@ def test_exact_study_smoke(tmp_path, monkeypatch):
     assert float(rows["oracle"]["decoder_evals"]) == 4 * 100 * 11 * 11  # steps × B × grid
     with pytest.raises(SystemExit):  # bad input: one clear line, non-zero exit
         load("exact_study").main(["--steps", "2"])
+
+
+def test_exact_study_pairs_phase1_by_initialisation():
+    """ucvae − IWAE is taken within each initialisation seed, not across them."""
+
+    def run(objective, init, shift):
+        return {"objective": objective, "init_seed": init, "best_epoch": 1, "epochs": 2,
+                "valid_ll": -22.0 + shift, "train_ll": -21.0 + shift, "test_ll": -23.0 + shift,
+                "cpu_seconds": 60.0}  # fmt: skip
+
+    results = [run("iwae", 0, 0.0), run("ucvae", 0, 0.1), run("iwae", 1, -1.0),
+               run("ucvae", 1, -1.3), run("elbo", 2, 0.0)]  # fmt: skip
+    lines = load("exact_study").phase1_lines(results, data_seed=0)
+    train = next(line for line in lines if line.startswith("- train"))
+    assert "+0.100, -0.300 (seeds 0, 1)" in train
+    assert "mean -0.100 ± 0.200, ucvae ahead in 1 of 2" in train
+    alone = load("exact_study").phase1_lines(results[:1] + results[4:], data_seed=0)
+    assert not any(line.startswith("- train") for line in alone)
