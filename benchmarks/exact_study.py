@@ -50,6 +50,7 @@ import torch
 
 from ucvae_lite.studies import oracle_study as S
 from ucvae_lite.studies.oracle_study import ARMS
+from ucvae_lite.studies.stats import mean_and_se
 from ucvae_lite.training.data import load_dataset
 from ucvae_lite.training.runtime import figures_dir, runs_dir
 
@@ -77,6 +78,13 @@ def phase1(data, args, out: Path, name: str, init_seed: int | None = None) -> di
         )
         torch.save(result, path)
     return result
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error over seeds (``stats.mean_and_se``); NaN where it has no data."""
+    if len(values) < 2:
+        return (float(values[0]) if values else math.nan), math.nan
+    return mean_and_se(torch.tensor(values))
 
 
 def phase2_run(data, start_state: dict, arm: str, seed: int, args, out: Path) -> dict:
@@ -116,12 +124,12 @@ def phase1_lines(results: list[dict], data_seed: int) -> list[str]:
         return lines
     lines += ["", "ucvae − IWAE from the same initialisation (same minibatches):", ""]
     for key in ("valid_ll", "train_ll", "test_ll"):
-        d = np.array([by["ucvae"][s][key] - by["iwae"][s][key] for s in shared])
+        d = [by["ucvae"][s][key] - by["iwae"][s][key] for s in shared]
         each = ", ".join(f"{v:+.3f}" for v in d)
         mean = ""
         if len(d) > 1:
-            se = d.std(ddof=1) / math.sqrt(len(d))
-            mean = f"; mean {d.mean():+.3f} ± {se:.3f}, ucvae ahead in {int((d > 0).sum())}"
+            m, se = mean_se(d)
+            mean = f"; mean {m:+.3f} ± {se:.3f}, ucvae ahead in {sum(v > 0 for v in d)}"
             mean += f" of {len(d)}"
         lines.append(f"- {key.split('_')[0]}: {each} (seeds {', '.join(map(str, shared))}){mean}")
     return lines
@@ -150,11 +158,12 @@ def write_checkpoint_rows(runs: list[dict], path: Path) -> None:
         w = csv.DictWriter(f, fieldnames=fields)
         w.writeheader()
         for r in sorted(runs, key=lambda r: (list(ARMS).index(r["arm"]), r["seed"])):
-            size = r["arm"].split()[0].rpartition("-")[2]
+            arm = ARMS[r["arm"]]  # S is the number of particles; the oracle has none
+            size = "" if arm.objective == "oracle" else arm.cfg.num_samples
             for step, evals, cpu, curve_ll in r["curve"]:
                 last = step == r["curve"][-1][0]
                 w.writerow({
-                    "arm": r["arm"], "S": size if size.isdigit() else "", "seed": r["seed"],
+                    "arm": r["arm"], "S": size, "seed": r["seed"],
                     "step": step, "decoder_evals": evals, "cpu_seconds": cpu,
                     "curve_ll": curve_ll, "train_ll": r["train_ll"] if last else "",
                     "test_ll": r["test_ll"] if last else "", "sqrt_v": r["sqrt_v"] if last else "",
@@ -174,16 +183,13 @@ def summarise(out: Path, tag: str, args) -> None:
         seeds = sorted(by[arm])
         row = {"arm": arm, "seeds": len(seeds)}
         for key in ("train_ll", "test_ll"):
-            v = np.array([by[arm][s][key] for s in seeds])
-            row[key] = v.mean()
-            row[key + "_se"] = v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else math.nan
+            row[key], row[key + "_se"] = mean_se([by[arm][s][key] for s in seeds])
         for ref, key in (("iwae-10", "train_ll"), ("oracle", "train_ll"), ("iwae-10", "test_ll")):
             shared = [s for s in seeds if ref in by and s in by[ref]]
-            d = np.array([by[arm][s][key] - by[ref][s][key] for s in shared])
+            d = [by[arm][s][key] - by[ref][s][key] for s in shared]
             col = f"{key.split('_')[0]}_vs_{ref}"
-            row[col] = d.mean() if len(d) else math.nan
-            row[col + "_se"] = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
-            row[col + "_wins"] = f"{int((d > 0).sum())}/{len(d)}" if len(d) else ""
+            row[col], row[col + "_se"] = mean_se(d)
+            row[col + "_wins"] = f"{sum(v > 0 for v in d)}/{len(d)}" if d else ""
         last = [by[arm][s]["curve"] for s in seeds]
         row["last_quarter_gain"] = float(np.mean([c[-1][3] - c[-2][3] for c in last]))
         row["decoder_evals"] = float(np.mean([by[arm][s]["decoder_evals"] for s in seeds]))
